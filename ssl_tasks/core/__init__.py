@@ -1,0 +1,1 @@
+"""Shared building blocks: registries, errors, atomic I/O, EMA, distributed helpers."""

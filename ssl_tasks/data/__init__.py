@@ -1,0 +1,1 @@
+"""Ingestion sources, the canonical shard format and streaming readers."""

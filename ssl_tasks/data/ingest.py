@@ -1,0 +1,83 @@
+"""The ingest stage: read a source into the canonical shard format (all or nothing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ssl_tasks.core.errors import UserError
+from ssl_tasks.data.shards import SplitData, write_dataset
+from ssl_tasks.data.sources import SOURCES, check_test_fraction, requires_path
+
+
+def ingest(
+    source: str,
+    path: str | Path | None,
+    out: Path,
+    *,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+    shard_size: int = 8192,
+) -> dict[str, Any]:
+    """Ingest ``path`` with the named source into dataset directory ``out``; return the manifest.
+
+    Arguments are checked before any data is read. ``out`` is only created (atomically) once the
+    whole dataset is written; on any failure nothing is left behind. An existing ``out`` is
+    replaced only if it is an empty directory or a previously ingested dataset.
+    """
+    fn = SOURCES.get(source)
+    tf = check_test_fraction(test_fraction)
+    if isinstance(split_seed, bool) or not isinstance(split_seed, (int, np.integer)) or split_seed < 0:
+        raise UserError(f"split_seed must be a non-negative integer, got {split_seed!r}")
+    if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
+        raise UserError(f"shard_size must be an integer >= 1, got {shard_size!r}")
+    out = Path(out)
+    in_path = None if path is None else Path(path)
+    if requires_path(fn):
+        if in_path is None:
+            raise UserError(f"source {source!r} needs a path to read from")
+        if not in_path.exists():
+            raise UserError(f"path {in_path} does not exist")
+        _check_not_inside(in_path, out)
+    _check_out(out)
+
+    result = fn(in_path, test_fraction=tf, split_seed=int(split_seed))
+    for split, data in result.splits.items():
+        _check_labels(source, split, data, len(result.label_names))
+    meta = {"name": source, **result.info, "test_fraction": tf, "split_seed": int(split_seed)}
+    return write_dataset(
+        out,
+        result.splits,
+        image_shape=result.image_shape,
+        label_names=result.label_names,
+        source=meta,
+        shard_size=int(shard_size),
+    )
+
+
+def _check_out(out: Path) -> None:
+    """Refuse to replace anything that is not an empty directory or an ingested dataset."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir() or out.is_symlink():
+        raise UserError(f"output {out} exists and is not a directory; choose another --out")
+    if any(out.iterdir()) and not (out / "manifest.json").is_file():
+        raise UserError(f"refusing to overwrite {out}: it exists and is not an ingested dataset (no manifest.json)")
+
+
+def _check_not_inside(in_path: Path, out: Path) -> None:
+    """The output replaces ``out`` wholesale, so it must not contain the input."""
+    src, dst = in_path.resolve(), out.resolve()
+    if src == dst or dst in src.parents:
+        raise UserError(f"output {out} would contain the input {in_path}; choose an --out outside it")
+
+
+def _check_labels(source: str, split: str, data: SplitData, n_classes: int) -> None:
+    labels = np.asarray(data.labels)
+    if len(labels) and (labels.min() < -1 or labels.max() >= n_classes):
+        raise UserError(
+            f"source {source!r} split {split!r}: labels span {labels.min()}..{labels.max()} "
+            f"but there are {n_classes} label names"
+        )

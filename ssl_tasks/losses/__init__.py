@@ -1,0 +1,7 @@
+"""Pure loss modules over tensors: no data loading, logging or launching."""
+
+from ssl_tasks.losses.negative_cosine import NegativeCosineLoss
+from ssl_tasks.losses.nt_xent import NTXentLoss
+from ssl_tasks.losses.queue_info_nce import FeatureQueue, QueueInfoNCELoss
+
+__all__ = ["FeatureQueue", "NTXentLoss", "NegativeCosineLoss", "QueueInfoNCELoss"]

@@ -1,0 +1,1 @@
+"""The image modality: batched on-device views and encoders."""

@@ -1,0 +1,82 @@
+"""Image encoders: a small CNN for tiny images and a CIFAR-style ResNet-18.
+
+Every encoder maps normalised images (B, C, H, W) to pooled features (B, D), exposes
+``out_dim`` and declares its ``capabilities`` (what objectives may ask of it).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torchvision
+from torch import nn
+
+from ssl_tasks.core.registry import Registry
+
+ENCODERS: Registry[type[nn.Module]] = Registry("encoder")
+
+
+class Encoder(nn.Module):
+    """Base class: pooled features of width ``out_dim``."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({"pooled"})
+    out_dim: int
+
+
+def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+@ENCODERS.register("small_cnn")
+class SmallCNN(Encoder):
+    """Three conv stages (two 3x3 conv-BN-ReLU each, max-pool between), then global average pool.
+
+    Sized for 8x8 to 32x32 inputs; ``width`` sets the first stage's channels (x1, x2, x4 after).
+    """
+
+    def __init__(self, in_channels: int, image_size: int, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        pool = nn.MaxPool2d(2) if image_size >= 16 else nn.Identity()
+        self.features = nn.Sequential(
+            _conv_bn(in_channels, w), _conv_bn(w, w), pool,
+            _conv_bn(w, 2 * w), _conv_bn(2 * w, 2 * w), nn.MaxPool2d(2),
+            _conv_bn(2 * w, 4 * w), _conv_bn(4 * w, 4 * w),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )  # fmt: skip
+        self.out_dim = 4 * w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, 4*width)"""
+        return self.features(x)
+
+
+@ENCODERS.register("resnet18")
+class CifarResNet18(Encoder):
+    """torchvision ResNet-18 with the CIFAR stem (3x3 stride-1 conv, no max-pool), He et al. 2016."""
+
+    def __init__(self, in_channels: int, image_size: int, width: int = 64) -> None:
+        super().__init__()
+        net = torchvision.models.resnet18(num_classes=10)
+        if width != 64:
+            raise ValueError("resnet18 supports width=64 only")
+        net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+        net.fc = nn.Identity()
+        self.net = net
+        self.out_dim = 512
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, 512)"""
+        return self.net(x)
+
+
+def build_encoder(name: str, in_channels: int, image_size: int, **kwargs: object) -> Encoder:
+    cls = ENCODERS.get(name)
+    try:
+        return cls(in_channels=in_channels, image_size=image_size, **kwargs)
+    except TypeError as e:
+        from ssl_tasks.core.errors import UserError
+
+        raise UserError(f"encoder {name!r}: {e}") from None

@@ -1,0 +1,9 @@
+"""SSL objectives, one file each, registered by name in ``OBJECTIVES``.
+
+The imports below fill the registry explicitly.
+"""
+
+from ssl_tasks.objectives import byol, moco_v2, simclr  # noqa: F401  (registration)
+from ssl_tasks.objectives.base import OBJECTIVES, DataSpec, Objective, StepResult
+
+__all__ = ["OBJECTIVES", "DataSpec", "Objective", "StepResult"]

@@ -1,0 +1,89 @@
+"""The objective interface: encoder in, views + heads + loss inside, one typed step result out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ssl_tasks.core.registry import Registry
+from ssl_tasks.modalities.image.views import ImageViewConfig, ImageViews
+
+OBJECTIVES: Registry[type[Objective]] = Registry("objective")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What an objective needs to know about the data: shape and normalisation statistics."""
+
+    channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass
+class StepResult:
+    """One training step: the scalar to minimise, its named terms and detached reports.
+
+    ``embeddings`` holds detached encoder features of two views of the same samples,
+    (B, D) each, for the collapse monitors.
+    """
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    report: dict[str, float] = field(default_factory=dict)
+    embeddings: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+class Objective(nn.Module):
+    """Base for SSL objectives; subclasses set ``Config`` and implement ``forward``.
+
+    Objectives never see labels: ``make_views`` and ``forward`` receive images only.
+    """
+
+    Config: ClassVar[type]
+    modalities: ClassVar[frozenset[str]] = frozenset({"image"})
+    requires: ClassVar[frozenset[str]] = frozenset({"pooled"})
+
+    def __init__(self, encoder: nn.Module, cfg: Any, data: DataSpec) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.data = data
+        self.encoder = encoder
+        mean, std = torch.tensor(data.mean), torch.tensor(data.std)
+        view_cfg: ImageViewConfig = cfg.views
+        self.view_fn = ImageViews(view_cfg, mean, std, data.image_size)
+
+    def make_views(self, x: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
+        """uint8 (B, C, H, W) -> V normalised views (B, C, S, S); two by default."""
+        return [self.view_fn(x, g), self.view_fn(x, g)]
+
+    def forward(self, views: list[torch.Tensor]) -> StepResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(student, teacher) pairs the loop EMA-updates after each optimizer step."""
+        return []
+
+    def momentum(self, progress: float) -> float:
+        """EMA coefficient at training progress in [0, 1]."""
+        return 0.0
+
+    @property
+    def eval_encoder(self) -> nn.Module:
+        """The encoder kept for downstream evaluation."""
+        return self.encoder
+
+
+def check_compatible(objective: type[Objective], encoder_cls: type, modality: str) -> None:
+    """Refuse an objective/encoder/modality combination before any data loads."""
+    from ssl_tasks.core.errors import UserError
+
+    if modality not in objective.modalities:
+        raise UserError(f"objective does not support modality {modality!r}; supports {sorted(objective.modalities)}")
+    missing = objective.requires - getattr(encoder_cls, "capabilities", frozenset())
+    if missing:
+        raise UserError(f"encoder {encoder_cls.__name__} lacks {sorted(missing)} required by the objective")

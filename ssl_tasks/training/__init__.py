@@ -1,0 +1,1 @@
+"""Training: a plain PyTorch loop (loop.py) and its Ray Train runner (ray_runner.py)."""

@@ -1,0 +1,236 @@
+"""The framework-free training loop: views on device, one step result, EMA after the step.
+
+``run_training(job, session)`` knows nothing of Ray or MLflow: a ``Session`` supplies rank,
+device, the checkpoint to resume from, and where per-epoch reports go.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ssl_tasks.core.config import build
+from ssl_tasks.core.ema import update_momentum
+from ssl_tasks.data.shards import ImageDataset, stream_epoch
+from ssl_tasks.modalities.image.encoders import ENCODERS, build_encoder
+from ssl_tasks.objectives import OBJECTIVES
+from ssl_tasks.objectives.base import DataSpec, Objective, check_compatible
+from ssl_tasks.training.config import TrainConfig, TrainJob
+from ssl_tasks.training.monitors import embedding_metrics, is_collapsed
+
+CHECKPOINT_FILE = "state.pt"
+
+
+class Session(Protocol):
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def latest_checkpoint(self) -> Path | None: ...
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None: ...
+
+
+class LocalSession:
+    """Single-process session: checkpoints kept in ``ckpt_dir`` (latest only)."""
+
+    def __init__(self, ckpt_dir: Path, device: str = "cpu") -> None:
+        self.rank, self.world_size, self.device = 0, 1, torch.device(device)
+        self.ckpt_dir = Path(ckpt_dir)
+        self.reports: list[dict[str, float]] = []
+
+    def latest_checkpoint(self) -> Path | None:
+        return self.ckpt_dir if (self.ckpt_dir / CHECKPOINT_FILE).is_file() else None
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        self.reports.append(metrics)
+        if checkpoint_dir is not None:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(checkpoint_dir / CHECKPOINT_FILE, self.ckpt_dir / CHECKPOINT_FILE)
+
+
+class CollapseError(RuntimeError):
+    """Raised (when configured) as soon as the monitors flag a collapsed representation."""
+
+
+def build_objective(job: TrainJob, data: DataSpec) -> Objective:
+    cls = OBJECTIVES.get(job.objective)
+    check_compatible(cls, ENCODERS.get(job.encoder), "image")
+    cfg = build(cls.Config, job.objective_kwargs, f"runs.{job.run}.objective_kwargs")
+    encoder = build_encoder(job.encoder, data.channels, data.image_size, **job.encoder_kwargs)
+    return cls(encoder, cfg, data)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Weight decay on weights only (not biases or norm parameters); teachers are excluded."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def lr_at(cfg: TrainConfig, it: int, total: int, warmup: int) -> float:
+    """Linear warm-up then cosine decay to zero."""
+    if it < warmup:
+        return cfg.lr * (it + 1) / warmup
+    t = (it - warmup) / max(1, total - warmup)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def data_spec(job: TrainJob, ds: ImageDataset) -> DataSpec:
+    c, h, w = ds.image_shape
+    return DataSpec(channels=c, image_size=min(h, w), mean=tuple(job.mean), std=tuple(job.std))
+
+
+def run_training(job: TrainJob, session: Session) -> None:
+    """Train ``job`` to completion, resuming from ``session.latest_checkpoint()`` if any."""
+    cfg, rank, ws, device = job.train, session.rank, session.world_size, session.device
+    torch.manual_seed(job.seed)  # identical initialisation on every rank
+    ds = ImageDataset(Path(job.data_dir))
+    objective = build_objective(job, data_spec(job, ds)).to(device)
+    opt = make_optimizer(objective, cfg)
+    start_epoch, history = 0, []
+    ckpt = session.latest_checkpoint()
+    if ckpt is not None:
+        state = torch.load(ckpt / CHECKPOINT_FILE, map_location=device, weights_only=True)
+        objective.load_state_dict(state["objective"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, history = int(state["epoch"]), json.loads(state["history"])
+        if rank == 0:
+            print(f"[{job.run}] resumed from checkpoint at epoch {start_epoch}", flush=True)
+    model: nn.Module = objective
+    if ws > 1:
+        model = nn.parallel.DistributedDataParallel(objective, broadcast_buffers=False)
+    steps = ds.count("train") // (cfg.batch_size * ws)
+    total, warmup = steps * cfg.epochs, steps * cfg.warmup_epochs
+    amp = cfg.precision == "bf16"
+    for epoch in range(start_epoch, cfg.epochs):
+        g = torch.Generator(device=device)
+        g.manual_seed(job.seed * 1_000_003 + epoch * 1009 + rank)
+        objective.train()
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        embs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        n_emb = 0
+        batches = stream_epoch(ds, "train", batch_size=cfg.batch_size, seed=job.seed, epoch=epoch, rank=rank, world_size=ws)
+        for step, xb in enumerate(batches):
+            it = epoch * steps + step
+            _maybe_fault(job, rank, epoch, step)
+            for grp in opt.param_groups:
+                grp["lr"] = lr_at(cfg, it, total, warmup)
+            x = torch.from_numpy(xb).to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                views = objective.make_views(x, g)
+                res = model(views)
+            opt.zero_grad(set_to_none=True)
+            res.loss.backward()
+            opt.step()
+            m = objective.momentum(it / max(1, total))
+            for student, teacher in objective.momentum_pairs():
+                update_momentum(student, teacher, m)
+            sums["train/loss"] = sums.get("train/loss", 0.0) + res.loss.item()
+            for k, v in res.terms.items():
+                sums[f"train/{k}"] = sums.get(f"train/{k}", 0.0) + float(v)
+            if res.embeddings is not None and n_emb < cfg.monitor_samples:
+                embs.append(res.embeddings)
+                n_emb += res.embeddings[0].shape[0]
+        dt = time.perf_counter() - t0
+        metrics = {k: v / steps for k, v in sums.items()}
+        metrics.update({"train/lr": opt.param_groups[0]["lr"], "train/momentum": m, "train/epoch_time_s": dt,
+                        "train/samples_per_s": steps * cfg.batch_size * ws / dt, "epoch": float(epoch + 1)})
+        if embs:
+            h1 = torch.cat([e[0] for e in embs])[: cfg.monitor_samples]
+            h2 = torch.cat([e[1] for e in embs])[: cfg.monitor_samples]
+            mon = embedding_metrics(h1, h2)
+            metrics.update({f"monitor/{k}": v for k, v in mon.items()})
+            metrics["monitor/collapsed"] = float(_agree(is_collapsed(mon), device))
+        history.append(metrics)
+        if rank == 0:
+            print(f"[{job.run}] epoch {epoch + 1}/{cfg.epochs} loss={metrics['train/loss']:.4f} "
+                  f"std={metrics.get('monitor/embedding_std', float('nan')):.3f} "
+                  f"erank={metrics.get('monitor/effective_rank', float('nan')):.1f} "
+                  f"{metrics['train/samples_per_s']:.0f} samples/s", flush=True)
+        _report(session, objective, opt, epoch + 1, history, metrics)
+        if cfg.stop_on_collapse and metrics.get("monitor/collapsed"):
+            raise CollapseError(f"run {job.run!r} collapsed at epoch {epoch + 1}: {metrics}")
+
+
+def _report(session: Session, objective: Objective, opt: torch.optim.Optimizer, epoch: int,
+            history: list[dict[str, float]], metrics: dict[str, float]) -> None:
+    if session.rank != 0:
+        session.report(metrics, None)
+        return
+    with tempfile.TemporaryDirectory(prefix="ssl-ckpt-") as d:
+        state = {
+            "objective": objective.state_dict(),
+            "eval_encoder": objective.eval_encoder.state_dict(),
+            "optimizer": opt.state_dict(),
+            "epoch": epoch,
+            "history": json.dumps(history),
+        }
+        torch.save(state, Path(d) / CHECKPOINT_FILE)
+        session.report(metrics, Path(d))
+
+
+def _agree(flag: bool, device: torch.device) -> bool:
+    """Rank 0's verdict, so every rank stops (or not) together."""
+    if dist.is_available() and dist.is_initialized():
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.broadcast(t, src=0)
+        return bool(t.item())
+    return flag
+
+
+def _maybe_fault(job: TrainJob, rank: int, epoch: int, step: int) -> None:
+    """Test-only: kill this worker process once, for real, at (rank, epoch, step)."""
+    f = job.fault
+    if not f or (f["rank"], f["epoch"], f["step"]) != (rank, epoch, step):
+        return
+    marker = Path(f["marker"])
+    if marker.exists():
+        return
+    marker.write_text("killed\n")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def channel_stats(ds: ImageDataset, max_samples: int = 10000) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std in [0, 1] units from (up to) the first ``max_samples`` train images."""
+    seen, total, total_sq = 0, None, None
+    for xb, _ in ds.iter_batches("train", 2048):
+        x = xb.astype(np.float64) / 255.0  # (B, C, H, W)
+        s, sq = x.sum(axis=(0, 2, 3)), (x**2).sum(axis=(0, 2, 3))
+        total = s if total is None else total + s
+        total_sq = sq if total_sq is None else total_sq + sq
+        seen += x.shape[0] * x.shape[2] * x.shape[3]
+        if seen >= max_samples * x.shape[2] * x.shape[3]:
+            break
+    mean = total / seen
+    std = np.sqrt(np.maximum(total_sq / seen - mean**2, 1e-12))
+    return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
+
+
+def job_to_dict(job: TrainJob) -> dict[str, Any]:
+    return asdict(job)
+
+
+def job_from_dict(d: dict[str, Any]) -> TrainJob:
+    d = dict(d)
+    d["train"] = TrainConfig(**d["train"])
+    d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
+    return TrainJob(**d)

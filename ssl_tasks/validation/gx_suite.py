@@ -1,0 +1,278 @@
+"""The Great Expectations adapter: the expectation suite of an ingested image dataset.
+
+This module is the only place in the project that imports ``great_expectations``, and it
+does so lazily (the import costs ~4 s), so importing :mod:`ssl_tasks.validation` is cheap.
+
+Two tables (built by :mod:`ssl_tasks.validation.image_checks`) are validated in one GX
+context: ``samples`` (one row per image) and ``class_counts`` (one row per split and class).
+Without ``docs_dir`` the context is ephemeral (nothing touches disk but the report); with it,
+a file-mode context lives in a temporary directory and its ``local_site`` Data Docs are copied
+into ``docs_dir`` atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ssl_tasks.core.errors import UserError
+from ssl_tasks.core.io import atomic_dir, write_json_atomic
+from ssl_tasks.validation.image_checks import DatasetTables, build_tables, fully_labelled_splits, labelled
+
+SAMPLES = "samples"
+CLASS_COUNTS = "class_counts"
+ID_COLUMN = "id"
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Thresholds of the suite. Class shares are relative to a uniform split: with K classes,
+    each class's share of its split must lie in ``[min_class_fraction / K, max_class_fraction / K]``."""
+
+    min_class_fraction: float = 0.5
+    max_class_fraction: float = 2.0
+    max_cross_split_duplicates: int = 0  # non-train images whose exact bytes also occur in train
+    sample_rows: int = 5  # offending ids kept per failed expectation
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_class_fraction <= self.max_class_fraction:
+            raise UserError(
+                "validation needs 0 <= min_class_fraction <= max_class_fraction, got "
+                f"{self.min_class_fraction} and {self.max_class_fraction}"
+            )
+        if int(self.max_cross_split_duplicates) != self.max_cross_split_duplicates or self.max_cross_split_duplicates < 0:
+            raise UserError(f"max_cross_split_duplicates must be an integer >= 0, got {self.max_cross_split_duplicates}")
+        if int(self.sample_rows) != self.sample_rows or self.sample_rows < 0:
+            raise UserError(f"sample_rows must be an integer >= 0, got {self.sample_rows}")
+
+
+class ValidationFailed(UserError):
+    """The dataset broke at least one expectation; ``report`` is what was written to disk."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class _Check:
+    table: str
+    column: str | None
+    description: str  # human-readable condition, e.g. "max <= 255"
+    expectation: Any  # a gx.expectations.Expectation
+
+    @property
+    def name(self) -> str:
+        return f"{self.expectation.expectation_type}({self.description})"
+
+
+def _fmt(v: float) -> str:
+    return f"{v:g}"
+
+
+def _build_checks(tables: DatasetTables, config: ValidationConfig) -> list[_Check]:
+    import great_expectations.expectations as gxe
+
+    m = tables.manifest
+    shape = "x".join(str(int(s)) for s in m["image_shape"])
+    lo, hi = (float(v) for v in m.get("value_range", [0, 255]))
+    n_rows = int(sum(int(s.get("count", 0)) for s in m.get("splits", {}).values()))
+    checks = [
+        _Check(SAMPLES, None, f"row count == manifest total {n_rows}", gxe.ExpectTableRowCountToEqual(value=n_rows)),
+        _Check(SAMPLES, "shape", f"shape in {{{shape}}}", gxe.ExpectColumnValuesToBeInSet(column="shape", value_set=[shape])),
+        _Check(SAMPLES, "dtype", "dtype in {uint8}", gxe.ExpectColumnValuesToBeInSet(column="dtype", value_set=["uint8"])),
+        _Check(SAMPLES, "min", f"min >= {_fmt(lo)}", gxe.ExpectColumnValuesToBeBetween(column="min", min_value=lo)),
+        _Check(SAMPLES, "max", f"max <= {_fmt(hi)}", gxe.ExpectColumnValuesToBeBetween(column="max", max_value=hi)),
+        _Check(
+            SAMPLES,
+            "n_nonfinite",
+            "n_nonfinite == 0",
+            gxe.ExpectColumnValuesToBeBetween(column="n_nonfinite", min_value=0, max_value=0),
+        ),
+    ]
+    if labelled(m):
+        k = len(m["label_names"])
+        kwargs: dict[str, Any] = {}
+        desc = f"label in {{0..{k - 1}}}"
+        full = fully_labelled_splits(m)
+        if set(full) != set(m["splits"]):
+            # -1 (unlabeled) is allowed only in splits the manifest declares partly unlabeled.
+            cond = "label != -1"
+            if full:
+                cond = f"split in {json.dumps(sorted(full))} or {cond}"
+            kwargs = {"row_condition": cond, "condition_parser": "pandas"}
+            desc += " or -1 where the split is partly unlabeled"
+        checks.append(
+            _Check(SAMPLES, "label", desc, gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(range(k)), **kwargs))
+        )
+        if not tables.class_counts.empty:
+            flo, fhi = config.min_class_fraction / k, config.max_class_fraction / k
+            checks.append(
+                _Check(
+                    CLASS_COUNTS,
+                    "fraction",
+                    f"class fraction of split in [{flo:.4g}, {fhi:.4g}]",
+                    gxe.ExpectColumnValuesToBeBetween(column="fraction", min_value=flo, max_value=fhi),
+                )
+            )
+    n = len(tables.samples)
+    allowed = int(config.max_cross_split_duplicates)
+    dup_kwargs: dict[str, Any] = {}
+    if allowed > 0 and n > 0:
+        # `mostly` is a share: half a row of slack makes "<= allowed rows" exact under float rounding.
+        dup_kwargs["mostly"] = max(0.0, (n - allowed - 0.5) / n)
+    checks.append(
+        _Check(
+            SAMPLES,
+            "in_train",
+            f"in_train == False: at most {allowed} non-train rows duplicate a train image",
+            gxe.ExpectColumnValuesToBeInSet(column="in_train", value_set=[False], **dup_kwargs),
+        )
+    )
+    return checks
+
+
+def _run_gx(checks: list[_Check], tables: DatasetTables, docs_dir: Path | None) -> list[Any]:
+    """Run the checks; return one ExpectationValidationResult per check, in order."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    result_format = {
+        "result_format": "COMPLETE",
+        "unexpected_index_column_names": [ID_COLUMN],
+        "return_unexpected_index_query": False,
+    }
+    frames = {SAMPLES: tables.samples, CLASS_COUNTS: tables.class_counts}
+    with tempfile.TemporaryDirectory(prefix="ssl_tasks-gx-") as tmp:
+        if docs_dir is None:
+            ctx = gx.get_context(mode="ephemeral")
+        else:
+            ctx = gx.get_context(mode="file", project_root_dir=tmp)
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+        source = ctx.data_sources.add_pandas("ssl_tasks")
+        by_id: dict[str, Any] = {}
+        ids: list[str] = []
+        for table, frame in frames.items():
+            mine = [c for c in checks if c.table == table]
+            if not mine:
+                continue
+            batch_def = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
+            suite = ctx.suites.add(gx.ExpectationSuite(name=f"ssl_tasks_{table}"))
+            table_ids = [suite.add_expectation(c.expectation).id for c in mine]
+            ids.extend(table_ids)
+            vd = ctx.validation_definitions.add(
+                gx.ValidationDefinition(name=f"validate_{table}", data=batch_def, suite=suite)
+            )
+            if docs_dir is None:
+                vr = vd.run(batch_parameters={"dataframe": frame}, result_format=result_format)
+            else:
+                checkpoint = ctx.checkpoints.add(
+                    gx.Checkpoint(
+                        name=f"checkpoint_{table}",
+                        validation_definitions=[vd],
+                        actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+                        result_format=result_format,
+                    )
+                )
+                cr = checkpoint.run(batch_parameters={"dataframe": frame})
+                (vr,) = cr.run_results.values()
+            for r in vr.results:
+                by_id[r.expectation_config.id] = r
+        if docs_dir is not None:
+            _publish_docs(Path(tmp) / "gx" / "uncommitted" / "data_docs" / "local_site", Path(docs_dir))
+    return [by_id[i] for i in ids]
+
+
+def _publish_docs(site: Path, docs_dir: Path) -> None:
+    if not (site / "index.html").is_file():
+        raise UserError(f"Great Expectations did not build Data Docs (no {site / 'index.html'})")
+    with atomic_dir(docs_dir) as tmp:
+        shutil.copytree(site, tmp, dirs_exist_ok=True)
+
+
+def _summarise(check: _Check, result: Any, sample_rows: int) -> dict[str, Any]:
+    res = result.result or {}
+    entry: dict[str, Any] = {
+        "name": check.name,
+        "table": check.table,
+        "column": check.column,
+        "success": bool(result.success),
+        "unexpected_count": int(res.get("unexpected_count") or 0),
+        "sample_ids": [str(row[ID_COLUMN]) for row in (res.get("unexpected_index_list") or [])[:sample_rows]],
+    }
+    if check.column is None and "observed_value" in res:
+        entry["observed_value"] = _jsonable(res["observed_value"])
+    info = result.exception_info or {}
+    if info.get("raised_exception"):
+        entry["success"] = False
+        entry["error"] = str(info.get("exception_message"))
+    return entry
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "item"):
+        return v.item()
+    return v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
+
+
+def _failure_line(e: dict[str, Any]) -> str:
+    if "error" in e:
+        return f"  - {e['name']}: error: {e['error']}"
+    if e["column"] is None:
+        return f"  - {e['name']}: observed {e.get('observed_value')}"
+    line = f"  - {e['name']}: {e['unexpected_count']} rows"
+    if e["sample_ids"]:
+        line += ", e.g. " + ", ".join(e["sample_ids"])
+    return line
+
+
+def validate_dataset(
+    data_dir: Path,
+    report_path: Path,
+    docs_dir: Path | None = None,
+    config: ValidationConfig = ValidationConfig(),
+) -> dict[str, Any]:
+    """Validate an ingested dataset with Great Expectations.
+
+    Writes the JSON report to ``report_path`` (and Data Docs to ``docs_dir`` if given) whether
+    or not the dataset passes; returns the report, or raises :class:`ValidationFailed`.
+    """
+    data_dir, report_path = Path(data_dir), Path(report_path)
+    tables = build_tables(data_dir)
+    checks = _build_checks(tables, config)
+    results = _run_gx(checks, tables, docs_dir)
+    entries = [_summarise(c, r, config.sample_rows) for c, r in zip(checks, results, strict=True)]
+
+    samples = tables.samples
+    n_samples = {split: int((samples["split"] == split).sum()) for split in tables.manifest.get("splits", {})}
+    duplicates = int(samples["in_train"].sum())
+    failed = [e for e in entries if not e["success"]]
+    report: dict[str, Any] = {
+        "success": not failed,
+        "dataset": str(data_dir),
+        "n_samples": n_samples,
+        "n_expectations": len(entries),
+        "n_failed": len(failed),
+        "expectations": entries,
+        "cross_split_duplicates": duplicates,
+        "config": asdict(config),
+        "metrics": {
+            "pass_rate": (len(entries) - len(failed)) / len(entries) if entries else 1.0,
+            "n_failed": len(failed),
+            "cross_split_duplicates": duplicates,
+            "n_samples": int(len(samples)),
+        },
+    }
+    if docs_dir is not None:
+        report["data_docs"] = str(Path(docs_dir) / "index.html")
+    write_json_atomic(report_path, report)
+    if failed:
+        lines = [f"validation failed for {data_dir}: {len(failed)} of {len(entries)} expectations failed"]
+        lines += [_failure_line(e) for e in failed]
+        lines.append(f"full report: {report_path}")
+        raise ValidationFailed("\n".join(lines), report)
+    return report
