@@ -578,13 +578,15 @@ def image_folder(path: Path | None, *, test_fraction: float, split_seed: int) ->
         raise UserError(f"no images found in {path} (looked for {', '.join(IMAGE_EXTENSIONS)})")
     prefix, classes = _folder_layout(path, files.names)
 
-    # Header pass: size and mode of every image (no pixel decoding) plus a content digest.
+    # Header pass: size and mode of every image (no pixel decoding) plus a content digest
+    # over (name below the common prefix, bytes), so a folder and its archive digest alike.
     digest = hashlib.sha256()
+    skip = len(prefix) + 1 if prefix else 0
     size: tuple[int, int] | None = None
     all_gray = True
     order = np.arange(len(files.names))
     for i, data in zip(order, files.iter_bytes(order), strict=True):
-        name = files.names[i].encode("utf-8")
+        name = files.names[i][skip:].encode("utf-8")
         digest.update(len(name).to_bytes(8, "big") + name + len(data).to_bytes(8, "big") + data)
         try:
             with Image.open(io.BytesIO(data)) as im:

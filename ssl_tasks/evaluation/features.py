@@ -18,9 +18,12 @@ def _check_images(images: np.ndarray) -> None:
         raise UserError(f"images must be uint8 (N, C, H, W), got {images.dtype} {images.shape}")
 
 
-def _module_device(module: nn.Module) -> torch.device | None:
+def _on_device(module: nn.Module, device: torch.device) -> bool:
+    """True if the module's parameters live on ``device`` ("cuda" matches any "cuda:i")."""
     p = next(module.parameters(), None)
-    return None if p is None else p.device
+    if p is None:
+        return True
+    return p.device.type == device.type and (device.index is None or p.device.index == device.index)
 
 
 def extract_features(
@@ -40,8 +43,7 @@ def extract_features(
     _check_images(images)
     device = torch.device(device)
     was_training = encoder.training
-    here = _module_device(encoder)
-    net = encoder if here is None or here == device else copy.deepcopy(encoder).to(device)
+    net = encoder if _on_device(encoder, device) else copy.deepcopy(encoder).to(device)
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
     std_t = torch.tensor(std, dtype=torch.float32, device=device)
     out: list[torch.Tensor] = []

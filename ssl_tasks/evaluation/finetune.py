@@ -68,7 +68,9 @@ def finetune_top1(
     The caller's encoder is never modified.
     """
     if epochs < 1 or batch_size < 1 or len(train_images) == 0:
-        raise UserError(f"fine-tuning needs epochs >= 1, batch_size >= 1 and images; got {epochs}, {batch_size}, {len(train_images)}")
+        raise UserError(
+            f"fine-tuning needs epochs, batch_size >= 1 and images; got {epochs}, {batch_size}, {len(train_images)}"
+        )
     device = torch.device(device)
     g_cpu = torch.Generator().manual_seed(seed)  # batch order and head init
     g_dev = torch.Generator(device=device).manual_seed(seed)  # augmentation draws

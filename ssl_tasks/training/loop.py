@@ -230,7 +230,7 @@ def job_to_dict(job: TrainJob) -> dict[str, Any]:
 
 
 def job_from_dict(d: dict[str, Any]) -> TrainJob:
-    d = dict(d)
+    d = {k: v for k, v in d.items() if not k.startswith("_")}
     d["train"] = TrainConfig(**d["train"])
     d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
     return TrainJob(**d)

@@ -44,8 +44,9 @@ class ValidationConfig:
                 "validation needs 0 <= min_class_fraction <= max_class_fraction, got "
                 f"{self.min_class_fraction} and {self.max_class_fraction}"
             )
-        if int(self.max_cross_split_duplicates) != self.max_cross_split_duplicates or self.max_cross_split_duplicates < 0:
-            raise UserError(f"max_cross_split_duplicates must be an integer >= 0, got {self.max_cross_split_duplicates}")
+        dup = self.max_cross_split_duplicates
+        if int(dup) != dup or dup < 0:
+            raise UserError(f"max_cross_split_duplicates must be an integer >= 0, got {dup}")
         if int(self.sample_rows) != self.sample_rows or self.sample_rows < 0:
             raise UserError(f"sample_rows must be an integer >= 0, got {self.sample_rows}")
 
@@ -83,8 +84,10 @@ def _build_checks(tables: DatasetTables, config: ValidationConfig) -> list[_Chec
     n_rows = int(sum(int(s.get("count", 0)) for s in m.get("splits", {}).values()))
     checks = [
         _Check(SAMPLES, None, f"row count == manifest total {n_rows}", gxe.ExpectTableRowCountToEqual(value=n_rows)),
-        _Check(SAMPLES, "shape", f"shape in {{{shape}}}", gxe.ExpectColumnValuesToBeInSet(column="shape", value_set=[shape])),
-        _Check(SAMPLES, "dtype", "dtype in {uint8}", gxe.ExpectColumnValuesToBeInSet(column="dtype", value_set=["uint8"])),
+        _Check(SAMPLES, "shape", f"shape in {{{shape}}}",
+               gxe.ExpectColumnValuesToBeInSet(column="shape", value_set=[shape])),
+        _Check(SAMPLES, "dtype", "dtype in {uint8}",
+               gxe.ExpectColumnValuesToBeInSet(column="dtype", value_set=["uint8"])),
         _Check(SAMPLES, "min", f"min >= {_fmt(lo)}", gxe.ExpectColumnValuesToBeBetween(column="min", min_value=lo)),
         _Check(SAMPLES, "max", f"max <= {_fmt(hi)}", gxe.ExpectColumnValuesToBeBetween(column="max", max_value=hi)),
         _Check(
@@ -106,9 +109,8 @@ def _build_checks(tables: DatasetTables, config: ValidationConfig) -> list[_Chec
                 cond = f"split in {json.dumps(sorted(full))} or {cond}"
             kwargs = {"row_condition": cond, "condition_parser": "pandas"}
             desc += " or -1 where the split is partly unlabeled"
-        checks.append(
-            _Check(SAMPLES, "label", desc, gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(range(k)), **kwargs))
-        )
+        in_label_set = gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(range(k)), **kwargs)
+        checks.append(_Check(SAMPLES, "label", desc, in_label_set))
         if not tables.class_counts.empty:
             flo, fhi = config.min_class_fraction / k, config.max_class_fraction / k
             checks.append(
@@ -136,15 +138,20 @@ def _build_checks(tables: DatasetTables, config: ValidationConfig) -> list[_Chec
     return checks
 
 
-def _run_gx(checks: list[_Check], tables: DatasetTables, docs_dir: Path | None) -> list[Any]:
-    """Run the checks; return one ExpectationValidationResult per check, in order."""
+def _run_gx(checks: list[_Check], tables: DatasetTables, docs_dir: Path | None, sample_rows: int) -> list[Any]:
+    """Run the checks; return one ExpectationValidationResult per check, in order.
+
+    SUMMARY rather than COMPLETE: it still gives the exact ``unexpected_count`` and the first
+    offending rows keyed by ``id``, but not every offending value, which made a fully failing
+    70,000-row expectation take 3.3 s instead of 1.7 s.
+    """
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     result_format = {
-        "result_format": "COMPLETE",
+        "result_format": "SUMMARY",
         "unexpected_index_column_names": [ID_COLUMN],
-        "return_unexpected_index_query": False,
+        "partial_unexpected_count": max(sample_rows, 20),  # 20: what Data Docs show by default
     }
     frames = {SAMPLES: tables.samples, CLASS_COUNTS: tables.class_counts}
     with tempfile.TemporaryDirectory(prefix="ssl_tasks-gx-") as tmp:
@@ -155,15 +162,15 @@ def _run_gx(checks: list[_Check], tables: DatasetTables, docs_dir: Path | None) 
         ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
         source = ctx.data_sources.add_pandas("ssl_tasks")
         by_id: dict[str, Any] = {}
-        ids: list[str] = []
+        ids: list[str] = [""] * len(checks)  # GX id of each check, in the order of `checks`
         for table, frame in frames.items():
-            mine = [c for c in checks if c.table == table]
+            mine = [i for i, c in enumerate(checks) if c.table == table]
             if not mine:
                 continue
             batch_def = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
             suite = ctx.suites.add(gx.ExpectationSuite(name=f"ssl_tasks_{table}"))
-            table_ids = [suite.add_expectation(c.expectation).id for c in mine]
-            ids.extend(table_ids)
+            for i in mine:
+                ids[i] = suite.add_expectation(checks[i].expectation).id
             vd = ctx.validation_definitions.add(
                 gx.ValidationDefinition(name=f"validate_{table}", data=batch_def, suite=suite)
             )
@@ -202,7 +209,7 @@ def _summarise(check: _Check, result: Any, sample_rows: int) -> dict[str, Any]:
         "column": check.column,
         "success": bool(result.success),
         "unexpected_count": int(res.get("unexpected_count") or 0),
-        "sample_ids": [str(row[ID_COLUMN]) for row in (res.get("unexpected_index_list") or [])[:sample_rows]],
+        "sample_ids": [str(row[ID_COLUMN]) for row in (res.get("partial_unexpected_index_list") or [])[:sample_rows]],
     }
     if check.column is None and "observed_value" in res:
         entry["observed_value"] = _jsonable(res["observed_value"])
@@ -244,7 +251,7 @@ def validate_dataset(
     data_dir, report_path = Path(data_dir), Path(report_path)
     tables = build_tables(data_dir)
     checks = _build_checks(tables, config)
-    results = _run_gx(checks, tables, docs_dir)
+    results = _run_gx(checks, tables, docs_dir, config.sample_rows)
     entries = [_summarise(c, r, config.sample_rows) for c, r in zip(checks, results, strict=True)]
 
     samples = tables.samples

@@ -1,0 +1,1 @@
+"""Stage functions (ingest, validate, baselines, pretrain, evaluate, compare) and the CLI."""

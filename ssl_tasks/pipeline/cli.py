@@ -1,0 +1,146 @@
+"""``ssl-tasks``: the one command-line entry (dvc.yaml stages and users call it).
+
+User errors exit with status 2 and one ``error: ...`` line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ssl_tasks.core.errors import UserError
+
+QUIET_ENV = {"PYTHONWARNINGS": "ignore::DeprecationWarning", "TQDM_MININTERVAL": "5"}
+
+
+def _params(args: argparse.Namespace):  # noqa: ANN202
+    from ssl_tasks.pipeline.params import load_params
+
+    return load_params(Path(args.params))
+
+
+def _layout(args: argparse.Namespace):  # noqa: ANN202
+    from ssl_tasks.pipeline.stages import Layout
+
+    return Layout(Path(args.root).resolve())
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from ssl_tasks.data.sources import SOURCES
+    from ssl_tasks.evaluation.protocols import PROTOCOLS
+    from ssl_tasks.modalities.image.encoders import ENCODERS
+    from ssl_tasks.objectives import OBJECTIVES
+
+    print("objectives: " + ", ".join(f"{n} ({'/'.join(sorted(OBJECTIVES.get(n).modalities))})" for n in OBJECTIVES))
+    print("encoders:   " + ", ".join(ENCODERS.names()))
+    print("modalities: image")
+    print("protocols:  " + ", ".join(PROTOCOLS.names()))
+    print("sources:    " + ", ".join(SOURCES.names()))
+
+
+def cmd_ingest(args: argparse.Namespace) -> None:
+    if args.dataset:
+        from ssl_tasks.pipeline.stages import ingest
+
+        ingest(_params(args), args.dataset, _layout(args))
+        return
+    if not args.source or not args.out:
+        raise UserError("ingest needs --dataset NAME (from params.yaml), or --source and --out")
+    from ssl_tasks.data.ingest import ingest as ingest_source
+
+    m = ingest_source(args.source, args.path, Path(args.out), test_fraction=args.test_fraction,
+                      split_seed=args.split_seed, shard_size=args.shard_size)
+    print(f"wrote {args.out}: " + ", ".join(f"{k}={v['count']}" for k, v in m["splits"].items()))
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    if args.dataset:
+        from ssl_tasks.pipeline.stages import validate
+
+        validate(_params(args), args.dataset, _layout(args))
+        return
+    if not args.data or not args.report:
+        raise UserError("validate needs --dataset NAME (from params.yaml), or --data and --report")
+    from ssl_tasks.validation import validate_dataset
+
+    report = validate_dataset(Path(args.data), Path(args.report), Path(args.docs) if args.docs else None)
+    print(f"validation passed: {report['n_expectations']} expectations; report {args.report}")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from ssl_tasks.pipeline.stages import pretrain
+
+    pretrain(_params(args), args.run, _layout(args))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from ssl_tasks.pipeline.stages import evaluate
+
+    evaluate(_params(args), args.run, _layout(args))
+
+
+def cmd_baselines(args: argparse.Namespace) -> None:
+    from ssl_tasks.pipeline.stages import baselines
+
+    baselines(_params(args), args.dataset, _layout(args))
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from ssl_tasks.pipeline.stages import compare
+
+    compare(_params(args), _layout(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ssl-tasks", description="Self-supervised pretraining and evaluation pipeline.")
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--root", default=".", help="project or workspace root (default: .)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="registered objectives, encoders, modalities, protocols, sources").set_defaults(
+        fn=cmd_list)
+    s = sub.add_parser("ingest", help="ingest a source into a versioned shard dataset")
+    s.add_argument("--dataset", help="dataset name from params.yaml")
+    s.add_argument("--source", help="source name (see `ssl-tasks list`)")
+    s.add_argument("--path", help="input file or folder")
+    s.add_argument("--out", help="output dataset directory")
+    s.add_argument("--test-fraction", type=float, default=0.2)
+    s.add_argument("--split-seed", type=int, default=0)
+    s.add_argument("--shard-size", type=int, default=8192)
+    s.set_defaults(fn=cmd_ingest)
+    s = sub.add_parser("validate", help="Great Expectations checks of an ingested dataset")
+    s.add_argument("--dataset")
+    s.add_argument("--data")
+    s.add_argument("--report")
+    s.add_argument("--docs")
+    s.set_defaults(fn=cmd_validate)
+    for name, fn, help_ in (("pretrain", cmd_pretrain, "pretrain one run on Ray Train"),
+                            ("evaluate", cmd_evaluate, "k-NN, linear and semi-supervised evaluation of a run")):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("--run", required=True, help="run name from params.yaml")
+        s.set_defaults(fn=fn)
+    s = sub.add_parser("baselines", help="random-init, raw-pixel and supervised baselines for a dataset")
+    s.add_argument("--dataset", required=True)
+    s.set_defaults(fn=cmd_baselines)
+    sub.add_parser("compare", help="leaderboard + MLflow parent run").set_defaults(fn=cmd_compare)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""params.yaml, parsed once at the edge into typed configs; every mistake is named."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ssl_tasks.core.config import build
+from ssl_tasks.core.errors import UserError
+from ssl_tasks.evaluation.protocols import PROTOCOLS, EvalConfig
+from ssl_tasks.modalities.image.encoders import ENCODERS
+from ssl_tasks.modalities.image.views import ImageViewConfig
+from ssl_tasks.objectives import OBJECTIVES
+from ssl_tasks.objectives.base import check_compatible
+from ssl_tasks.training.config import TrainConfig
+from ssl_tasks.validation import ValidationConfig
+
+
+@dataclass(frozen=True)
+class DatasetParams:
+    source: str
+    path: str | None = None
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    shard_size: int = 8192
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+
+@dataclass(frozen=True)
+class RunParams:
+    dataset: str
+    objective: str
+    encoder: str = "small_cnn"
+    encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    objective_kwargs: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)  # overrides of the shared ``train`` section
+
+
+@dataclass(frozen=True)
+class EvaluationParams:
+    protocols: tuple[str, ...] = ("knn", "linear", "semi_1pct", "semi_10pct")
+    settings: EvalConfig = field(default_factory=EvalConfig)
+    finetune_views: ImageViewConfig = field(
+        default_factory=lambda: ImageViewConfig(crop_scale=(0.6, 1.0), jitter_p=0.0, grayscale_p=0.0, hflip_p=0.5)
+    )
+
+
+@dataclass(frozen=True)
+class BaselineParams:
+    encoder: str = "small_cnn"
+    encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    include: tuple[str, ...] = ("random_init", "raw_pixels", "supervised")
+    supervised_epochs: int = 20
+    supervised_lr: float = 2e-3
+
+
+@dataclass(frozen=True)
+class TrackingParams:
+    experiment: str = "ssl-tasks"
+
+
+@dataclass(frozen=True)
+class RayParams:
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class Params:
+    datasets: dict[str, DatasetParams]
+    runs: dict[str, RunParams]
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvaluationParams = field(default_factory=EvaluationParams)
+    baselines: BaselineParams = field(default_factory=BaselineParams)
+    tracking: TrackingParams = field(default_factory=TrackingParams)
+    ray: RayParams = field(default_factory=RayParams)
+
+    def run(self, name: str) -> RunParams:
+        if name not in self.runs:
+            raise UserError(f"unknown run {name!r}; runs in params: {', '.join(sorted(self.runs)) or '(none)'}")
+        return self.runs[name]
+
+    def dataset(self, name: str) -> DatasetParams:
+        if name not in self.datasets:
+            raise UserError(f"unknown dataset {name!r}; datasets in params: {', '.join(sorted(self.datasets))}")
+        return self.datasets[name]
+
+    def train_for(self, run: str) -> TrainConfig:
+        from dataclasses import asdict
+
+        merged = {**asdict(self.train), **self.run(run).train}
+        return build(TrainConfig, merged, f"runs.{run}.train")
+
+
+BASELINE_KINDS = ("random_init", "raw_pixels", "supervised")
+
+
+def load_params(path: Path) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"params file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path} is not valid YAML: {e}") from None
+    return parse_params(raw, str(path))
+
+
+def parse_params(raw: dict[str, Any], where: str = "params") -> Params:
+    from ssl_tasks.data.sources import SOURCES
+
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: expected a mapping at the top level")
+    raw = dict(raw)
+    for key in ("datasets", "runs"):
+        if not isinstance(raw.get(key), dict) or not raw[key]:
+            raise UserError(f"{where}: '{key}' must be a non-empty mapping")
+    raw["datasets"] = {k: build(DatasetParams, v, f"datasets.{k}") for k, v in raw["datasets"].items()}
+    raw["runs"] = {k: build(RunParams, v, f"runs.{k}") for k, v in raw["runs"].items()}
+    params = build(Params, raw, where)
+    for name, ds in params.datasets.items():
+        SOURCES.get(ds.source)
+    for name, run in params.runs.items():
+        params.dataset(run.dataset)
+        obj = OBJECTIVES.get(run.objective)
+        check_compatible(obj, ENCODERS.get(run.encoder), "image")
+        build(obj.Config, run.objective_kwargs, f"runs.{name}.objective_kwargs")
+        params.train_for(name)
+    for p in params.evaluation.protocols:
+        PROTOCOLS.get(p)
+    ENCODERS.get(params.baselines.encoder)
+    for b in params.baselines.include:
+        if b not in BASELINE_KINDS:
+            raise UserError(f"baselines.include: unknown baseline {b!r}; valid: {', '.join(BASELINE_KINDS)}")
+    return params

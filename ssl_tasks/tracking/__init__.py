@@ -1,0 +1,1 @@
+"""MLflow adapter: the project's only MLflow import."""

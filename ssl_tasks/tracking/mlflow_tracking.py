@@ -1,0 +1,135 @@
+"""Everything the pipeline says to MLflow goes through these functions (MlflowClient, no global run).
+
+Default store: ``sqlite:///<project>/mlflow/mlflow.db`` with artifacts beside it, no server
+needed; ``MLFLOW_TRACKING_URI`` points the same code at a tracking server.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+
+
+def _client(uri: str):  # noqa: ANN202 - mlflow types stay inside this module
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def local_store(root: Path) -> Path:
+    return Path(root).resolve() / "mlflow"
+
+
+def tracking_uri(root: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the project's local sqlite store."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    store = local_store(root)
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def ensure_experiment(uri: str, name: str, root: Path) -> str:
+    client = _client(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifact_location = None
+    if uri.startswith("sqlite:"):
+        artifact_location = (local_store(root) / "artifacts" / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except Exception:  # created concurrently by another stage
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def start_run(uri: str, experiment_id: str, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+    """Create a run (status RUNNING) with flattened params and tags; return its id."""
+    client = _client(uri)
+    run = client.create_run(experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
+    flat = flatten(params)
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run.info.run_id, params=items[i : i + 100])
+    return run.info.run_id
+
+
+def log_epoch(uri: str, run_id: str, metrics: Mapping[str, float]) -> None:
+    """Per-epoch metrics, stepped by the ``epoch`` entry."""
+    step = int(metrics.get("epoch", 0))
+    log_metrics(uri, run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=step)
+
+
+def log_metrics(uri: str, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    import time
+
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    items = [Metric(_key(k), float(v), ts, step) for k, v in metrics.items() if math.isfinite(float(v))]
+    client = _client(uri)
+    for i in range(0, len(items), 500):
+        client.log_batch(run_id, metrics=items[i : i + 500])
+
+
+def log_artifact(uri: str, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    client = _client(uri)
+    if Path(path).is_dir():
+        client.log_artifacts(run_id, str(path), artifact_path)
+    else:
+        client.log_artifact(run_id, str(path), artifact_path)
+
+
+def set_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:
+    client = _client(uri)
+    for k, v in tags.items():
+        client.set_tag(run_id, k, str(v))
+
+
+def finish(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    _client(uri).set_terminated(run_id, status=status)
+
+
+def parent_of(uri: str, run_id: str) -> str | None:
+    return _client(uri).get_run(run_id).data.tags.get("mlflow.parentRunId")
+
+
+def run_exists(uri: str, run_id: str) -> bool:
+    try:
+        _client(uri).get_run(run_id)
+        return True
+    except Exception:
+        return False
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def _key(k: str) -> str:
+    """MLflow metric names allow letters, digits, _ - . space / only."""
+    return "".join(c if c.isalnum() or c in "_-. /" else "_" for c in k)
+
+
+def ui_runs_url(base: str, experiment_id: str) -> str:
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"

@@ -1,0 +1,125 @@
+"""Runs the plain loop under Ray Train's ``TorchTrainer``: the project's only Ray import.
+
+gloo on CPU, NCCL on GPU (Ray's defaults), a checkpoint reported every epoch, and
+``FailureConfig(max_failures)`` so a dead worker restarts the group from the last checkpoint.
+With ``RAY_ADDRESS`` set the same code joins an existing cluster; otherwise a local one starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssl_tasks.training.config import TrainJob
+from ssl_tasks.training.loop import CHECKPOINT_FILE, job_from_dict, job_to_dict, run_training
+
+QUIET_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
+    "RAY_DEDUP_LOGS": "0",
+}
+
+
+class RaySession:
+    """The loop's Session backed by ``ray.train`` (built inside each worker)."""
+
+    def __init__(self, tracking: dict[str, str]) -> None:
+        import ray.train
+        import ray.train.torch
+
+        ctx = ray.train.get_context()
+        self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self._tracking = tracking
+        self._restored: tempfile.TemporaryDirectory[str] | None = None
+
+    def latest_checkpoint(self) -> Path | None:
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            return None
+        self._restored = tempfile.TemporaryDirectory(prefix="ssl-restore-")
+        path = Path(ckpt.to_directory(self._restored.name))
+        return path if (path / CHECKPOINT_FILE).is_file() else None
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        import ray.train
+
+        if self.rank == 0 and self._tracking.get("run_id"):
+            from ssl_tasks.tracking.mlflow_tracking import log_epoch
+
+            log_epoch(self._tracking["uri"], self._tracking["run_id"], metrics)
+        ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=ckpt)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point: rebuild the typed job and run the plain loop."""
+    job = job_from_dict(config)
+    threads = int(config.get("_threads", 0))
+    if threads > 0:
+        torch.set_num_threads(threads)
+    run_training(job, RaySession(job.tracking))
+
+
+def init_ray(address: str | None = None) -> None:
+    """Connect to ``address`` / ``RAY_ADDRESS`` or start a local single-machine cluster."""
+    import ray
+
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+
+
+def fit(job: TrainJob, *, storage_dir: Path, name: str, address: str | None = None) -> dict[str, Any]:
+    """Train with ``job.train.num_workers`` Ray workers; return the final checkpoint's state.
+
+    ``name`` must identify the job's configuration: a rerun with the same name and storage
+    resumes from the stored checkpoint (Ray Train's restore), a new name starts fresh.
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    init_ray(address)
+    cfg = job.train
+    cpus = cfg.cpus_per_worker or max(1, int(ray.cluster_resources().get("CPU", 1)) // cfg.num_workers)
+    config = job_to_dict(job)
+    config["_threads"] = cpus
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cpus}
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(Path(storage_dir).resolve()),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"run {job.run!r} finished without a checkpoint")
+    with tempfile.TemporaryDirectory(prefix="ssl-final-") as d:
+        path = Path(result.checkpoint.to_directory(d))
+        state = torch.load(path / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    shutil.rmtree(Path(storage_dir) / name, ignore_errors=True)
+    return state
