@@ -180,6 +180,10 @@ class ImageDataset:
             out.append((images, labels))
         return out
 
+    def shard_images(self, split: str) -> list[np.ndarray]:
+        """Memory-mapped image arrays only: training readers never open label files."""
+        return [np.load(self.root / s["images"], mmap_mode="r", allow_pickle=False) for s in self._split(split)["shards"]]
+
     def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """The whole split in memory (for evaluation sets that fit)."""
         parts = self.shards(split)
@@ -212,7 +216,7 @@ def stream_epoch(
     every ``world_size``-th sample, and every rank yields the same number of full batches.
     """
     rng = np.random.default_rng([seed, epoch])
-    shards = ds.shards(split)
+    shards = ds.shard_images(split)
     n_batches = ds.count(split) // (batch_size * world_size)
     if n_batches == 0:
         raise UserError(
@@ -223,7 +227,7 @@ def stream_epoch(
     pending_n = 0
     offset = 0  # global sample position, for rank striding
     for si in rng.permutation(len(shards)):
-        images, _ = shards[si]
+        images = shards[si]
         order = rng.permutation(len(images))
         mine = order[(rank - offset) % world_size :: world_size]
         offset += len(images)

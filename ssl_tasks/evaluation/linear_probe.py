@@ -1,6 +1,6 @@
 """Linear probe: a single linear layer trained on frozen, standardised features.
 
-The linear evaluation protocol of Zhang et al. 2016 / Oord et al. 2018 (CPC) as run by
+The linear evaluation protocol (Zhang et al. 2016, arXiv:1603.08511) as run by
 SimCLR (Chen et al. 2020, arXiv:2002.05709) and MAE (He et al. 2021, arXiv:2111.06377):
 frozen features, one ``nn.Linear`` (weights ~ N(0, 0.01), zero bias), cross entropy,
 here with AdamW and a per-step cosine learning rate.

@@ -105,13 +105,14 @@ def run_training(job: TrainJob, session: Session) -> None:
     ds = ImageDataset(Path(job.data_dir))
     objective = build_objective(job, data_spec(job, ds)).to(device)
     opt = make_optimizer(objective, cfg)
-    start_epoch, history = 0, []
+    start_epoch, history, resumed = 0, [], []
     ckpt = session.latest_checkpoint()
     if ckpt is not None:
         state = torch.load(ckpt / CHECKPOINT_FILE, map_location=device, weights_only=True)
         objective.load_state_dict(state["objective"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, history = int(state["epoch"]), json.loads(state["history"])
+        resumed = [*json.loads(state["resumed"]), start_epoch]
         if rank == 0:
             print(f"[{job.run}] resumed from checkpoint at epoch {start_epoch}", flush=True)
     model: nn.Module = objective
@@ -166,13 +167,13 @@ def run_training(job: TrainJob, session: Session) -> None:
                   f"std={metrics.get('monitor/embedding_std', float('nan')):.3f} "
                   f"erank={metrics.get('monitor/effective_rank', float('nan')):.1f} "
                   f"{metrics['train/samples_per_s']:.0f} samples/s", flush=True)
-        _report(session, objective, opt, epoch + 1, history, metrics)
+        _report(session, objective, opt, epoch + 1, history, resumed, metrics)
         if cfg.stop_on_collapse and metrics.get("monitor/collapsed"):
             raise CollapseError(f"run {job.run!r} collapsed at epoch {epoch + 1}: {metrics}")
 
 
 def _report(session: Session, objective: Objective, opt: torch.optim.Optimizer, epoch: int,
-            history: list[dict[str, float]], metrics: dict[str, float]) -> None:
+            history: list[dict[str, float]], resumed: list[int], metrics: dict[str, float]) -> None:
     if session.rank != 0:
         session.report(metrics, None)
         return
@@ -183,6 +184,7 @@ def _report(session: Session, objective: Objective, opt: torch.optim.Optimizer, 
             "optimizer": opt.state_dict(),
             "epoch": epoch,
             "history": json.dumps(history),
+            "resumed": json.dumps(resumed),  # epochs at which this run resumed from a checkpoint
         }
         torch.save(state, Path(d) / CHECKPOINT_FILE)
         session.report(metrics, Path(d))
@@ -206,6 +208,7 @@ def _maybe_fault(job: TrainJob, rank: int, epoch: int, step: int) -> None:
     if marker.exists():
         return
     marker.write_text("killed\n")
+    time.sleep(float(f.get("delay_s", 0)))  # lets the controller register the last checkpoint first
     os.kill(os.getpid(), signal.SIGKILL)
 
 

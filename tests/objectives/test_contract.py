@@ -1,0 +1,134 @@
+"""Every registered objective honours the interface contract (STYLE.md, habit 10)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssl_tasks.core.config import build
+from ssl_tasks.core.ema import update_momentum
+from ssl_tasks.data.shards import ImageDataset
+from ssl_tasks.modalities.image.encoders import build_encoder
+from ssl_tasks.objectives import OBJECTIVES, DataSpec, Objective, StepResult
+from ssl_tasks.training.config import TrainConfig, TrainJob
+from ssl_tasks.training.loop import LocalSession, make_optimizer, run_training
+
+SPEC = DataSpec(channels=1, image_size=8, mean=(0.3,), std=(0.37,))
+SMALL = {"simclr": {}, "byol": {}, "moco_v2": {"queue_size": 64}}
+
+
+def make(name: str, seed: int = 0) -> Objective:
+    torch.manual_seed(seed)
+    cls = OBJECTIVES.get(name)
+    cfg = build(cls.Config, SMALL.get(name, {}), name)
+    return cls(build_encoder("small_cnn", 1, 8, width=8), cfg, SPEC)
+
+
+def batch(seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (16, 1, 8, 8), generator=g, dtype=torch.uint8)
+
+
+def step(obj: Objective, x: torch.Tensor, seed: int = 0) -> StepResult:
+    g = torch.Generator().manual_seed(seed)
+    return obj(obj.make_views(x, g))
+
+
+def teacher_params(obj: Objective) -> list[torch.nn.Parameter]:
+    return [p for _, t in obj.momentum_pairs() for p in t.parameters()]
+
+
+@pytest.fixture(params=OBJECTIVES.names())
+def name(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def test_registry_rejects_duplicates() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        OBJECTIVES.register("simclr")(object)
+
+
+def test_step_result_is_finite_with_named_terms(name: str) -> None:
+    res = step(make(name), batch())
+    assert isinstance(res, StepResult)
+    assert res.loss.ndim == 0 and torch.isfinite(res.loss)
+    assert res.terms and all(k.endswith("_loss") for k in res.terms)
+    assert all(not t.requires_grad for t in res.terms.values())
+    h1, h2 = res.embeddings
+    assert h1.shape == h2.shape == (16, make(name).encoder.out_dim) and not h1.requires_grad
+
+
+def test_gradients_reach_online_network_not_target(name: str) -> None:
+    obj = make(name)
+    step(obj, batch()).loss.backward()
+    online = [p for p in obj.encoder.parameters()]
+    assert all(p.grad is not None for p in online)
+    assert sum(float(p.grad.abs().sum()) for p in online) > 0
+    for p in teacher_params(obj):
+        assert p.grad is None and not p.requires_grad
+
+
+def test_optimizer_excludes_teacher_and_ema_moves_it(name: str) -> None:
+    obj = make(name)
+    opt = make_optimizer(obj, TrainConfig(lr=0.05))
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    teachers = teacher_params(obj)
+    assert not any(id(p) in in_opt for p in teachers)
+    before = [p.detach().clone() for p in teachers]
+    res = step(obj, batch())
+    opt.zero_grad()
+    res.loss.backward()
+    opt.step()
+    for s, t in obj.momentum_pairs():
+        update_momentum(s, t, obj.momentum(0.0))
+    if not teachers:
+        assert obj.momentum_pairs() == []  # nothing to move (e.g. SimCLR)
+        return
+    moved = sum(float((a - b.detach()).abs().sum()) for a, b in zip(before, teachers))
+    assert moved > 0
+    assert 0 < obj.momentum(0.0) < 1
+
+
+def test_forward_takes_views_only(name: str) -> None:
+    cls = OBJECTIVES.get(name)
+    assert list(inspect.signature(cls.forward).parameters) == ["self", "views"]
+    assert list(inspect.signature(cls.make_views).parameters) == ["self", "x", "g"]
+
+
+def _job(name: str, data: Path, seed: int = 0) -> TrainJob:
+    return TrainJob(run=name, seed=seed, data_dir=str(data), objective=name, objective_kwargs=SMALL.get(name, {}),
+                    encoder="small_cnn", encoder_kwargs={"width": 8}, train=TrainConfig(epochs=1, batch_size=128),
+                    mean=SPEC.mean, std=SPEC.std)
+
+
+def test_training_never_reads_labels(name: str, digits_dataset: Path, tmp_path: Path) -> None:
+    """Copy the dataset, destroy every label file, and train: it must not notice."""
+    import shutil
+
+    data = tmp_path / "nolabels"
+    shutil.copytree(digits_dataset, data)
+    for f in data.rglob("*.labels.npy"):
+        f.write_bytes(b"this is not a label file")
+    session = LocalSession(tmp_path / "ckpt")
+    run_training(_job(name, data), session)
+    assert len(session.reports) == 1 and session.latest_checkpoint() is not None
+    with pytest.raises(ValueError):  # and the labels really are unreadable
+        ImageDataset(data).load("train")
+
+
+def test_two_seeded_runs_are_equal(name: str, digits_dataset: Path, tmp_path: Path) -> None:
+    states = []
+    for i in range(2):
+        session = LocalSession(tmp_path / f"run{i}")
+        run_training(_job(name, digits_dataset, seed=7), session)
+        states.append(torch.load(session.latest_checkpoint() / "state.pt", weights_only=True)["objective"])
+    assert states[0].keys() == states[1].keys()
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+    other = LocalSession(tmp_path / "other")
+    run_training(_job(name, digits_dataset, seed=8), other)
+    s3 = torch.load(other.latest_checkpoint() / "state.pt", weights_only=True)["objective"]
+    assert any(not torch.equal(states[0][k], s3[k]) for k in s3 if s3[k].dtype.is_floating_point)
