@@ -159,9 +159,9 @@ def check_params(params: dict[str, Any], where: str) -> None:
     from ssl_tasks.pipeline.params import parse_params
 
     try:
-        parse_params(params, where)
+        parse_params(params)
     except UserError as e:
-        raise ValueError(str(e)) from None
+        raise ValueError(f"{where}: {e}") from None
 
 
 # ----------------------------------------------------------------------------- workspace
@@ -295,12 +295,22 @@ def stage_order(run_dir: Path) -> list[str]:
         try:
             from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
 
-            steps = plan_repro(get_active_graph(repo.index.graph), collect_stages(repo, ["dvc.yaml"]))
+            targets = [str(Path(repo.root_dir) / "dvc.yaml")]  # what a bare `dvc repro` reproduces
+            steps = plan_repro(get_active_graph(repo.index.graph), collect_stages(repo, targets))
         except ImportError:  # DVC moved its planner: a post-order walk of the graph is the same plan
             import networkx as nx
 
             steps = list(nx.dfs_postorder_nodes(repo.index.graph))
-        return [s.addressing for s in steps]
+        return [_address(s, Path(repo.root_dir)) for s in steps]
+
+
+def _address(stage: Any, root: Path) -> str:
+    """``stage.addressing`` relative to the run directory (DVC's is relative to the process's cwd)."""
+    rel = Path(os.path.relpath(stage.path, root)).as_posix()
+    name = getattr(stage, "name", None)
+    if not name:  # a .dvc file
+        return rel
+    return name if rel == "dvc.yaml" else f"{rel}:{name}"
 
 
 @task(name="dvc-stage", task_run_name="{stage}", cache_policy=NO_CACHE)

@@ -23,9 +23,9 @@ def build(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
+        raise UserError(f"{where or 'top level'}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)
-    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:

@@ -106,21 +106,24 @@ def load_params(path: Path) -> Params:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise UserError(f"{path} is not valid YAML: {e}") from None
-    return parse_params(raw, str(path))
+    try:
+        return parse_params(raw)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
 
 
-def parse_params(raw: dict[str, Any], where: str = "params") -> Params:
+def parse_params(raw: dict[str, Any]) -> Params:
     from ssl_tasks.data.sources import SOURCES
 
     if not isinstance(raw, dict):
-        raise UserError(f"{where}: expected a mapping at the top level")
+        raise UserError("expected a mapping at the top level")
     raw = dict(raw)
     for key in ("datasets", "runs"):
         if not isinstance(raw.get(key), dict) or not raw[key]:
-            raise UserError(f"{where}: '{key}' must be a non-empty mapping")
+            raise UserError(f"'{key}' must be a non-empty mapping")
     raw["datasets"] = {k: build(DatasetParams, v, f"datasets.{k}") for k, v in raw["datasets"].items()}
     raw["runs"] = {k: build(RunParams, v, f"runs.{k}") for k, v in raw["runs"].items()}
-    params = build(Params, raw, where)
+    params = build(Params, raw, "")
     for name, ds in params.datasets.items():
         SOURCES.get(ds.source)
     for name, run in params.runs.items():

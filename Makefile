@@ -1,0 +1,64 @@
+# Two set-up-and-go commands: `make run` (default pipeline end to end) and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+export RAY_USAGE_STATS_ENABLED := 0
+export RAY_AUTH_MODE := disabled
+export RAY_TRAIN_ENABLE_PREEMPTION_WATCHER := 0
+export RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION := 0
+
+PREFECT_PORT ?= 4200
+MLFLOW_PORT ?= 5000
+
+.PHONY: install run test test-slow bench ui ui-stop clean help
+
+help:
+	@echo "make run    - install (first time) and run the default pipeline with dvc repro"
+	@echo "make test   - install (first time) and run the test suite"
+	@echo "make ui     - start the Prefect UI (:$(PREFECT_PORT)) and MLflow UI (:$(MLFLOW_PORT)) and serve the flow"
+	@echo "make bench  - benchmarks (writes bench/results/*.json)"
+
+$(STAMP): requirements.txt requirements-torch.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 2; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip
+	# torch first, with pip (uv must never resolve torch itself: multi-GB CUDA download)
+	$(BIN)/python -m pip install -q -r requirements-torch.txt
+	$(BIN)/python -m pip install -q uv==0.13.9
+	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode -q -r requirements.txt
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -q -e .
+	@test -d .dvc || $(BIN)/dvc init -q $$(git rev-parse --git-dir >/dev/null 2>&1 || echo --no-scm)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/dvc repro
+	@echo
+	@echo "Leaderboard: artifacts/leaderboard.md (.csv, .png). Open the UIs with: make ui"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -r requirements-bench.txt
+	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/overhead.py
+
+ui: $(STAMP)
+	bash infra/local/ui.sh start $(PREFECT_PORT) $(MLFLOW_PORT)
+
+ui-stop:
+	bash infra/local/ui.sh stop
+
+clean:
+	rm -rf data artifacts metrics reports workspaces .dvc/cache

@@ -1,0 +1,83 @@
+"""Prefect flow tests: an own PREFECT_HOME per session, quiet tools, throwaway project copies.
+
+Nothing here writes into the repository: every flow runs on a copy of the project's source
+files in a tmp dir (its own git repo, DVC cache and MLflow store).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Before anything imports prefect (its settings are read at import).
+_PREFECT_HOME = tempfile.mkdtemp(prefix="ssl-prefect-home-")
+ENV = {
+    "PREFECT_HOME": _PREFECT_HOME,
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "DVC_NO_ANALYTICS": "1",
+}
+os.environ.update(ENV)
+for _k in ("PREFECT_API_URL", "PREFECT_API_KEY"):
+    os.environ.pop(_k, None)
+
+REPO = Path(__file__).resolve().parents[2]
+
+# One SimCLR epoch, two cheap baselines, short evaluation: the whole pipeline in ~2 minutes on 2 cores.
+FAST = {
+    "baselines.supervised_epochs": 1,
+    "baselines.include": ["random_init", "raw_pixels"],
+    "evaluation.settings.finetune_epochs": 2,
+    "evaluation.settings.linear_epochs": 20,
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_env() -> Iterator[None]:
+    """No outside tracking server or Ray cluster; remove this session's PREFECT_HOME at the end."""
+    saved = {k: os.environ.pop(k) for k in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS") if k in os.environ}
+    yield
+    os.environ.update(saved)
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
+
+def make_project(dest: Path) -> Path:
+    """A throwaway copy of the project's source files (as a workspace gets them) with its own git repo."""
+    from flows.pipeline import source_files
+
+    dest.mkdir(parents=True)
+    for f in [*source_files(REPO), "params.yaml"]:
+        (dest / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / f, dest / f)
+    assert (dest / ".dvc" / "config").is_file() and (dest / "dvc.yaml").is_file()
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def fast() -> dict[str, object]:
+    return dict(FAST)
+
+
+@pytest.fixture(scope="session")
+def project_factory():  # noqa: ANN201
+    return make_project
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """The real Prefect engine against a temporary local API server and database."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

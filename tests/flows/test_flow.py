@@ -1,0 +1,107 @@
+"""The ssl-pipeline flow on the real Prefect engine, DVC, Ray Train and MLflow (a throwaway project copy)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+SIMCLR_STAGES = {"ingest@digits", "validate@digits", "baselines@digits", "pretrain@simclr", "evaluate@simclr",
+                 "compare"}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, project_factory: Any) -> Path:
+    return project_factory(tmp_path_factory.mktemp("flow") / "proj")
+
+
+@pytest.fixture(scope="module")
+def first_run(project: Path, prefect_harness: None, fast: dict[str, Any]) -> dict[str, Any]:
+    from flows.pipeline import ssl_pipeline
+
+    t0 = time.perf_counter()
+    state = ssl_pipeline(objectives=["simclr"], epochs=1, overrides=fast, project_root=str(project),
+                         return_state=True)
+    return {"state": state, "seconds": time.perf_counter() - t0}
+
+
+def test_bad_objective_fails_listing_valid_run_names(project: Path, prefect_harness: None) -> None:
+    from flows.pipeline import ssl_pipeline
+
+    state = ssl_pipeline(objectives=["nope"], project_root=str(project), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ValueError, match=r"'nope'.*valid run names: simclr, moco_v2, byol"):
+        state.result()
+    assert not (project / "workspaces").exists()  # failed before any workspace was made
+
+
+def test_flow_runs_every_stage_in_its_own_workspace(first_run: dict[str, Any], project: Path) -> None:
+    state = first_run["state"]
+    assert state.is_completed(), state.message
+    out = state.result()
+    ws = Path(out["workspace"])
+    assert ws.parent == project / "workspaces" and ws.name.endswith(str(state.state_details.flow_run_id)[:8])
+    assert out["stages"] == {s: "ran" for s in SIMCLR_STAGES}
+
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())
+    assert set(lock["stages"]) == SIMCLR_STAGES
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    assert list(params["runs"]) == ["simclr"] and params["train"]["epochs"] == 1
+    assert params["baselines"]["include"] == ["random_init", "raw_pixels"]
+    assert not (project / "dvc.lock").exists() and not (project / "data").exists()  # the root is untouched
+
+    board = pd.read_csv(out["leaderboard_csv"])
+    assert set(board["name"]) == {"simclr", "random_init@digits", "raw_pixels@digits"}
+    assert [r["name"] for r in out["leaderboard"]] == list(board["name"])
+    assert board["knn/top1"].notna().all()
+
+    # One MLflow store, the PROJECT's: a parent run (compare) with the stage runs as children.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ssl-tasks")
+    assert exp is not None and exp.artifact_location.startswith((project / "mlflow").as_uri())
+    parents = client.search_runs([exp.experiment_id], "tags.kind = 'pipeline'")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.tags["prefect_flow_run_id"] == str(state.state_details.flow_run_id)
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert {c.info.run_name for c in children} == {"simclr", "random_init@digits", "raw_pixels@digits"}
+    assert not (ws / "mlflow").exists()
+
+
+def test_second_run_on_the_same_workspace_reruns_nothing(first_run: dict[str, Any], project: Path,
+                                                         fast: dict[str, Any]) -> None:
+    from flows.pipeline import ssl_pipeline
+
+    ws = Path(first_run["state"].result()["workspace"])
+    lock = (ws / "dvc.lock").read_text()
+    board = (ws / "artifacts" / "leaderboard.csv").read_text()
+    t0 = time.perf_counter()
+    out = ssl_pipeline(objectives=["simclr"], epochs=1, overrides=fast, project_root=str(project),
+                       workspace=str(ws))
+    seconds = time.perf_counter() - t0
+    assert out["workspace"] == str(ws)
+    assert out["stages"] == {s: "unchanged" for s in SIMCLR_STAGES}  # DVC: "Stage ... didn't change, skipping"
+    assert (ws / "dvc.lock").read_text() == lock
+    assert (ws / "artifacts" / "leaderboard.csv").read_text() == board
+    assert seconds < first_run["seconds"] / 2
+
+
+def test_failing_stage_fails_the_flow_with_its_error_line(project: Path, prefect_harness: None) -> None:
+    from flows.pipeline import StageFailed, ssl_pipeline
+
+    bad = {"datasets.digits.source": "image_folder", "datasets.digits.path": "/nonexistent-ssl-tasks-data"}
+    state = ssl_pipeline(objectives=["simclr"], overrides=bad, project_root=str(project), workspace="broken",
+                         return_state=True)
+    assert state.is_failed()
+    with pytest.raises(StageFailed) as err:
+        state.result()
+    msg = str(err.value)
+    assert "stage ingest@digits failed" in msg
+    assert "error: path /nonexistent-ssl-tasks-data does not exist" in msg  # ssl-tasks' own line
+    assert not (project / "workspaces" / "broken" / "dvc.lock").exists()

@@ -1,0 +1,38 @@
+"""Test helpers importable from any test module (pytest's ``pythonpath`` includes tests/)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def copy_project(dest: Path) -> Path:
+    """A throwaway copy of the project's source files (what git would check out), as a git + DVC repo."""
+    import shutil
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        src = REPO / f
+        if f == "dvc.lock" or not src.is_file():
+            continue
+        (dest / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / f)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
+    return dest
+
+
+def fast_params(raw: dict, runs: tuple[str, ...] = ("simclr", "byol")) -> dict:
+    """Shrink the default params so the whole DAG runs in about a minute per run on 2 cores."""
+    raw["runs"] = {k: v for k, v in raw["runs"].items() if k in runs}
+    raw["train"].update(epochs=1, batch_size=128, warmup_epochs=0)
+    raw["baselines"].update(supervised_epochs=1)
+    raw["evaluation"]["settings"].update(finetune_epochs=2, linear_epochs=20)
+    return raw

@@ -1,0 +1,107 @@
+"""`dvc repro` on a copy of the project: the whole DAG on real data, no-op reruns, targeted reruns,
+lineage in MLflow, and a validation failure that stops the pipeline before pretraining."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from helpers import copy_project, fast_params
+
+BIN = Path(sys.executable).parent
+
+
+def repro(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([str(BIN / "dvc"), "repro", *args], cwd=root, capture_output=True, text=True, env=env,
+                          timeout=1500)
+
+
+def ran(res: subprocess.CompletedProcess[str]) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", res.stdout))
+
+
+def edit_params(root: Path, edit) -> None:  # noqa: ANN001
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    edit(raw)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = copy_project(tmp_path_factory.mktemp("proj") / "p")
+    edit_params(root, fast_params)
+    return root
+
+
+def test_full_dag_then_noop_then_targeted_rerun(project: Path) -> None:
+    res = repro(project)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert ran(res) == {"ingest@digits", "validate@digits", "baselines@digits", "pretrain@simclr", "pretrain@byol",
+                        "evaluate@simclr", "evaluate@byol", "compare"}
+    board = pd.read_csv(project / "artifacts" / "leaderboard.csv")
+    assert set(board["name"]) == {"simclr", "byol", "random_init@digits", "raw_pixels@digits", "supervised@digits"}
+    for col in ("knn/top1", "linear/top1", "semi_1pct/top1", "semi_10pct/top1"):
+        assert board[col].between(0.0, 1.0).all()
+    assert (project / "artifacts" / "leaderboard.png").stat().st_size > 1000
+    assert "Leaderboard" in res.stdout  # printed at the end
+    assert (project / "reports" / "validate" / "digits_docs").is_dir()
+
+    again = repro(project)
+    assert again.returncode == 0 and ran(again) == set(), again.stdout
+
+    edit_params(project, lambda r: r["runs"]["simclr"]["objective_kwargs"].update(temperature=0.3))
+    third = repro(project)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert ran(third) == {"pretrain@simclr", "evaluate@simclr", "compare"}
+
+
+def test_mlflow_lineage(project: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ssl-tasks")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("kind") == "pipeline"]
+    assert len(parents) == 2  # one per pipeline execution that produced results
+    first = min(parents, key=lambda r: r.info.start_time)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == first.info.run_id]
+    names = {r.info.run_name for r in children}
+    assert {"simclr", "byol", "random_init@digits", "raw_pixels@digits", "supervised@digits"} <= names
+    simclr = next(r for r in children if r.info.run_name == "simclr")
+    tags = simclr.data.tags
+    for key in ("objective", "dataset", "encoder", "git_commit", "data_hash"):
+        assert tags[key] and tags[key] != "unknown", key
+    assert simclr.data.params["objective_kwargs.temperature"] == "0.2"
+    assert "eval/knn/top1" in simclr.data.metrics and "monitor/effective_rank" in simclr.data.metrics
+    history = client.get_metric_history(simclr.info.run_id, "train/loss")
+    assert [m.step for m in history] == [1]
+    artifacts = {a.path for a in client.list_artifacts(simclr.info.run_id, "checkpoint")}
+    assert "checkpoint/encoder.pt" in artifacts
+    second = max(parents, key=lambda r: r.info.start_time)
+    rerun = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == second.info.run_id]
+    assert [r.info.run_name for r in rerun] == ["simclr"]  # only the rerun child; the rest are reused
+    assert second.data.tags["reused_child_runs"]
+
+
+def test_validation_failure_stops_before_pretraining(tmp_path: Path) -> None:
+    root = copy_project(tmp_path / "p")
+
+    def strict(raw: dict) -> None:
+        fast_params(raw, runs=("simclr",))
+        raw["datasets"]["digits"]["validation"]["min_class_fraction"] = 1.0  # digits classes are not exactly equal
+
+    edit_params(root, strict)
+    res = repro(root)
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert "validation failed" in out and "class" in out
+    assert not (root / "artifacts" / "runs").exists()
+    assert "pretrain@simclr" not in ran(res)
