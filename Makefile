@@ -50,9 +50,10 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q -r requirements-bench.txt
-	$(BIN)/python bench/throughput.py
+	$(BIN)/python -m pip install --no-deps -q -r requirements-bench.txt
+	$(BIN)/python bench/throughput.py --objectives
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/fashion_mnist.py
 
 ui: $(STAMP)
 	bash infra/local/ui.sh start $(PREFECT_PORT) $(MLFLOW_PORT)

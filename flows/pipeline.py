@@ -27,6 +27,7 @@ or serve it (``python -m flows.deploy``) and start runs from the Prefect UI.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -37,6 +38,7 @@ import sys
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +212,7 @@ def project_cache_dir(root: Path) -> Path:
 def prepare_workspace(root: Path, ws: Path, params: dict[str, Any] | None, flow_parameters: dict[str, Any],
                       logger: Any) -> Path:
     """Create or refresh the workspace ``ws``: source files, params.yaml, DVC without git + shared cache."""
-    new = not ws.exists()
+    new = not (ws / "dvc.yaml").exists()
     ws.mkdir(parents=True, exist_ok=True)
     meta = ws / FLOW_DIR
     meta.mkdir(exist_ok=True)
@@ -407,6 +409,32 @@ def ssl_pipeline(
         params = apply_parameters(raw, warn=logger.warning, **given)
         check_params(params, "params.yaml with the flow parameters")
     ws = resolve_workspace(root, workspace, bool(given))
+    with _workspace_lock(ws):
+        return _run_pipeline(root, ws, params, given, logger)
+
+
+@contextlib.contextmanager
+def _workspace_lock(ws: Path | None) -> Iterator[None]:
+    """One flow run per workspace at a time (the project root is guarded by DVC's own repo lock)."""
+    if ws is None:
+        yield
+        return
+    (ws / FLOW_DIR).mkdir(parents=True, exist_ok=True)
+    with open(ws / FLOW_DIR / "lock", "w") as fh:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: DVC's repo lock still stops a second `dvc repro`
+            yield
+            return
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"workspace {ws} is in use by another flow run; use another workspace") from None
+        yield
+
+
+def _run_pipeline(root: Path, ws: Path | None, params: dict[str, Any] | None, given: dict[str, Any],
+                  logger: Any) -> dict[str, Any]:
     extra_env: dict[str, str] = {}
     if ws is None:
         run_dir = root
@@ -414,10 +442,9 @@ def ssl_pipeline(
     else:
         run_dir = prepare_workspace(root, ws, params, given, logger)
         if not os.environ.get("MLFLOW_TRACKING_URI"):  # one MLflow store for the project and its workspaces
-            store = root / "mlflow"
-            store.mkdir(parents=True, exist_ok=True)
-            extra_env["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
-            _ensure_experiment(extra_env["MLFLOW_TRACKING_URI"], run_dir, root)
+            extra_env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        _init_local_store(root, run_dir)
     extra_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(run_dir), os.environ.get("PYTHONPATH")) if p)
     from prefect.runtime import flow_run
 
@@ -429,7 +456,7 @@ def ssl_pipeline(
     results = []
     for stage in stages:
         retries = RETRY_STAGES.get(stage.split(":")[-1].split("@")[0], 0)
-        t = run_stage.with_options(retries=retries, retry_delay_seconds=5) if retries else run_stage
+        t = run_stage.with_options(retries=retries, retry_delay_seconds=2) if retries else run_stage
         results.append(t(stage, str(run_dir), extra_env))
 
     from ssl_tasks.pipeline.stages import Layout
@@ -442,12 +469,27 @@ def ssl_pipeline(
             "stages": {r["stage"]: r["status"] for r in results}}
 
 
-def _ensure_experiment(uri: str, run_dir: Path, root: Path) -> None:
-    """Create the MLflow experiment with its artifacts under the PROJECT's store (not the workspace's)."""
+def _init_local_store(root: Path, run_dir: Path) -> None:
+    """Create the project's sqlite MLflow store and experiment once, under a file lock.
+
+    Two flow runs (or stages) opening a new store at once both run MLflow's schema migrations
+    and one fails ("duplicate column name"); done here first, the stages find it ready. The
+    experiment's artifacts go under the PROJECT's store, not a workspace's.
+    """
     from ssl_tasks.pipeline.params import load_params
     from ssl_tasks.tracking.mlflow_tracking import ensure_experiment
 
-    ensure_experiment(uri, load_params(run_dir / "params.yaml").tracking.experiment, root)
+    store = root / "mlflow"
+    store.mkdir(parents=True, exist_ok=True)
+    with open(store / ".init.lock", "w") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # not POSIX: no lock
+            pass
+        ensure_experiment(f"sqlite:///{store / 'mlflow.db'}", load_params(run_dir / "params.yaml").tracking.experiment,
+                          root)
 
 
 def _publish(layout: Any, logger: Any) -> None:

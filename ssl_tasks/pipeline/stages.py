@@ -71,6 +71,14 @@ def say(msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
 
+def record_compute(stage: str, seconds: float) -> None:
+    """Append the stage's compute time to $SSL_TASKS_TIMING_LOG (bench/overhead.py sets it)."""
+    path = os.environ.get("SSL_TASKS_TIMING_LOG")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"stage": stage, "compute_s": round(seconds, 3)}) + "\n")
+
+
 def git_commit(root: Path) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
@@ -95,8 +103,10 @@ def _tracking(params: Params, root: Path) -> tuple[str, str]:
 def ingest(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
     d = params.dataset(dataset)
     say(f"ingest {dataset}: source={d.source} path={d.path}")
+    t0 = time.perf_counter()
     manifest = ingest_source(d.source, d.path, layout.data(dataset), test_fraction=d.test_fraction,
                              split_seed=d.split_seed, shard_size=d.shard_size)
+    record_compute(f"ingest@{dataset}", time.perf_counter() - t0)
     counts = {k: v["count"] for k, v in manifest["splits"].items()}
     say(f"ingest {dataset}: wrote {layout.data(dataset)} {counts} shape={manifest['image_shape']}")
     return manifest
@@ -106,8 +116,10 @@ def validate(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
     from ssl_tasks.validation import validate_dataset
 
     say(f"validate {dataset}: running the Great Expectations suite ...")
+    t0 = time.perf_counter()
     report = validate_dataset(layout.data(dataset), layout.validation_report(dataset), layout.validation_docs(dataset),
                               params.dataset(dataset).validation)
+    record_compute(f"validate@{dataset}", time.perf_counter() - t0)
     say(f"validate {dataset}: {report['n_expectations']} expectations passed")
     return report
 
@@ -146,6 +158,7 @@ def pretrain(params: Params, run: str, layout: Layout) -> Path:
         mt.finish(uri, run_id, "FAILED")
         raise
     history = json.loads(state["history"])
+    record_compute(f"pretrain@{run}", sum(r["train/epoch_time_s"] for r in history))
     c, h, w = ds.image_shape
     meta = {"run": run, "dataset": spec.dataset, "objective": spec.objective, "encoder": spec.encoder,
             "encoder_kwargs": spec.encoder_kwargs, "channels": c, "image_size": min(h, w), "mean": list(mean),
@@ -222,10 +235,12 @@ def _run_protocols(params: Params, encoder: torch.nn.Module | None, ds: ImageDat
     metrics, subsets = evaluate_encoder(
         encoder, ds.load("train"), ds.load("test"), num_classes=ds.num_classes, mean=mean, std=std,
         protocols=params.evaluation.protocols, cfg=params.evaluation.settings, finetune_views=views,
+        device="cuda" if torch.cuda.is_available() else "cpu",
         progress=lambda line: say(f"evaluate {label}: {line}"),
     )  # fmt: skip
-    say(f"evaluate {label}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-        + f" ({time.perf_counter() - t0:.0f} s)")
+    dt = time.perf_counter() - t0
+    record_compute(f"evaluate@{label}", dt)
+    say(f"evaluate {label}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()) + f" ({dt:.0f} s)")
     return metrics, subsets
 
 
@@ -274,9 +289,11 @@ def baselines(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
                 x, y = ds.load("train")
                 views = ImageViews(params.evaluation.finetune_views, torch.tensor(mean), torch.tensor(std), min(h, w))
                 say(f"baselines {dataset}: supervised training of {b.encoder} for {b.supervised_epochs} epochs")
+                t0 = time.perf_counter()
                 train_supervised(encoder, x, y, num_classes=ds.num_classes, views=views, epochs=b.supervised_epochs,
                                  lr=b.supervised_lr, batch_size=params.train.batch_size, seed=params.seed,
                                  log=lambda s: say(f"baselines {dataset}: {s}"))
+                record_compute(f"supervised@{dataset}", time.perf_counter() - t0)
             metrics, subsets = _run_protocols(params, encoder, ds, mean, std, name)
             encoder_name = "-" if encoder is None else b.encoder
             tags = {"kind": "baseline", "baseline": kind, "dataset": dataset, "encoder": encoder_name,

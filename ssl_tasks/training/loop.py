@@ -148,6 +148,9 @@ def run_training(job: TrainJob, session: Session) -> None:
             sums["train/loss"] = sums.get("train/loss", 0.0) + res.loss.item()
             for k, v in res.terms.items():
                 sums[f"train/{k}"] = sums.get(f"train/{k}", 0.0) + float(v)
+            if rank == 0 and steps >= 200 and (step + 1) % (steps // 4) == 0 and step + 1 < steps:
+                print(f"[{job.run}] epoch {epoch + 1}/{cfg.epochs}: {step + 1}/{steps} steps, "
+                      f"loss {sums['train/loss'] / (step + 1):.4f}", flush=True)
             if res.embeddings is not None and n_emb < cfg.monitor_samples:
                 embs.append(res.embeddings)
                 n_emb += res.embeddings[0].shape[0]

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Start (or stop) the local UIs: Prefect server + the served pipeline deployment, and the MLflow UI.
+#   bash infra/local/ui.sh start [PREFECT_PORT] [MLFLOW_PORT]     bash infra/local/ui.sh stop
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+BIN="$ROOT/.venv/bin"
+RUN="$ROOT/.prefect/run"
+export PREFECT_HOME="${PREFECT_HOME:-$ROOT/.prefect}"
+export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_UI_V2_ENABLED=false DO_NOT_TRACK=true
+export MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1 RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled
+export PATH="$BIN:$PATH"
+mkdir -p "$RUN" "$ROOT/mlflow"
+
+stop() {
+  # The flow-serving process goes first: with the server gone it may ignore SIGTERM.
+  for name in serve prefect mlflow; do
+    if [ -f "$RUN/$name.pid" ]; then
+      pid=$(cat "$RUN/$name.pid")
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+      kill -KILL -- "-$pid" 2>/dev/null || true
+      rm -f "$RUN/$name.pid"
+    fi
+  done
+  echo "stopped"
+}
+
+wait_for() {  # url, what
+  for _ in $(seq 120); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 1; done
+  echo "error: $2 did not come up at $1 (logs in $RUN)"; exit 1
+}
+
+start() {
+  local pport="${1:-4200}" mport="${2:-5000}"
+  setsid "$BIN/prefect" server start --host 127.0.0.1 --port "$pport" >"$RUN/prefect.log" 2>&1 &
+  echo $! >"$RUN/prefect.pid"
+  setsid "$BIN/mlflow" ui --host 127.0.0.1 --port "$mport" --workers 1 \
+    --backend-store-uri "sqlite:///$ROOT/mlflow/mlflow.db" \
+    --default-artifact-root "$ROOT/mlflow/artifacts" >"$RUN/mlflow.log" 2>&1 &
+  echo $! >"$RUN/mlflow.pid"
+  wait_for "http://127.0.0.1:$pport/api/health" "Prefect server"
+  export PREFECT_API_URL="http://127.0.0.1:$pport/api"
+  (cd "$ROOT" && setsid "$BIN/python" -m flows.deploy --name default >"$RUN/serve.log" 2>&1 &
+   echo $! >"$RUN/serve.pid")
+  wait_for "http://127.0.0.1:$mport/health" "MLflow UI"
+  cat <<MSG
+Prefect UI : http://127.0.0.1:$pport   (Deployments -> ssl-pipeline/default -> Run -> Custom run)
+MLflow UI  : http://127.0.0.1:$mport/#/experiments   (experiment "ssl-tasks"; parent runs expand to children)
+Logs       : $RUN/*.log        Stop with: make ui-stop
+MSG
+}
+
+case "${1:-start}" in
+  start) shift || true; start "$@" ;;
+  stop) stop ;;
+  *) echo "usage: $0 start [PREFECT_PORT] [MLFLOW_PORT] | stop"; exit 2 ;;
+esac

@@ -1,0 +1,141 @@
+"""`python -m flows.deploy` served against a real local Prefect server; two runs at once via the REST API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+DEPLOYMENT = "test"
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _api(base: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read() or b"null")
+
+
+def _wait(what: str, fn: Any, timeout: float, every: float = 1.0, logs: tuple[Path, ...] = ()) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            value = fn()
+            if value:
+                return value
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n" + _tails(logs))
+
+
+def _tails(logs: tuple[Path, ...], n: int = 4000) -> str:
+    return "\n".join(f"--- {p.name} (tail)\n{p.read_text(errors='replace')[-n:]}" for p in logs if p.is_file())
+
+
+def _stop(proc: subprocess.Popen | None, grace: float = 30) -> None:
+    """SIGTERM the process group, then SIGKILL what is left."""
+    if proc is None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10)):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            pass
+    try:  # children that outlived their leader (same group)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def test_two_runs_at_once_each_in_its_own_workspace(tmp_path: Path, project_factory: Any,
+                                                    fast: dict[str, Any]) -> None:
+    project = project_factory(tmp_path / "proj")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_UI_V2_ENABLED="false",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_RUNNER_POLL_FREQUENCY="2")
+    server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
+    logs = (server_log, serve_log)
+    server = serve = None
+    try:
+        with server_log.open("w") as out:
+            server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start",
+                                       "--host", "127.0.0.1", "--port", str(port)],
+                                      cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        _wait("the Prefect server", lambda: _api(base, "GET", "/health") is True, 180, logs=logs)
+
+        with serve_log.open("w") as out:
+            serve = subprocess.Popen([sys.executable, "-m", "flows.deploy", "--name", DEPLOYMENT, "--limit", "2",
+                                      "--project-root", str(project)],
+                                     cwd=project, env={**env, "PREFECT_API_URL": base}, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        dep = _wait("the deployment", lambda: _api(base, "GET", f"/deployments/name/ssl-pipeline/{DEPLOYMENT}"),
+                    120, every=2, logs=logs)
+        assert dep["parameters"] == {"project_root": str(project)}
+
+        runs = {}
+        for objective in ("simclr", "byol"):
+            fr = _api(base, "POST", f"/deployments/{dep['id']}/create_flow_run",
+                      {"parameters": {"objectives": [objective], "epochs": 1, "overrides": fast}})
+            runs[objective] = fr["id"]
+
+        def finished() -> dict[str, Any] | None:
+            states = {o: _api(base, "GET", f"/flow_runs/{rid}") for o, rid in runs.items()}
+            return states if all(s["state_type"] in TERMINAL for s in states.values()) else None
+
+        final = _wait("both flow runs", finished, 900, every=5, logs=logs)
+        for objective, fr in final.items():
+            assert fr["state_type"] == "COMPLETED", f"{objective}: {fr['state']}\n" + _tails(logs)
+    finally:
+        _stop(serve)  # before the server: with the server gone, serve ignores SIGTERM
+        _stop(server)
+
+    # They ran at the same time (limit 2), each in its own workspace.
+    a, b = final["simclr"], final["byol"]
+    assert a["start_time"] < b["end_time"] and b["start_time"] < a["end_time"]
+    for objective, fr in final.items():
+        other = ({"simclr", "byol"} - {objective}).pop()
+        ws = project / "workspaces" / f"{fr['name']}-{fr['id'].replace('-', '')[:8]}"
+        board = pd.read_csv(ws / "artifacts" / "leaderboard.csv")
+        assert objective in set(board["name"]) and other not in set(board["name"])
+        lock = yaml.safe_load((ws / "dvc.lock").read_text())
+        assert set(lock["stages"]) == {"ingest@digits", "validate@digits", "baselines@digits",
+                                       f"pretrain@{objective}", f"evaluate@{objective}", "compare"}
+        status = subprocess.run([str(Path(sys.executable).parent / "dvc"), "status", "--json"], cwd=ws,
+                                capture_output=True, text=True, env={**env, "DVC_NO_ANALYTICS": "1"})
+        assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout + status.stderr
+    assert not (project / "dvc.lock").exists() and not (project / "data").exists()
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ssl-tasks")
+    parents = client.search_runs([exp.experiment_id], "tags.kind = 'pipeline'")
+    assert {p.data.tags["prefect_flow_run_id"] for p in parents} == set(runs.values())
