@@ -19,8 +19,9 @@ Where it runs:
   (no parameters: its own params.yaml is kept). Re-running it with the same settings
   re-runs nothing.
 
-Two flow runs started at once therefore work in different directories; two runs in the
-same directory are serialised by DVC's repo lock (the second fails with a lock error).
+Two flow runs started at once therefore work in different directories; a second run on a
+workspace in use fails at once (a lock in ``<workspace>/.flow/``), and in the project root
+DVC's repo lock stops a second ``dvc repro``.
 Run it: ``python -c "from flows.pipeline import ssl_pipeline; ssl_pipeline(epochs=1)"``,
 or serve it (``python -m flows.deploy``) and start runs from the Prefect UI.
 """
@@ -470,26 +471,16 @@ def _run_pipeline(root: Path, ws: Path | None, params: dict[str, Any] | None, gi
 
 
 def _init_local_store(root: Path, run_dir: Path) -> None:
-    """Create the project's sqlite MLflow store and experiment once, under a file lock.
+    """Create the project's sqlite MLflow store and experiment before any stage runs.
 
-    Two flow runs (or stages) opening a new store at once both run MLflow's schema migrations
-    and one fails ("duplicate column name"); done here first, the stages find it ready. The
-    experiment's artifacts go under the PROJECT's store, not a workspace's.
+    The tracking adapter does it under a file lock, with artifacts beside the project's database,
+    so stages of two flow runs starting at once find it ready.
     """
     from ssl_tasks.pipeline.params import load_params
     from ssl_tasks.tracking.mlflow_tracking import ensure_experiment
 
-    store = root / "mlflow"
-    store.mkdir(parents=True, exist_ok=True)
-    with open(store / ".init.lock", "w") as lock:
-        try:
-            import fcntl
-
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except ImportError:  # not POSIX: no lock
-            pass
-        ensure_experiment(f"sqlite:///{store / 'mlflow.db'}", load_params(run_dir / "params.yaml").tracking.experiment,
-                          root)
+    ensure_experiment(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+                      load_params(run_dir / "params.yaml").tracking.experiment)
 
 
 def _publish(layout: Any, logger: Any) -> None:

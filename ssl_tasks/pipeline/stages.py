@@ -94,7 +94,7 @@ def data_hash(data_dir: Path) -> str:
 
 def _tracking(params: Params, root: Path) -> tuple[str, str]:
     uri = mt.tracking_uri(root)
-    return uri, mt.ensure_experiment(uri, params.tracking.experiment, root)
+    return uri, mt.ensure_experiment(uri, params.tracking.experiment)
 
 
 # ----------------------------------------------------------------------------- ingest / validate

@@ -37,21 +37,34 @@ def tracking_uri(root: Path) -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
-def ensure_experiment(uri: str, name: str, root: Path) -> str:
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def ensure_experiment(uri: str, name: str, root: Path | None = None) -> str:
+    """The experiment's id, creating it (and a new sqlite store) once, under a file lock.
+
+    Two stages opening a new sqlite store at once would both run MLflow's schema migrations and
+    one would fail; the lock serialises that. A local store keeps artifacts beside its database,
+    whichever workspace creates the experiment.
+    """
+    db = _sqlite_path(uri)
+    if db is None:
+        return _get_or_create(uri, name, None)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.parent / ".init.lock", "w") as lock:
+        import fcntl
+
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _get_or_create(uri, name, (db.parent / "artifacts" / name).as_uri())
+
+
+def _get_or_create(uri: str, name: str, artifact_location: str | None) -> str:
     client = _client(uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    artifact_location = None
-    if uri.startswith("sqlite:"):
-        artifact_location = (local_store(root) / "artifacts" / name).as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except Exception:  # created concurrently by another stage
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
 
 
 def start_run(uri: str, experiment_id: str, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:

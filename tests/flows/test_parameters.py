@@ -69,3 +69,14 @@ def test_source_files_are_the_projects_sources() -> None:
     assert "dvc.yaml" in files and ".dvc/config" in files and "ssl_tasks/pipeline/cli.py" in files
     assert "params.yaml" not in files and "dvc.lock" not in files  # a workspace writes its own
     assert not any(f.startswith(("data/", "artifacts/", "mlflow/", "workspaces/", ".venv/")) for f in files)
+
+
+def test_one_flow_run_per_workspace(tmp_path: Path) -> None:
+    from flows.pipeline import _workspace_lock
+
+    with _workspace_lock(tmp_path / "ws"):
+        with pytest.raises(RuntimeError, match="in use by another flow run"):
+            with _workspace_lock(tmp_path / "ws"):
+                pass
+    with _workspace_lock(tmp_path / "ws"):  # released
+        pass
