@@ -10,6 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_UI_V2_ENABLED=false
 export MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1 RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled
 export PATH="$BIN:$PATH"
 mkdir -p "$RUN" "$ROOT/mlflow"
+cd "$ROOT"
 
 stop() {
   # The flow-serving process goes first: with the server gone it may ignore SIGTERM.
@@ -32,16 +33,16 @@ wait_for() {  # url, what
 
 start() {
   local pport="${1:-4200}" mport="${2:-5000}"
-  setsid "$BIN/prefect" server start --host 127.0.0.1 --port "$pport" >"$RUN/prefect.log" 2>&1 &
+  setsid "$BIN/prefect" server start --host 127.0.0.1 --port "$pport" </dev/null >"$RUN/prefect.log" 2>&1 &
   echo $! >"$RUN/prefect.pid"
   setsid "$BIN/mlflow" ui --host 127.0.0.1 --port "$mport" --workers 1 \
     --backend-store-uri "sqlite:///$ROOT/mlflow/mlflow.db" \
-    --default-artifact-root "$ROOT/mlflow/artifacts" >"$RUN/mlflow.log" 2>&1 &
+    --default-artifact-root "$ROOT/mlflow/artifacts" </dev/null >"$RUN/mlflow.log" 2>&1 &
   echo $! >"$RUN/mlflow.pid"
   wait_for "http://127.0.0.1:$pport/api/health" "Prefect server"
   export PREFECT_API_URL="http://127.0.0.1:$pport/api"
-  (cd "$ROOT" && setsid "$BIN/python" -m flows.deploy --name default >"$RUN/serve.log" 2>&1 &
-   echo $! >"$RUN/serve.pid")
+  setsid "$BIN/python" -m flows.deploy --name default </dev/null >"$RUN/serve.log" 2>&1 &
+  echo $! >"$RUN/serve.pid"
   wait_for "http://127.0.0.1:$mport/health" "MLflow UI"
   cat <<MSG
 Prefect UI : http://127.0.0.1:$pport   (Deployments -> ssl-pipeline/default -> Run -> Custom run)
