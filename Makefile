@@ -16,7 +16,7 @@ export RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION := 0
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run test test-slow bench ui ui-stop clean help
+.PHONY: install run test bench ui ui-stop clean help
 
 help:
 	@echo "make run    - install (first time) and run the default pipeline with dvc repro"
@@ -45,9 +45,6 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
-
-test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --no-deps -q -r requirements-bench.txt

@@ -223,8 +223,7 @@ def stream_epoch(
             f"split {split!r} has {ds.count(split)} samples: too few for batch_size={batch_size} x {world_size} workers"
         )
     emitted = 0
-    pending: list[np.ndarray] = []
-    pending_n = 0
+    carry = np.zeros((0, *ds.image_shape), dtype=np.uint8)  # < batch_size rows left from the last shard
     offset = 0  # global sample position, for rank striding
     for si in rng.permutation(len(shards)):
         images = shards[si]
@@ -232,16 +231,16 @@ def stream_epoch(
         mine = order[(rank - offset) % world_size :: world_size]
         offset += len(images)
         # Sorted reads from the memory map are faster; the shuffle is restored after.
-        sorted_idx = np.sort(mine)
-        taken = np.asarray(images[sorted_idx])
-        inv = np.argsort(np.argsort(mine))
-        pending.append(taken[inv])
-        pending_n += len(mine)
-        while pending_n >= batch_size and emitted < n_batches:
-            allp = np.concatenate(pending)
-            yield allp[:batch_size]
+        taken = np.asarray(images[np.sort(mine)])
+        block = taken[np.argsort(np.argsort(mine))]
+        if len(carry):
+            block = np.concatenate([carry, block])
+        n_full = len(block) // batch_size
+        for b in range(n_full):
+            if emitted >= n_batches:
+                return
+            yield block[b * batch_size : (b + 1) * batch_size]  # a view: no copy per batch
             emitted += 1
-            rest = allp[batch_size:]
-            pending, pending_n = ([rest] if len(rest) else []), len(rest)
+        carry = block[n_full * batch_size :]
         if emitted >= n_batches:
             return
