@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=20)
     ap.add_argument("--skip-baselines", action="store_true")
     ap.add_argument("--recipe", default="{}", help='JSON overrides per objective, e.g. {"simclr": {"temperature": 0.1}}')
+    ap.add_argument("--encoder-kwargs", default="{}", help='JSON small_cnn kwargs beyond width, e.g. {"pool": 2}')
     ap.add_argument("--tag", default="", help="suffix for the result rows (pilot runs)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "fashion_mnist.json"))
     args = ap.parse_args()
@@ -67,30 +68,32 @@ def main() -> None:
         print(f"{label}: {m} (eval {time.perf_counter() - t0:.0f} s)", flush=True)
         return m
 
+    enc_kwargs = {"width": args.width, **json.loads(args.encoder_kwargs)}
     results: dict[str, dict] = {}
     out = Path(args.out)
     if out.is_file():
         results = json.loads(out.read_text()).get("rows", {})
     if not args.skip_baselines:
         torch.manual_seed(0)
-        results["random_init"] = {"metrics": evaluate(build_encoder("small_cnn", 1, 28, width=args.width), "random_init")}
+        results["random_init" + args.tag] = {"metrics": evaluate(build_encoder("small_cnn", 1, 28, **enc_kwargs),
+                                                                  "random_init" + args.tag)}
         results["raw_pixels"] = {"metrics": evaluate(None, "raw_pixels")}
     overrides = json.loads(args.recipe)
     for name in args.objectives:
         recipe = {**RECIPES[name], **overrides.get(name, {})}
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=1)
         job = TrainJob(run=name, seed=0, data_dir=str(data), objective=name, objective_kwargs=recipe,
-                       encoder="small_cnn", encoder_kwargs={"width": args.width}, train=cfg, mean=mean, std=std)
+                       encoder="small_cnn", encoder_kwargs=enc_kwargs, train=cfg, mean=mean, std=std)
         session = LocalSession(work / f"ckpt-{name}")
         t0 = time.perf_counter()
         run_training(job, session)
         train_s = time.perf_counter() - t0
         state = torch.load(session.latest_checkpoint() / "state.pt", weights_only=True)
-        enc = build_encoder("small_cnn", 1, 28, width=args.width)
+        enc = build_encoder("small_cnn", 1, 28, **enc_kwargs)
         enc.load_state_dict(state["eval_encoder"])
         row = f"{name}{args.tag}"
         results[row] = {"metrics": evaluate(enc, row), "train_seconds": round(train_s, 1), "epochs": args.epochs,
-                         "width": args.width, "recipe": recipe, "samples_per_s": round(session.reports[-1]["train/samples_per_s"], 1)}
+                         "encoder_kwargs": enc_kwargs, "recipe": recipe, "samples_per_s": round(session.reports[-1]["train/samples_per_s"], 1)}
         _write(out, results, args)
     _write(out, results, args)
 

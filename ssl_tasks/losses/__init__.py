@@ -1,7 +1,9 @@
 """Pure loss modules over tensors: no data loading, logging or launching."""
 
+from ssl_tasks.losses.barlow_twins import BarlowTwinsLoss
 from ssl_tasks.losses.negative_cosine import NegativeCosineLoss
 from ssl_tasks.losses.nt_xent import NTXentLoss
 from ssl_tasks.losses.queue_info_nce import FeatureQueue, QueueInfoNCELoss
+from ssl_tasks.losses.vicreg import VICRegLoss
 
-__all__ = ["FeatureQueue", "NTXentLoss", "NegativeCosineLoss", "QueueInfoNCELoss"]
+__all__ = ["BarlowTwinsLoss", "FeatureQueue", "NTXentLoss", "NegativeCosineLoss", "QueueInfoNCELoss", "VICRegLoss"]

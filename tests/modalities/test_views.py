@@ -56,3 +56,23 @@ def test_encoders_pool_to_out_dim(name: str, c: int, s: int) -> None:
     enc = build_encoder(name, c, s)
     assert "pooled" in enc.capabilities
     assert enc(torch.randn(2, c, s, s)).shape == (2, enc.out_dim)
+
+
+@pytest.mark.parametrize("pool", [1, 2, 7])
+def test_small_cnn_grid_pooling(pool: int) -> None:
+    enc = build_encoder("small_cnn", 1, 28, width=4, pool=pool).eval()
+    x = torch.randn(3, 1, 28, 28)
+    out = enc(x)
+    assert enc.out_dim == 16 * pool * pool and out.shape == (3, enc.out_dim)
+    fmap = enc.features[:-2](x)  # (3, 16, 7, 7): the last feature map, before pooling
+    if pool == 1:
+        assert torch.allclose(out, fmap.mean(dim=(2, 3)), atol=1e-5)
+    if pool == 7:  # the whole map, flattened channel-major
+        assert torch.allclose(out, fmap.flatten(1), atol=1e-6)
+
+
+def test_small_cnn_refuses_a_bad_pool() -> None:
+    from ssl_tasks.core.errors import UserError
+
+    with pytest.raises(UserError, match="pool must be a positive int"):
+        build_encoder("small_cnn", 1, 28, pool=0)

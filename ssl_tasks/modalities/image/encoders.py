@@ -33,22 +33,26 @@ class SmallCNN(Encoder):
     """Three conv stages (two 3x3 conv-BN-ReLU each, max-pool between), then global average pool.
 
     Sized for 8x8 to 32x32 inputs; ``width`` sets the first stage's channels (x1, x2, x4 after).
+    ``pool`` > 1 average-pools the last feature map to a ``pool`` x ``pool`` grid and flattens it, so the
+    features keep coarse layout (where a garment's sleeves are), which global pooling throws away.
     """
 
-    def __init__(self, in_channels: int, image_size: int, width: int = 32) -> None:
+    def __init__(self, in_channels: int, image_size: int, width: int = 32, pool: int = 1) -> None:
         super().__init__()
+        if not isinstance(pool, int) or pool < 1:
+            raise ValueError(f"pool must be a positive int, got {pool!r}")
         w = width
-        pool = nn.MaxPool2d(2) if image_size >= 16 else nn.Identity()
+        first_pool = nn.MaxPool2d(2) if image_size >= 16 else nn.Identity()
         self.features = nn.Sequential(
-            _conv_bn(in_channels, w), _conv_bn(w, w), pool,
+            _conv_bn(in_channels, w), _conv_bn(w, w), first_pool,
             _conv_bn(w, 2 * w), _conv_bn(2 * w, 2 * w), nn.MaxPool2d(2),
             _conv_bn(2 * w, 4 * w), _conv_bn(4 * w, 4 * w),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.AdaptiveAvgPool2d(pool), nn.Flatten(),
         )  # fmt: skip
-        self.out_dim = 4 * w
+        self.out_dim = 4 * w * pool * pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, 4*width)"""
+        """(B, C, H, W) -> (B, 4*width*pool**2)"""
         return self.features(x)
 
 
@@ -76,7 +80,7 @@ def build_encoder(name: str, in_channels: int, image_size: int, **kwargs: object
     cls = ENCODERS.get(name)
     try:
         return cls(in_channels=in_channels, image_size=image_size, **kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         from ssl_tasks.core.errors import UserError
 
         raise UserError(f"encoder {name!r}: {e}") from None
