@@ -81,10 +81,9 @@ def init_ray(address: str | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        # This cluster lives only as long as the stage, so its dashboard would be gone before anyone opened it;
-        # skipping it saves seconds per stage. `make ui` / `ray start --head` give a lasting cluster with one.
-        dashboard = os.environ.get("SSL_TASKS_RAY_DASHBOARD", "0") == "1"
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=True)
+        # Keep the dashboard: without it Ray Train's placement-group cleaner cannot query the controller's
+        # state and logs an error every few seconds, and start-up is no faster (../shared/STACK.md).
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
 
 
 def fit(job: TrainJob, *, storage_dir: Path, name: str, address: str | None = None) -> dict[str, Any]:
