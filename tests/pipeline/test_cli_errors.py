@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from ssl_tasks.pipeline.cli import main
+from ssl_tasks.objectives import OBJECTIVES
 
 REPO = Path(__file__).resolve().parents[2]
 FASHION = REPO.parent / "shared" / "data" / "fashion_mnist"
@@ -36,7 +37,7 @@ def test_unknown_objective_subprocess_has_no_traceback(tmp_path: Path) -> None:
     p = params_with(tmp_path, lambda r: r["runs"]["simclr"].update(objective="nope"))
     res = cli("--params", str(p), "--root", str(tmp_path), "pretrain", "--run", "simclr")
     assert res.returncode == 2
-    assert res.stderr.strip() == f"error: {p}: unknown objective 'nope'; valid: byol, moco_v2, simclr"
+    assert res.stderr.strip() == f"error: {p}: unknown objective 'nope'; valid: {', '.join(OBJECTIVES.names())}"
     assert "Traceback" not in res.stderr + res.stdout
 
 
