@@ -22,6 +22,15 @@ for _k, _v in QUIET.items():
     os.environ.setdefault(_k, _v)
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> None:
+    """In-process tests use tiny tensors: one thread avoids oversubscribing the 2-core CI machine
+    (subprocess stages, Ray workers and benchmarks keep their own settings)."""
+    import torch
+
+    torch.set_num_threads(1)
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -39,3 +48,29 @@ def digits_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
+
+
+@pytest.fixture(scope="session")
+def colour_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real colour dataset: 30 CIFAR-10 JPEGs per class from ../shared/data, ingested as a folder."""
+    import tarfile
+
+    from ssl_tasks.data.ingest import ingest
+
+    tar = SHARED_DATA / "cifar10_jpeg" / "cifar10_test_jpeg.tar"
+    root = tmp_path_factory.mktemp("colour")
+    folder = root / "pngs"
+    with tarfile.open(tar) as tf:
+        names = sorted(m.name for m in tf.getmembers() if m.isfile() and m.name.endswith(".jpg"))
+        per_class: dict[str, int] = {}
+        for name in names:
+            cls = name.split("/")[-2]
+            if per_class.get(cls, 0) >= 30:
+                continue
+            per_class[cls] = per_class.get(cls, 0) + 1
+            dest = folder / cls / Path(name).name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(tf.extractfile(name).read())  # type: ignore[union-attr]
+    out = root / "colour"
+    ingest("image_folder", folder, out, test_fraction=0.2, split_seed=0)
+    return out

@@ -3,7 +3,7 @@
 The imports below fill the registry explicitly.
 """
 
-from ssl_tasks.objectives import barlow_twins, byol, moco_v2, simclr, simsiam, vicreg  # noqa: F401  (registration)
+from ssl_tasks.objectives import barlow_twins, beit, byol, colorization, dino, ijepa, jigsaw, mae, moco_v2, moco_v3, relative_position, rotation, simclr, simsiam, vicreg  # noqa: F401  (registration)
 from ssl_tasks.objectives.base import OBJECTIVES, DataSpec, Objective, StepResult
 
 __all__ = ["OBJECTIVES", "DataSpec", "Objective", "StepResult"]

@@ -47,11 +47,14 @@ class Objective(nn.Module):
     Config: ClassVar[type]
     modalities: ClassVar[frozenset[str]] = frozenset({"image"})
     requires: ClassVar[frozenset[str]] = frozenset({"pooled"})
+    # True: the objective's ``tokenizer`` kwarg is filled by the pipeline with its dataset's tokenizer stage output
+    needs_tokenizer: ClassVar[bool] = False
 
     def __init__(self, encoder: nn.Module, cfg: Any, data: DataSpec) -> None:
         super().__init__()
         self.cfg = cfg
         self.data = data
+        self.progress = 0.0  # training progress in [0, 1], set by the loop before every step (schedules read it)
         self.encoder = encoder
         mean, std = torch.tensor(data.mean), torch.tensor(data.std)
         view_cfg: ImageViewConfig = cfg.views
@@ -71,6 +74,10 @@ class Objective(nn.Module):
     def momentum(self, progress: float) -> float:
         """EMA coefficient at training progress in [0, 1]."""
         return 0.0
+
+    @classmethod
+    def check_data(cls, data: DataSpec) -> None:
+        """Refuse data the objective cannot use (raise ``UserError``); called before anything trains."""
 
     @property
     def eval_encoder(self) -> nn.Module:

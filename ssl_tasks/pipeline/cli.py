@@ -71,6 +71,12 @@ def cmd_validate(args: argparse.Namespace) -> None:
     print(f"validation passed: {report['n_expectations']} expectations; report {args.report}")
 
 
+def cmd_tokenizer(args: argparse.Namespace) -> None:
+    from ssl_tasks.pipeline.stages import tokenizer
+
+    tokenizer(_params(args), args.dataset, _layout(args))
+
+
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from ssl_tasks.pipeline.stages import pretrain
 
@@ -138,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_)
         s.add_argument("--run", required=True, help="run name from params.yaml")
         s.set_defaults(fn=fn)
+    s = sub.add_parser("tokenizer", help="fit a dataset's visual tokenizer (k-means over patches; BEiT's targets)")
+    s.add_argument("--dataset", required=True)
+    s.set_defaults(fn=cmd_tokenizer)
     s = sub.add_parser("baselines", help="random-init, raw-pixel and supervised baselines for a dataset")
     s.add_argument("--dataset", required=True)
     s.set_defaults(fn=cmd_baselines)

@@ -5,20 +5,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 KIND_ORDER = {"ssl": 0, "random_init": 1, "raw_pixels": 2, "supervised": 3}
 
 
+def mean_ci95(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% Student-t interval (0 for a single value)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), 0.0
+    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+
+
 def build_leaderboard(rows: dict[str, dict[str, Any]], protocols: Any) -> pd.DataFrame:
-    """One row per encoder or baseline; one ``<protocol>/top1`` column per protocol."""
+    """One row per encoder or baseline; per protocol a ``<protocol>/top1`` column (the mean over seeds)
+    and ``<protocol>/top1_ci95`` (half-width of the 95% interval of that mean; 0 with one seed)."""
     cols = [f"{p}/top1" for p in protocols]
     records = []
     for name, r in rows.items():
         rec = {"name": name, "dataset": r["dataset"], "kind": r["kind"], "objective": r["objective"],
                "encoder": r["encoder"], "collapsed": bool(r.get("collapsed", False))}
-        rec.update({c: r["metrics"].get(c) for c in cols})
-        rec["mlflow_run_id"] = r["mlflow_run_id"]
+        per_seed = list(r.get("seed_metrics", {"-": r["metrics"]}).values())
+        rec["n_seeds"] = len(per_seed)
+        for c in cols:
+            vals = [m[c] for m in per_seed if m.get(c) is not None]
+            rec[c], rec[f"{c}_ci95"] = mean_ci95(vals) if vals else (None, None)
+        rec["mlflow_run_id"] = ",".join(r.get("mlflow_run_ids", [r["mlflow_run_id"]]))
         records.append(rec)
     df = pd.DataFrame.from_records(records)
     df["_k"] = df["kind"].map(KIND_ORDER).fillna(9)
@@ -27,17 +43,27 @@ def build_leaderboard(rows: dict[str, dict[str, Any]], protocols: Any) -> pd.Dat
     return df.reset_index(drop=True)
 
 
+def _cell(r: pd.Series, col: str) -> str:
+    if pd.isna(r[col]):
+        return "-"
+    ci = r.get(f"{col}_ci95")
+    return f"{r[col]:.4f} ± {ci:.4f}" if r.get("n_seeds", 1) > 1 and not pd.isna(ci) else f"{r[col]:.4f}"
+
+
 def to_markdown(df: pd.DataFrame, evaluation: Any) -> str:
     cols = [c for c in df.columns if c.endswith("/top1")]
-    head = ["name", "dataset", "kind", "encoder", *cols]
+    multi = "n_seeds" in df.columns and (df["n_seeds"] > 1).any()
+    head = ["name", "dataset", "kind", "encoder", *(["seeds"] if multi else []), *cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in df.iterrows():
-        vals = [str(r[h]) if not h.endswith("/top1") else ("-" if pd.isna(r[h]) else f"{r[h]:.4f}") for h in head]
+        vals = [_cell(r, h) if h.endswith("/top1") else str(r["n_seeds"] if h == "seeds" else r[h]) for h in head]
         if r.get("collapsed"):
             vals[0] += " (collapsed)"
         lines.append("| " + " | ".join(vals) + " |")
     s = evaluation.settings
     lines.append("")
+    if multi:
+        lines.append("Rows with several seeds show the mean ± the half-width of its 95% Student-t interval.")
     lines.append(f"Protocols: knn = weighted k-NN (cosine, k={s.k}, T={s.temperature}); linear = linear probe on "
                  f"frozen features ({s.linear_epochs} epochs); semi_1pct / semi_10pct = fine-tuning the whole "
                  f"encoder on class-balanced 1% / 10% label subsets ({s.finetune_epochs} epochs, seed {s.seed}). "
@@ -60,7 +86,8 @@ def plot_leaderboard(df: pd.DataFrame, path: Path) -> None:
     x = np.arange(len(names))
     w = 0.8 / max(1, len(cols))
     for i, c in enumerate(cols):
-        ax.bar(x + i * w - 0.4 + w / 2, df[c].astype(float).fillna(0), w, label=c)
+        err = df[f"{c}_ci95"].astype(float).fillna(0) if f"{c}_ci95" in df.columns else None
+        ax.bar(x + i * w - 0.4 + w / 2, df[c].astype(float).fillna(0), w, label=c, yerr=err, capsize=2)
     ax.set_xticks(x, names, rotation=20, ha="right")
     ax.set_ylabel("top-1 accuracy (test split)")
     ax.set_ylim(0, 1)

@@ -20,6 +20,21 @@ from ssl_tasks.validation import ValidationConfig
 
 
 @dataclass(frozen=True)
+class TokenizerParams:
+    """The dataset's visual tokenizer (k-means over patches, the ``tokenizer@<dataset>`` stage) for BEiT runs."""
+
+    patch_size: int = 4
+    num_codes: int = 256
+    max_patches: int = 200_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("patch_size", "num_codes", "max_patches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class DatasetParams:
     source: str
     path: str | None = None
@@ -27,6 +42,7 @@ class DatasetParams:
     split_seed: int = 0
     shard_size: int = 8192
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    tokenizer: TokenizerParams = field(default_factory=TokenizerParams)
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,7 @@ class RunParams:
     encoder_kwargs: dict[str, Any] = field(default_factory=dict)
     objective_kwargs: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # overrides of the shared ``train`` section
+    seeds: tuple[int, ...] | None = None  # overrides the top-level ``seeds`` for this run
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,7 @@ class Params:
     datasets: dict[str, DatasetParams]
     runs: dict[str, RunParams]
     seed: int = 0
+    seeds: tuple[int, ...] | None = None  # pretraining seeds per run (default: [seed]); leaderboard shows mean ± 95% CI
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluation: EvaluationParams = field(default_factory=EvaluationParams)
     baselines: BaselineParams = field(default_factory=BaselineParams)
@@ -82,6 +100,13 @@ class Params:
         if name not in self.runs:
             raise UserError(f"unknown run {name!r}; runs in params: {', '.join(sorted(self.runs)) or '(none)'}")
         return self.runs[name]
+
+    def seeds_for(self, run: str) -> tuple[int, ...]:
+        seeds = self.run(run).seeds if self.run(run).seeds is not None else self.seeds
+        seeds = (self.seed,) if seeds is None else seeds
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise UserError(f"runs.{run}: seeds must be a non-empty list of distinct ints, got {list(seeds)}")
+        return tuple(seeds)
 
     def dataset(self, name: str) -> DatasetParams:
         if name not in self.datasets:
@@ -96,6 +121,13 @@ class Params:
 
 
 BASELINE_KINDS = ("random_init", "raw_pixels", "supervised")
+
+
+def _check_tokenizer_patch(name: str, run: RunParams, tok: TokenizerParams) -> None:
+    patch = run.encoder_kwargs.get("patch_size")
+    if patch is not None and patch != tok.patch_size and "tokenizer" not in run.objective_kwargs:
+        raise UserError(f"runs.{name}: encoder patch_size {patch} differs from datasets.{run.dataset}.tokenizer."
+                        f"patch_size {tok.patch_size}; the visual tokens must be of the encoder's patches")
 
 
 def load_params(path: Path) -> Params:
@@ -129,9 +161,17 @@ def parse_params(raw: dict[str, Any]) -> Params:
     for name, run in params.runs.items():
         params.dataset(run.dataset)
         obj = OBJECTIVES.get(run.objective)
-        check_compatible(obj, ENCODERS.get(run.encoder), "image")
-        build(obj.Config, run.objective_kwargs, f"runs.{name}.objective_kwargs")
+        try:
+            check_compatible(obj, ENCODERS.get(run.encoder), "image")
+        except UserError as e:
+            raise UserError(f"runs.{name}: objective {run.objective!r} with encoder {run.encoder!r}: {e}") from None
+        kwargs = run.objective_kwargs
+        if obj.needs_tokenizer:
+            _check_tokenizer_patch(name, run, params.dataset(run.dataset).tokenizer)
+            kwargs = {"tokenizer": f"artifacts/tokenizers/{run.dataset}/tokenizer.pt", **kwargs}
+        build(obj.Config, kwargs, f"runs.{name}.objective_kwargs")
         params.train_for(name)
+        params.seeds_for(name)
     for p in params.evaluation.protocols:
         PROTOCOLS.get(p)
     ENCODERS.get(params.baselines.encoder)

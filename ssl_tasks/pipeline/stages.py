@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.evaluation.protocols import evaluate_encoder
 from ssl_tasks.modalities.image.encoders import build_encoder
 from ssl_tasks.modalities.image.views import ImageViews
+from ssl_tasks.objectives import OBJECTIVES, DataSpec
 from ssl_tasks.pipeline.params import Params
 from ssl_tasks.tracking import mlflow_tracking as mt
 from ssl_tasks.training.config import TrainJob
@@ -46,6 +48,9 @@ class Layout:
 
     def validation_docs(self, ds: str) -> Path:
         return self.root / "reports" / "validate" / f"{ds}_docs"
+
+    def tokenizer_dir(self, ds: str) -> Path:
+        return self.root / "artifacts" / "tokenizers" / ds
 
     def pretrain_dir(self, run: str) -> Path:
         return self.root / "artifacts" / "runs" / run / "pretrain"
@@ -124,6 +129,37 @@ def validate(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
     return report
 
 
+# ----------------------------------------------------------------------------- tokenizer
+
+
+def tokenizer(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
+    """k-means visual tokenizer of the dataset's patches (BEiT's targets): tokenizer.pt + summary.json."""
+    from ssl_tasks.modalities.image.visual_tokenizer import train_tokenizer
+
+    t = params.dataset(dataset).tokenizer
+    say(f"tokenizer {dataset}: k-means, {t.num_codes} codes over {t.patch_size}x{t.patch_size} patches "
+        f"(up to {t.max_patches} patches)")
+    out = layout.tokenizer_dir(dataset)
+    with atomic_dir(out) as tmp:
+        summary = train_tokenizer(layout.data(dataset), tmp / "tokenizer.pt", patch_size=t.patch_size,
+                                  num_codes=t.num_codes, seed=t.seed, max_patches=t.max_patches)
+        write_json_atomic(tmp / "summary.json", summary)
+    record_compute(f"tokenizer@{dataset}", summary["seconds"])
+    say(f"tokenizer {dataset}: {summary['codes_used']}/{summary['num_codes']} codes used, "
+        f"mean distance {summary['inertia']:.3f} ({summary['seconds']:.1f} s); wrote {out}")
+    return summary
+
+
+def objective_kwargs(params: Params, run: str, layout: Layout) -> dict[str, Any]:
+    """The run's objective kwargs, with the dataset's tokenizer filled in for objectives that read one."""
+    spec = params.run(run)
+    kwargs = dict(spec.objective_kwargs)
+    if OBJECTIVES.get(spec.objective).needs_tokenizer:
+        path = Path(kwargs.get("tokenizer") or layout.tokenizer_dir(spec.dataset) / "tokenizer.pt")
+        kwargs["tokenizer"] = str((path if path.is_absolute() else layout.root / path).resolve())
+    return kwargs
+
+
 # ----------------------------------------------------------------------------- pretrain
 
 
@@ -134,23 +170,54 @@ def _job_key(job: TrainJob) -> str:
 
 
 def pretrain(params: Params, run: str, layout: Layout) -> Path:
-    """Pretrain one run on Ray Train; write encoder.pt, meta.json, history.json atomically."""
+    """Pretrain one run on Ray Train, once per seed; write ``seed-<s>/`` (encoder.pt, meta.json, history) atomically.
+
+    A seed that finished is kept under the Ray storage folder until every seed has, so a stage killed
+    during seed k resumes there instead of retraining seeds before it.
+    """
+    spec, train, seeds = params.run(run), params.train_for(run), params.seeds_for(run)
+    data_dir = layout.data(spec.dataset)
+    ds = ImageDataset(data_dir)
+    c, h, w = ds.image_shape
+    OBJECTIVES.get(spec.objective).check_data(DataSpec(channels=c, image_size=min(h, w), mean=(), std=()))
+    mean, std = channel_stats(ds)
+    done: dict[int, Path] = {}
+    for i, seed in enumerate(seeds):
+        label = run if len(seeds) == 1 else f"{run} seed {seed} ({i + 1}/{len(seeds)})"
+        done[seed] = _pretrain_seed(params, run, seed, label, layout, ds, mean, std)
+    out = layout.pretrain_dir(run)
+    with atomic_dir(out) as tmp:
+        for seed, src in done.items():
+            shutil.copytree(src, tmp / f"seed-{seed}")
+        write_json_atomic(tmp / "seeds.json", {"seeds": list(seeds)})
+    for src in done.values():
+        shutil.rmtree(src, ignore_errors=True)
+    say(f"pretrain {run}: wrote {out} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
+    return out
+
+
+def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layout, ds: ImageDataset,
+                   mean: tuple[float, ...], std: tuple[float, ...]) -> Path:
     from ssl_tasks.training.ray_runner import fit
 
     spec, train = params.run(run), params.train_for(run)
-    data_dir = layout.data(spec.dataset)
-    ds = ImageDataset(data_dir)
-    mean, std = channel_stats(ds)
-    job = TrainJob(run=run, seed=params.seed, data_dir=str(data_dir.resolve()), objective=spec.objective,
-                   objective_kwargs=spec.objective_kwargs, encoder=spec.encoder, encoder_kwargs=spec.encoder_kwargs,
+    data_dir = ds.root
+    job = TrainJob(run=run, seed=seed, data_dir=str(data_dir.resolve()), objective=spec.objective,
+                   objective_kwargs=objective_kwargs(params, run, layout), encoder=spec.encoder,
+                   encoder_kwargs=spec.encoder_kwargs,
                    train=train, mean=mean, std=std)
     name = f"{run}-{_job_key(job)}"
     storage = layout.ray_storage
+    finished = storage / f"{name}.done"
+    if (finished / "meta.json").is_file():
+        say(f"pretrain {label}: already finished in an earlier attempt ({finished})")
+        return finished
     uri, exp = _tracking(params, layout.root)
-    run_id = _resume_or_start_run(uri, exp, storage / f"{name}.mlflow.json", run, params, train, spec, data_dir, layout)
+    run_id = _resume_or_start_run(uri, exp, storage / f"{name}.mlflow.json", run, seed, params, train, spec, data_dir,
+                                  layout)
     fault = json.loads(os.environ["SSL_TASKS_FAULT"]) if os.environ.get("SSL_TASKS_FAULT") else {}
     job = TrainJob(**{**asdict(job), "train": train, "tracking": {"uri": uri, "run_id": run_id}, "fault": fault})
-    say(f"pretrain {run}: {spec.objective} + {spec.encoder} on {spec.dataset}, {train.epochs} epochs, "
+    say(f"pretrain {label}: {spec.objective} + {spec.encoder} on {spec.dataset}, {train.epochs} epochs, "
         f"{train.num_workers} Ray worker(s){' on GPU' if train.use_gpu else ''}")
     try:
         state = fit(job, storage_dir=storage, name=name, address=params.ray.address)
@@ -158,38 +225,37 @@ def pretrain(params: Params, run: str, layout: Layout) -> Path:
         mt.finish(uri, run_id, "FAILED")
         raise
     history = json.loads(state["history"])
-    record_compute(f"pretrain@{run}", sum(r["train/epoch_time_s"] for r in history))
+    record_compute(f"pretrain@{run}/seed-{seed}", sum(r["train/epoch_time_s"] for r in history))
     c, h, w = ds.image_shape
-    meta = {"run": run, "dataset": spec.dataset, "objective": spec.objective, "encoder": spec.encoder,
+    meta = {"run": run, "seed": seed, "dataset": spec.dataset, "objective": spec.objective, "encoder": spec.encoder,
             "encoder_kwargs": spec.encoder_kwargs, "channels": c, "image_size": min(h, w), "mean": list(mean),
             "std": list(std), "label_names": ds.label_names, "mlflow_run_id": run_id, "data_hash": data_hash(data_dir),
             "epochs": train.epochs, "collapsed": any(r.get("monitor/collapsed") for r in history)}
-    out = layout.pretrain_dir(run)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(finished) as tmp:
         torch.save(state["eval_encoder"], tmp / "encoder.pt")
         write_json_atomic(tmp / "meta.json", meta)
         write_json_atomic(tmp / "history.json", history)
-        _plot_history(history, tmp / "history.png", run)
-    mt.log_artifact(uri, run_id, out / "encoder.pt", "checkpoint")
-    mt.log_artifact(uri, run_id, out / "meta.json", "checkpoint")
-    mt.log_artifact(uri, run_id, out / "history.png", "plots")
+        _plot_history(history, tmp / "history.png", label)
+    mt.log_artifact(uri, run_id, finished / "encoder.pt", "checkpoint")
+    mt.log_artifact(uri, run_id, finished / "meta.json", "checkpoint")
+    mt.log_artifact(uri, run_id, finished / "history.png", "plots")
     mt.set_tags(uri, run_id, {"collapsed": str(meta["collapsed"]).lower()})
     mt.finish(uri, run_id)
     (storage / f"{name}.mlflow.json").unlink(missing_ok=True)
-    say(f"pretrain {run}: done, final loss {history[-1]['train/loss']:.4f}; wrote {out}")
-    return out
+    say(f"pretrain {label}: done, final loss {history[-1]['train/loss']:.4f}")
+    return finished
 
 
-def _resume_or_start_run(uri: str, exp: str, marker: Path, run: str, params: Params, train: Any, spec: Any,
-                         data_dir: Path, layout: Layout) -> str:
+def _resume_or_start_run(uri: str, exp: str, marker: Path, run: str, seed: int, params: Params, train: Any,
+                         spec: Any, data_dir: Path, layout: Layout) -> str:
     """Reuse the MLflow run of an interrupted attempt at the same job, else start one."""
     if marker.is_file():
         run_id = json.loads(marker.read_text())["run_id"]
         if mt.run_exists(uri, run_id):
             return run_id
     tags = {"objective": spec.objective, "dataset": spec.dataset, "encoder": spec.encoder, "modality": "image",
-            "kind": "ssl", "git_commit": git_commit(layout.root), "data_hash": data_hash(data_dir)}
-    p = {"run": run, "seed": params.seed, "objective": spec.objective, "encoder": spec.encoder,
+            "kind": "ssl", "seed": str(seed), "git_commit": git_commit(layout.root), "data_hash": data_hash(data_dir)}
+    p = {"run": run, "seed": seed, "objective": spec.objective, "encoder": spec.encoder,
          "encoder_kwargs": spec.encoder_kwargs, "objective_kwargs": spec.objective_kwargs, "train": to_dict(train),
          "dataset": spec.dataset}
     run_id = mt.start_run(uri, exp, run, p, tags)
@@ -248,19 +314,38 @@ def _save_subsets(out: Path, subsets: dict[str, np.ndarray]) -> None:
     write_json_atomic(out / "label_subsets.json", {k: [int(i) for i in v] for k, v in subsets.items()})
 
 
+def pretrained_seeds(pretrain_dir: Path) -> list[int]:
+    f = pretrain_dir / "seeds.json"
+    if not f.is_file():
+        raise UserError(f"{pretrain_dir} has no seeds.json: run its pretrain stage first (dvc repro)")
+    return [int(s) for s in json.loads(f.read_text())["seeds"]]
+
+
 def evaluate(params: Params, run: str, layout: Layout) -> dict[str, Any]:
+    """Every protocol on every seed's encoder; the row holds the per-seed metrics and their mean."""
     spec = params.run(run)
-    encoder, meta = load_encoder(layout.pretrain_dir(run))
     ds = ImageDataset(layout.data(spec.dataset))
-    metrics, subsets = _run_protocols(params, encoder, ds, meta["mean"], meta["std"], run)
     uri, _ = _tracking(params, layout.root)
-    run_id = meta["mlflow_run_id"]
+    seeds = pretrained_seeds(layout.pretrain_dir(run))
+    per_seed: dict[str, dict[str, float]] = {}
+    run_ids, collapsed, subsets = [], False, {}
+    for seed in seeds:
+        encoder, meta = load_encoder(layout.pretrain_dir(run) / f"seed-{seed}")
+        label = run if len(seeds) == 1 else f"{run} seed {seed}"
+        metrics, subsets = _run_protocols(params, encoder, ds, meta["mean"], meta["std"], label)
+        mt.log_metrics(uri, meta["mlflow_run_id"], {f"eval/{k}": v for k, v in metrics.items()})
+        per_seed[str(seed)] = metrics
+        run_ids.append(meta["mlflow_run_id"])
+        collapsed = collapsed or bool(meta["collapsed"])
     with atomic_dir(layout.eval_dir(run)) as tmp:
-        _save_subsets(tmp, subsets)
-    mt.log_metrics(uri, run_id, {f"eval/{k}": v for k, v in metrics.items()})
-    mt.log_artifact(uri, run_id, layout.eval_dir(run) / "label_subsets.json", "eval")
+        _save_subsets(tmp, subsets)  # the label subsets depend on evaluation.settings.seed only
+    for rid in run_ids:
+        mt.log_artifact(uri, rid, layout.eval_dir(run) / "label_subsets.json", "eval")
+    keys = sorted({k for m in per_seed.values() for k in m})
+    mean = {k: float(np.mean([m[k] for m in per_seed.values() if k in m])) for k in keys}
     row = {"dataset": spec.dataset, "kind": "ssl", "objective": spec.objective, "encoder": spec.encoder,
-           "mlflow_run_id": run_id, "collapsed": meta["collapsed"], "metrics": metrics}
+           "mlflow_run_id": run_ids[0], "mlflow_run_ids": run_ids, "collapsed": collapsed, "metrics": mean,
+           "seed_metrics": per_seed}
     out = {"rows": {run: row}}
     write_json_atomic(layout.eval_metrics(f"run-{run}"), out)
     return out
@@ -342,15 +427,14 @@ def compare(params: Params, layout: Layout) -> Any:
                           {"kind": "pipeline", "git_commit": git_commit(layout.root),
                            "prefect_flow_run_id": os.environ.get("PREFECT__FLOW_RUN_ID", "")})
     adopted = []
-    for row in rows.values():
-        rid = row["mlflow_run_id"]
+    children = [rid for row in rows.values() for rid in row.get("mlflow_run_ids", [row["mlflow_run_id"]])]
+    for rid in children:
         if mt.run_exists(uri, rid) and mt.parent_of(uri, rid) is None:
             mt.set_tags(uri, rid, {"mlflow.parentRunId": parent})
             adopted.append(rid)
     for p in (csv, md, png):
         mt.log_artifact(uri, parent, p, "leaderboard")
-    mt.set_tags(uri, parent, {"reused_child_runs": ",".join(r["mlflow_run_id"] for r in rows.values()
-                                                            if r["mlflow_run_id"] not in adopted)})
+    mt.set_tags(uri, parent, {"reused_child_runs": ",".join(r for r in children if r not in adopted)})
     mt.finish(uri, parent)
     print("\nLeaderboard (top-1 accuracy on the test split; every column names its protocol)\n")
     print(to_markdown(table, params.evaluation))

@@ -68,6 +68,7 @@ class CollapseError(RuntimeError):
 def build_objective(job: TrainJob, data: DataSpec) -> Objective:
     cls = OBJECTIVES.get(job.objective)
     check_compatible(cls, ENCODERS.get(job.encoder), "image")
+    cls.check_data(data)
     cfg = build(cls.Config, job.objective_kwargs, f"runs.{job.run}.objective_kwargs")
     encoder = build_encoder(job.encoder, data.channels, data.image_size, **job.encoder_kwargs)
     return cls(encoder, cfg, data)
@@ -136,6 +137,7 @@ def run_training(job: TrainJob, session: Session) -> None:
             for grp in opt.param_groups:
                 grp["lr"] = lr_at(cfg, it, total, warmup)
             x = torch.from_numpy(xb).to(device, non_blocking=True)
+            objective.progress = it / max(1, total)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 views = objective.make_views(x, g)
                 res = model(views)
@@ -146,7 +148,7 @@ def run_training(job: TrainJob, session: Session) -> None:
             for student, teacher in objective.momentum_pairs():
                 update_momentum(student, teacher, m)
             sums["train/loss"] = sums.get("train/loss", 0.0) + res.loss.item()
-            for k, v in res.terms.items():
+            for k, v in [*res.terms.items(), *res.report.items()]:  # report: temperature, momentum, accuracy ...
                 sums[f"train/{k}"] = sums.get(f"train/{k}", 0.0) + float(v)
             if rank == 0 and steps >= 200 and (step + 1) % (steps // 4) == 0 and step + 1 < steps:
                 print(f"[{job.run}] epoch {epoch + 1}/{cfg.epochs}: {step + 1}/{steps} steps, "

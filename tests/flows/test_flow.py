@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-SIMCLR_STAGES = {"ingest@digits", "validate@digits", "baselines@digits", "pretrain@simclr", "evaluate@simclr",
+SIMCLR_STAGES = {"ingest@digits", "validate@digits", "tokenizer@digits", "baselines@digits", "pretrain@simclr", "evaluate@simclr",
                  "compare"}
 
 

@@ -63,6 +63,7 @@ def test_stage_order_is_dvc_repro_order(tmp_path: Path, project_factory: Any) ->
     assert order[0] == "ingest@digits" and order[-1] == "compare"
     for run in yaml.safe_load((REPO / "params.yaml").read_text())["runs"]:
         assert order.index("validate@digits") < order.index(f"pretrain@{run}") < order.index(f"evaluate@{run}")
+        assert order.index("tokenizer@digits") < order.index(f"pretrain@{run}")
     assert order.index("baselines@digits") < order.index("compare")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -16,20 +17,48 @@ from ssl_tasks.objectives import OBJECTIVES, DataSpec, Objective, StepResult
 from ssl_tasks.training.config import TrainConfig, TrainJob
 from ssl_tasks.training.loop import LocalSession, make_optimizer, run_training
 
-SPEC = DataSpec(channels=1, image_size=8, mean=(0.3,), std=(0.37,))
-SMALL = {"simclr": {}, "byol": {}, "moco_v2": {"queue_size": 64}}
+@dataclass(frozen=True)
+class Case:
+    """How the contract tests build one objective: small kwargs, the encoder it runs with, the data it fits."""
+
+    objective_kwargs: dict = field(default_factory=dict)
+    encoder: str = "small_cnn"
+    encoder_kwargs: dict = field(default_factory=lambda: {"width": 8})
+    colour: bool = False  # True: 3-channel data (the colour fixture) instead of grayscale digits
+
+
+TINY_VIT = {"patch_size": 2, "width": 32, "depth": 2, "heads": 2}
+# Every registered objective must have a case here (test_every_objective_has_a_case); the default is fine for most.
+CASES: dict[str, Case] = {
+    "rotation": Case(), "relative_position": Case(), "jigsaw": Case(), "colorization": Case(colour=True),
+    "simclr": Case(), "byol": Case(), "simsiam": Case(), "barlow_twins": Case(), "vicreg": Case(),
+    "moco_v2": Case({"queue_size": 64}),
+    "moco_v3": Case(encoder="vit", encoder_kwargs=TINY_VIT),
+    "mae": Case({"decoder_width": 16, "decoder_depth": 1, "decoder_heads": 2}, encoder="vit", encoder_kwargs=TINY_VIT),
+    "ijepa": Case({"pred_width": 16, "pred_depth": 1, "pred_heads": 2}, encoder="vit",
+                  encoder_kwargs={**TINY_VIT, "pool": "mean"}),
+    "dino": Case({"num_prototypes": 64, "hidden_dim": 64, "bottleneck_dim": 32, "crops": {"local_crops": 2}}),
+    "beit": Case({"tokenizer": ""}, encoder="vit", encoder_kwargs=TINY_VIT),  # path set by the `name` fixture
+}
+GREY = DataSpec(channels=1, image_size=8, mean=(0.3,), std=(0.37,))
+COLOUR = DataSpec(channels=3, image_size=32, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
+
+
+def spec_for(name: str) -> DataSpec:
+    return COLOUR if CASES[name].colour else GREY
 
 
 def make(name: str, seed: int = 0) -> Objective:
     torch.manual_seed(seed)
-    cls = OBJECTIVES.get(name)
-    cfg = build(cls.Config, SMALL.get(name, {}), name)
-    return cls(build_encoder("small_cnn", 1, 8, width=8), cfg, SPEC)
+    cls, case, spec = OBJECTIVES.get(name), CASES[name], spec_for(name)
+    cfg = build(cls.Config, case.objective_kwargs, name)
+    return cls(build_encoder(case.encoder, spec.channels, spec.image_size, **case.encoder_kwargs), cfg, spec)
 
 
-def batch(seed: int = 0) -> torch.Tensor:
+def batch(name: str, seed: int = 0) -> torch.Tensor:
+    spec = spec_for(name)
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (16, 1, 8, 8), generator=g, dtype=torch.uint8)
+    return torch.randint(0, 256, (16, spec.channels, spec.image_size, spec.image_size), generator=g, dtype=torch.uint8)
 
 
 def step(obj: Objective, x: torch.Tensor, seed: int = 0) -> StepResult:
@@ -43,6 +72,8 @@ def teacher_params(obj: Objective) -> list[torch.nn.Parameter]:
 
 @pytest.fixture(params=OBJECTIVES.names())
 def name(request: pytest.FixtureRequest) -> str:
+    if request.param == "beit":  # BEiT reads a tokenizer file: fitted on the digits once per session, when needed
+        CASES["beit"].objective_kwargs["tokenizer"] = str(request.getfixturevalue("beit_tokenizer"))
     return request.param
 
 
@@ -51,8 +82,12 @@ def test_registry_rejects_duplicates() -> None:
         OBJECTIVES.register("simclr")(object)
 
 
+def test_every_objective_has_a_case() -> None:
+    assert sorted(CASES) == OBJECTIVES.names()
+
+
 def test_step_result_is_finite_with_named_terms(name: str) -> None:
-    res = step(make(name), batch())
+    res = step(make(name), batch(name))
     assert isinstance(res, StepResult)
     assert res.loss.ndim == 0 and torch.isfinite(res.loss)
     assert res.terms and all(k.endswith("_loss") for k in res.terms)
@@ -63,7 +98,7 @@ def test_step_result_is_finite_with_named_terms(name: str) -> None:
 
 def test_gradients_reach_online_network_not_target(name: str) -> None:
     obj = make(name)
-    step(obj, batch()).loss.backward()
+    step(obj, batch(name)).loss.backward()
     online = [p for p in obj.encoder.parameters()]
     assert all(p.grad is not None for p in online)
     assert sum(float(p.grad.abs().sum()) for p in online) > 0
@@ -78,7 +113,7 @@ def test_optimizer_excludes_teacher_and_ema_moves_it(name: str) -> None:
     teachers = teacher_params(obj)
     assert not any(id(p) in in_opt for p in teachers)
     before = [p.detach().clone() for p in teachers]
-    res = step(obj, batch())
+    res = step(obj, batch(name))
     opt.zero_grad()
     res.loss.backward()
     opt.step()
@@ -99,17 +134,24 @@ def test_forward_takes_views_only(name: str) -> None:
 
 
 def _job(name: str, data: Path, seed: int = 0) -> TrainJob:
-    return TrainJob(run=name, seed=seed, data_dir=str(data), objective=name, objective_kwargs=SMALL.get(name, {}),
-                    encoder="small_cnn", encoder_kwargs={"width": 8}, train=TrainConfig(epochs=1, batch_size=128),
-                    mean=SPEC.mean, std=SPEC.std)
+    case, spec = CASES[name], spec_for(name)
+    return TrainJob(run=name, seed=seed, data_dir=str(data), objective=name, objective_kwargs=case.objective_kwargs,
+                    encoder=case.encoder, encoder_kwargs=case.encoder_kwargs,
+                    train=TrainConfig(epochs=1, batch_size=64 if case.colour else 128), mean=spec.mean, std=spec.std)
 
 
-def test_training_never_reads_labels(name: str, digits_dataset: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def dataset_for(request: pytest.FixtureRequest):  # noqa: ANN201
+    """The real dataset an objective's contract runs on: digits, or the CIFAR-10 JPEG subset for colour."""
+    return lambda name: request.getfixturevalue("colour_dataset" if CASES[name].colour else "digits_dataset")
+
+
+def test_training_never_reads_labels(name: str, dataset_for, tmp_path: Path) -> None:  # noqa: ANN001
     """Copy the dataset, destroy every label file, and train: it must not notice."""
     import shutil
 
     data = tmp_path / "nolabels"
-    shutil.copytree(digits_dataset, data)
+    shutil.copytree(dataset_for(name), data)
     for f in data.rglob("*.labels.npy"):
         f.write_bytes(b"this is not a label file")
     session = LocalSession(tmp_path / "ckpt")
@@ -119,16 +161,17 @@ def test_training_never_reads_labels(name: str, digits_dataset: Path, tmp_path: 
         ImageDataset(data).load("train")
 
 
-def test_two_seeded_runs_are_equal(name: str, digits_dataset: Path, tmp_path: Path) -> None:
+def test_two_seeded_runs_are_equal(name: str, dataset_for, tmp_path: Path) -> None:  # noqa: ANN001
+    data = dataset_for(name)
     states = []
     for i in range(2):
         session = LocalSession(tmp_path / f"run{i}")
-        run_training(_job(name, digits_dataset, seed=7), session)
+        run_training(_job(name, data, seed=7), session)
         states.append(torch.load(session.latest_checkpoint() / "state.pt", weights_only=True)["objective"])
     assert states[0].keys() == states[1].keys()
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k]), k
     other = LocalSession(tmp_path / "other")
-    run_training(_job(name, digits_dataset, seed=8), other)
+    run_training(_job(name, data, seed=8), other)
     s3 = torch.load(other.latest_checkpoint() / "state.pt", weights_only=True)["objective"]
     assert any(not torch.equal(states[0][k], s3[k]) for k in s3 if s3[k].dtype.is_floating_point)

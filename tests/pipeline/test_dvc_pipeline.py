@@ -44,8 +44,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_full_dag_then_noop_then_targeted_rerun(project: Path) -> None:
     res = repro(project)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert ran(res) == {"ingest@digits", "validate@digits", "baselines@digits", "pretrain@simclr", "pretrain@byol",
-                        "evaluate@simclr", "evaluate@byol", "compare"}
+    assert ran(res) == {"ingest@digits", "validate@digits", "tokenizer@digits", "baselines@digits", "pretrain@simclr",
+                        "pretrain@byol", "evaluate@simclr", "evaluate@byol", "compare"}
     board = pd.read_csv(project / "artifacts" / "leaderboard.csv")
     assert set(board["name"]) == {"simclr", "byol", "random_init@digits", "raw_pixels@digits", "supervised@digits"}
     for col in ("knn/top1", "linear/top1", "semi_1pct/top1", "semi_10pct/top1"):
@@ -89,6 +89,30 @@ def test_mlflow_lineage(project: Path) -> None:
     rerun = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == second.info.run_id]
     assert [r.info.run_name for r in rerun] == ["simclr"]  # only the rerun child; the rest are reused
     assert second.data.tags["reused_child_runs"]
+
+
+def test_seeds_rerun_that_run_and_report_an_interval(project: Path) -> None:
+    """Runs after the lineage test on the same project: two seeds for simclr only."""
+    from mlflow.tracking import MlflowClient
+
+    edit_params(project, lambda r: r["runs"]["simclr"].update(seeds=[0, 1]))
+    res = repro(project)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert ran(res) == {"pretrain@simclr", "evaluate@simclr", "compare"}
+    pre = project / "artifacts" / "runs" / "simclr" / "pretrain"
+    assert sorted(p.name for p in pre.iterdir()) == ["seed-0", "seed-1", "seeds.json"]
+    assert not list((project / "artifacts" / ".ray").glob("*.done"))  # staging cleaned up
+    board = pd.read_csv(project / "artifacts" / "leaderboard.csv").set_index("name")
+    assert board.loc["simclr", "n_seeds"] == 2 and board.loc["byol", "n_seeds"] == 1
+    assert board.loc["simclr", "knn/top1_ci95"] > 0 and board.loc["byol", "knn/top1_ci95"] == 0
+    assert " ± " in (project / "artifacts" / "leaderboard.md").read_text()
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ssl-tasks")
+    newest = max((r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("kind") == "pipeline"),
+                 key=lambda r: r.info.start_time)
+    kids = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{newest.info.run_id}'")
+    assert sorted((r.info.run_name, r.data.tags["seed"]) for r in kids) == [("simclr", "0"), ("simclr", "1")]
+    assert all("eval/knn/top1" in r.data.metrics for r in kids)
 
 
 def test_validation_failure_stops_before_pretraining(tmp_path: Path) -> None:

@@ -1,0 +1,57 @@
+"""Leaderboard aggregation over seeds: mean and a Student-t 95% interval, checked by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ssl_tasks.pipeline.leaderboard import build_leaderboard, mean_ci95, to_markdown
+from ssl_tasks.pipeline.params import EvaluationParams, parse_params
+
+
+def test_mean_ci95_matches_hand_computation() -> None:
+    vals = [0.80, 0.82, 0.84]
+    mean, half = mean_ci95(vals)
+    sd = math.sqrt(sum((v - 0.82) ** 2 for v in vals) / 2)  # 0.02
+    assert mean == pytest.approx(0.82)
+    assert half == pytest.approx(4.302653 * sd / math.sqrt(3), rel=1e-5)  # t(0.975, df=2) = 4.3027
+    assert mean_ci95([0.5]) == (0.5, 0.0)
+
+
+def _row(seed_metrics: dict[str, dict[str, float]] | None, metrics: dict[str, float]) -> dict:
+    r = {"dataset": "d", "kind": "ssl", "objective": "simclr", "encoder": "small_cnn", "mlflow_run_id": "a",
+         "collapsed": False, "metrics": metrics}
+    if seed_metrics is not None:
+        r |= {"seed_metrics": seed_metrics, "mlflow_run_ids": ["a", "b", "c"][: len(seed_metrics)]}
+    return r
+
+
+def test_leaderboard_rows_carry_mean_interval_and_seed_count() -> None:
+    seeds = {"0": {"knn/top1": 0.80}, "1": {"knn/top1": 0.82}, "2": {"knn/top1": 0.84}}
+    rows = {"simclr": _row(seeds, {"knn/top1": 0.82}),
+            "random_init@d": {**_row(None, {"knn/top1": 0.7}), "kind": "random_init"}}
+    df = build_leaderboard(rows, ["knn"])
+    r = df.set_index("name").loc["simclr"]
+    assert r["n_seeds"] == 3 and r["knn/top1"] == pytest.approx(0.82)
+    assert r["knn/top1_ci95"] == pytest.approx(mean_ci95([0.8, 0.82, 0.84])[1])
+    assert r["mlflow_run_id"] == "a,b,c"
+    b = df.set_index("name").loc["random_init@d"]
+    assert b["n_seeds"] == 1 and b["knn/top1_ci95"] == 0.0
+    md = to_markdown(df, EvaluationParams())
+    assert "0.8200 ± 0.0497" in md and "| seeds |" in md and "| 0.7000 |" in md
+
+
+def test_seeds_param_validation() -> None:
+    base = {"datasets": {"d": {"source": "sklearn_digits"}}, "runs": {"r": {"dataset": "d", "objective": "simclr"}}}
+    assert parse_params({**base, "seeds": [1, 2]}).seeds_for("r") == (1, 2)
+    assert parse_params(base).seeds_for("r") == (0,)
+    with_run = {**base, "runs": {"r": {"dataset": "d", "objective": "simclr", "seeds": [5]}}, "seeds": [1, 2]}
+    assert parse_params(with_run).seeds_for("r") == (5,)
+    from ssl_tasks.core.errors import UserError
+
+    for bad in ([], [1, 1]):
+        with pytest.raises(UserError, match="non-empty list of distinct"):
+            parse_params({**base, "seeds": bad})
+    with pytest.raises(UserError, match="seeds"):
+        parse_params({**base, "seeds": "three"})
