@@ -50,7 +50,8 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --no-deps -q -r requirements-bench.txt
 	$(BIN)/python bench/throughput.py --objectives
 	$(BIN)/python bench/overhead.py
-	$(BIN)/python bench/fashion_mnist.py
+	$(BIN)/python bench/quality.py --data fashion_mnist
+	$(BIN)/python bench/quality.py --data cifar10_jpeg --objectives simclr byol dino mae colorization
 
 ui: $(STAMP)
 	bash infra/local/ui.sh start $(PREFECT_PORT) $(MLFLOW_PORT)

@@ -26,6 +26,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from fashion_mnist import FASHION, RECIPES  # bench/ is on sys.path when run as a script
+from quality import FASHION  # bench/ is on sys.path when run as a script
+from recipes import RECIPES, VIT
 from ssl_tasks.data.ingest import ingest
 from ssl_tasks.data.shards import ImageDataset, SplitData, write_dataset
 from ssl_tasks.modalities.image.encoders import SmallCNN
@@ -56,14 +58,17 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="lightly DataLoader num_workers to try")
     ap.add_argument("--objectives", nargs="*", default=None,
-                    help="also time our loop per objective (no names: all of simclr moco_v2 byol)")
+                    help="also time our loop per objective (no names: every grayscale-capable recipe)")
+    ap.add_argument("--objective-encoder", choices=["recipe", "vit"], default="recipe",
+                    help="objectives table: each recipe's encoder, or the same small ViT for every objective")
     ap.add_argument("--no-contenders", action="store_true", help="only the --objectives table")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "throughput.json"))
     args = ap.parse_args()
     if args.steps < 1 or args.rounds < 1:
         ap.error("--steps and --rounds must be >= 1")
-    objectives = None if args.objectives is None else (args.objectives or ["simclr", "moco_v2", "byol"])
+    everyone = [n for n, r in RECIPES.items() if not r.needs_colour and n != "beit"]  # beit: quality.py's tokenizer
+    objectives = None if args.objectives is None else (args.objectives or everyone)
     unknown = sorted(set(objectives or []) - set(RECIPES))
     if unknown:
         ap.error(f"unknown objectives {unknown}; valid: {sorted(RECIPES)}")
@@ -90,13 +95,17 @@ def measure(args: argparse.Namespace, objectives: list[str] | None, work: Path) 
     mean, std = channel_stats(ImageDataset(full))
     subset = _write_subset(work / "subset", images[: args.steps * args.batch_size])
     result: dict[str, Any] = {"machine": _machine(), "args": vars(args), "mean": mean, "std": std,
-                              "recipes": {n: RECIPES[n] for n in ["simclr", *(objectives or [])]},
+                              "recipes": {n: asdict(RECIPES[n]) for n in ["simclr", *(objectives or [])]},
                               "lightly_transform": lightly_transform_kwargs(mean, std)}
 
-    def job(name: str) -> TrainJob:
+    def job(name: str, recipe_encoder: bool = False) -> TrainJob:
+        """The contenders' job (small_cnn of ``--width``, global pooling), or the recipe's / the ViT's."""
         cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=args.lr, warmup_epochs=1)
-        return TrainJob(run=name, seed=0, data_dir=str(subset), objective=name, objective_kwargs=RECIPES[name],
-                        encoder="small_cnn", encoder_kwargs={"width": args.width}, train=cfg, mean=mean, std=std)
+        r = RECIPES[name]
+        enc, enc_kwargs = ("small_cnn", {"width": args.width}) if not recipe_encoder else (
+            (r.encoder, r.encoder_kwargs) if args.objective_encoder == "recipe" else ("vit", VIT))
+        return TrainJob(run=name, seed=0, data_dir=str(subset), objective=name, objective_kwargs=r.objective_kwargs,
+                        encoder=enc, encoder_kwargs=enc_kwargs, train=cfg, mean=mean, std=std)
 
     if not args.no_contenders:
         contenders: dict[str, Round] = {"ours": ours_round(job("simclr"), work),
@@ -107,7 +116,10 @@ def measure(args: argparse.Namespace, objectives: list[str] | None, work: Path) 
         result["contenders"] = rows
         result.update(_ratios(rows))
     if objectives:
-        result["objectives"] = interleave({n: ours_round(job(n), work) for n in objectives}, args.steps, args.rounds)
+        result["objectives"] = interleave({n: ours_round(job(n, recipe_encoder=True), work) for n in objectives},
+                                          args.steps, args.rounds)
+        for n, row in result["objectives"].items():
+            row["encoder"] = job(n, recipe_encoder=True).encoder
     result["machine"]["loadavg_end"] = os.getloadavg()
     return result
 
@@ -202,7 +214,7 @@ def lightly_round(images: np.ndarray, mean: tuple[float, ...], std: tuple[float,
     backbone = SmallCNN(1, 28, width=args.width)
     model = torch.nn.Sequential(backbone, SimCLRProjectionHead(backbone.out_dim, 512, 128))
     model.train()
-    criterion = NTXentLoss(temperature=RECIPES["simclr"]["temperature"])
+    criterion = NTXentLoss(temperature=RECIPES["simclr"].objective_kwargs["temperature"])
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
 
     def run(steps: int) -> dict[str, float]:
@@ -223,7 +235,7 @@ def lightly_round(images: np.ndarray, mean: tuple[float, ...], std: tuple[float,
 
 def lightly_transform_kwargs(mean: tuple[float, ...], std: tuple[float, ...]) -> dict[str, Any]:
     """Our SimCLR views on 1 channel: crop, flip, brightness/contrast jitter; no saturation, hue, grey, blur."""
-    v = RECIPES["simclr"]["views"]
+    v = RECIPES["simclr"].objective_kwargs["views"]
     return {"input_size": 28, "min_scale": v["crop_scale"][0], "hf_prob": v["hflip_p"], "cj_prob": v["jitter_p"],
             "cj_strength": 1.0, "cj_bright": v["brightness"], "cj_contrast": v["contrast"], "cj_sat": 0.0,
             "cj_hue": 0.0, "random_gray_scale": 0.0, "gaussian_blur": 0.0,

@@ -44,4 +44,4 @@ class BarlowTwins(Objective):
         loss = self.criterion(z1, z2)
         h1, h2 = h.detach().chunk(2)
         return StepResult(loss=loss, terms={"barlow_loss": loss.detach()}, embeddings=(h1, h2),
-                          report={"lambd": self.cfg.lambd})
+                          projections=(z1.detach(), z2.detach()), report={"lambd": self.cfg.lambd})

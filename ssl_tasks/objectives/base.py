@@ -29,13 +29,15 @@ class StepResult:
     """One training step: the scalar to minimise, its named terms and detached reports.
 
     ``embeddings`` holds detached encoder features of two views of the same samples,
-    (B, D) each, for the collapse monitors.
+    (B, D) each, for the collapse monitors; ``projections`` optionally the projector's outputs of the
+    same two views, (B, P) each: a projector can collapse while the encoder features still vary.
     """
 
     loss: torch.Tensor
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
     report: dict[str, float] = field(default_factory=dict)
     embeddings: tuple[torch.Tensor, torch.Tensor] | None = None
+    projections: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class Objective(nn.Module):

@@ -45,4 +45,4 @@ class SimCLR(Objective):
         loss = self.criterion(z1, z2)
         h1, h2 = h.detach().chunk(2)
         return StepResult(loss=loss, terms={"nt_xent_loss": loss.detach()}, embeddings=(h1, h2),
-                          report={"temperature": self.cfg.temperature})
+                          projections=(z1.detach(), z2.detach()), report={"temperature": self.cfg.temperature})

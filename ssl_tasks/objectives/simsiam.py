@@ -49,4 +49,5 @@ class SimSiam(Objective):
         z1, z2 = z.chunk(2)
         loss = 0.5 * (self.criterion(p1, z2) + self.criterion(p2, z1))
         h1, h2 = h.detach().chunk(2)
-        return StepResult(loss=loss, terms={"regression_loss": loss.detach()}, embeddings=(h1, h2))
+        return StepResult(loss=loss, terms={"regression_loss": loss.detach()}, embeddings=(h1, h2),
+                          projections=(z1.detach(), z2.detach()))

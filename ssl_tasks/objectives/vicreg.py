@@ -48,4 +48,5 @@ class VICReg(Objective):
         c = self.cfg
         loss = c.sim_weight * t["invariance_loss"] + c.var_weight * t["variance_loss"] + c.cov_weight * t["covariance_loss"]
         h1, h2 = h.detach().chunk(2)
-        return StepResult(loss=loss, terms={k: v.detach() for k, v in t.items()}, embeddings=(h1, h2))
+        return StepResult(loss=loss, terms={k: v.detach() for k, v in t.items()}, embeddings=(h1, h2),
+                          projections=(z1.detach(), z2.detach()))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -221,8 +222,13 @@ def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layo
         f"{train.num_workers} Ray worker(s){' on GPU' if train.use_gpu else ''}")
     try:
         state = fit(job, storage_dir=storage, name=name, address=params.ray.address)
-    except BaseException:
+    except BaseException as e:
+        collapse = re.search(r"run '[^']+' collapsed at epoch \d+: .*?stop_on_collapse is true", str(e))
+        if collapse:
+            mt.set_tags(uri, run_id, {"collapsed": "true"})
         mt.finish(uri, run_id, "FAILED")
+        if collapse:  # a verdict on the run, not a crash: one readable line
+            raise UserError(collapse.group(0)) from None
         raise
     history = json.loads(state["history"])
     record_compute(f"pretrain@{run}/seed-{seed}", sum(r["train/epoch_time_s"] for r in history))

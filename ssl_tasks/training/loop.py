@@ -129,6 +129,7 @@ def run_training(job: TrainJob, session: Session) -> None:
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
         embs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        projs: list[tuple[torch.Tensor, torch.Tensor]] = []
         n_emb = 0
         batches = stream_epoch(ds, "train", batch_size=cfg.batch_size, seed=job.seed, epoch=epoch, rank=rank, world_size=ws)
         for step, xb in enumerate(batches):
@@ -155,26 +156,32 @@ def run_training(job: TrainJob, session: Session) -> None:
                       f"loss {sums['train/loss'] / (step + 1):.4f}", flush=True)
             if res.embeddings is not None and n_emb < cfg.monitor_samples:
                 embs.append(res.embeddings)
+                if res.projections is not None:
+                    projs.append(res.projections)
                 n_emb += res.embeddings[0].shape[0]
         dt = time.perf_counter() - t0
         metrics = {k: v / steps for k, v in sums.items()}
         metrics.update({"train/lr": opt.param_groups[0]["lr"], "train/momentum": m, "train/epoch_time_s": dt,
                         "train/samples_per_s": steps * cfg.batch_size * ws / dt, "epoch": float(epoch + 1)})
         if embs:
-            h1 = torch.cat([e[0] for e in embs])[: cfg.monitor_samples]
-            h2 = torch.cat([e[1] for e in embs])[: cfg.monitor_samples]
-            mon = embedding_metrics(h1, h2)
+            mon = _monitor(embs, cfg.monitor_samples)
+            collapsed = is_collapsed(mon)
             metrics.update({f"monitor/{k}": v for k, v in mon.items()})
-            metrics["monitor/collapsed"] = float(_agree(is_collapsed(mon), device))
+            if projs:
+                pmon = _monitor(projs, cfg.monitor_samples)
+                collapsed = collapsed or is_collapsed(pmon)
+                metrics.update({f"monitor/proj_{k}": v for k, v in pmon.items()})
+            metrics["monitor/collapsed"] = float(_agree(collapsed, device))
         history.append(metrics)
         if rank == 0:
             print(f"[{job.run}] epoch {epoch + 1}/{cfg.epochs} loss={metrics['train/loss']:.4f} "
                   f"std={metrics.get('monitor/embedding_std', float('nan')):.3f} "
                   f"erank={metrics.get('monitor/effective_rank', float('nan')):.1f} "
-                  f"{metrics['train/samples_per_s']:.0f} samples/s", flush=True)
+                  f"{metrics['train/samples_per_s']:.0f} samples/s"
+                  f"{'  COLLAPSED' if metrics.get('monitor/collapsed') else ''}", flush=True)
         _report(session, objective, opt, epoch + 1, history, resumed, metrics)
         if cfg.stop_on_collapse and metrics.get("monitor/collapsed"):
-            raise CollapseError(f"run {job.run!r} collapsed at epoch {epoch + 1}: {metrics}")
+            raise CollapseError(_collapse_message(job.run, epoch + 1, metrics))
 
 
 def _report(session: Session, objective: Objective, opt: torch.optim.Optimizer, epoch: int,
@@ -193,6 +200,18 @@ def _report(session: Session, objective: Objective, opt: torch.optim.Optimizer, 
         }
         torch.save(state, Path(d) / CHECKPOINT_FILE)
         session.report(metrics, Path(d))
+
+
+def _collapse_message(run: str, epoch: int, m: dict[str, float]) -> str:
+    parts = [f"{where} std {m[f'monitor/{p}embedding_std']:.3f}, effective rank {m[f'monitor/{p}effective_rank']:.2f}"
+             for where, p in (("encoder", ""), ("projector", "proj_")) if f"monitor/{p}embedding_std" in m]
+    return (f"run {run!r} collapsed at epoch {epoch}: " + "; ".join(parts) + " (collapse: std < 0.05 or effective "
+            "rank < 1.5); stopped because train.stop_on_collapse is true")
+
+
+def _monitor(pairs: list[tuple[torch.Tensor, torch.Tensor]], n: int) -> dict[str, float]:
+    """Collapse monitors over the first ``n`` samples of an epoch's (view 1, view 2) feature pairs."""
+    return embedding_metrics(torch.cat([p[0] for p in pairs])[:n], torch.cat([p[1] for p in pairs])[:n])
 
 
 def _agree(flag: bool, device: torch.device) -> bool:

@@ -12,12 +12,12 @@ from ssl_tasks.training.config import TrainConfig, TrainJob
 from ssl_tasks.training.loop import CollapseError, LocalSession, run_training
 
 
-def _job(data: Path, stop_gradient: bool, stop_on_collapse: bool = False, epochs: int = 4) -> TrainJob:
+def _job(data: Path, stop_gradient: bool, stop_on_collapse: bool = False, epochs: int = 12) -> TrainJob:
     return TrainJob(run="simsiam", seed=0, data_dir=str(data), objective="simsiam",
                     objective_kwargs={"stop_gradient": stop_gradient, "proj_hidden_dim": 128, "proj_dim": 128,
                                       "pred_hidden_dim": 32},
                     encoder="small_cnn", encoder_kwargs={"width": 8},
-                    train=TrainConfig(epochs=epochs, batch_size=128, lr=0.01, warmup_epochs=0,
+                    train=TrainConfig(epochs=epochs, batch_size=128, lr=0.05, warmup_epochs=0,
                                       stop_on_collapse=stop_on_collapse),
                     mean=(0.3,), std=(0.37,))
 
@@ -27,12 +27,48 @@ def test_without_stop_gradient_collapse_is_flagged(digits_dataset: Path, tmp_pat
     run_training(_job(digits_dataset, stop_gradient=False), bad)
     run_training(_job(digits_dataset, stop_gradient=True), good)
     assert bad.reports[-1]["monitor/collapsed"] == 1.0
-    assert good.reports[-1]["monitor/collapsed"] == 0.0
-    assert bad.reports[-1]["monitor/embedding_std"] < 0.1 * good.reports[-1]["monitor/embedding_std"]
+    assert not any(r["monitor/collapsed"] for r in good.reports)
+    # the projector's outputs collapse to (nearly) one direction; with the stop-gradient they keep several
+    assert bad.reports[-1]["monitor/proj_effective_rank"] < 1.5 < 3 < good.reports[-1]["monitor/proj_effective_rank"]
 
 
 def test_stop_on_collapse_stops_early_with_a_clear_message(digits_dataset: Path, tmp_path: Path) -> None:
     session = LocalSession(tmp_path / "stop")
-    with pytest.raises(CollapseError, match=r"run 'simsiam' collapsed at epoch \d+"):
-        run_training(_job(digits_dataset, stop_gradient=False, stop_on_collapse=True, epochs=20), session)
-    assert len(session.reports) < 20  # stopped early
+    with pytest.raises(CollapseError, match=r"run 'simsiam' collapsed at epoch \d+: encoder std .*projector std .*"
+                                            r"stop_on_collapse is true"):
+        run_training(_job(digits_dataset, stop_gradient=False, stop_on_collapse=True, epochs=30), session)
+    assert len(session.reports) < 30 and session.reports[-1]["monitor/collapsed"] == 1.0  # stopped early
+
+
+def test_pretrain_stage_reports_collapse_as_one_error_line(digits_dataset: Path, tmp_path: Path) -> None:
+    """Through the real stage (Ray Train, MLflow): exit 2, one readable line, the run tagged, no output left."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    shutil.copytree(digits_dataset, tmp_path / "data" / "digits")
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    job = _job(digits_dataset, stop_gradient=False)
+    raw["runs"] = {"collapse": {"dataset": "digits", "objective": "simsiam", "encoder": "small_cnn",
+                                "encoder_kwargs": job.encoder_kwargs, "objective_kwargs": job.objective_kwargs,
+                                "train": {"epochs": 30, "batch_size": 128, "lr": 0.05, "warmup_epochs": 0,
+                                          "stop_on_collapse": True}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    exe = Path(sys.executable).parent / "ssl-tasks"
+    res = subprocess.run([str(exe), "--params", str(tmp_path / "params.yaml"), "--root", str(tmp_path), "pretrain",
+                          "--run", "collapse"], capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr[-3000:]
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]  # Ray's worker logs interleave
+    assert len(errors) == 1, res.stderr[-3000:]
+    assert errors[0].startswith("error: run 'collapse' collapsed at epoch ")
+    assert errors[0].endswith("stop_on_collapse is true")
+    assert not (tmp_path / "artifacts" / "runs" / "collapse").exists()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ssl-tasks").experiment_id])
+    assert [(r.info.run_name, r.data.tags["collapsed"], r.info.status) for r in runs] == [("collapse", "true",
+                                                                                            "FAILED")]

@@ -1,0 +1,132 @@
+"""Quality benchmark: each objective vs random init (same encoder) and raw pixels, under a fixed CPU budget.
+
+Runs the pipeline's own pieces (ingest, the training loop, the visual tokenizer, the evaluation protocols) in
+one process, so the figures measure the methods, not orchestration. Recipes: ``bench/recipes.py``. Usage:
+
+    python bench/quality.py --data fashion_mnist --epochs 3 --out bench/results/zoo_fashion_mnist.json
+    python bench/quality.py --data cifar10_jpeg --objectives simclr byol dino mae colorization --epochs 4
+
+``fashion_mnist`` is the official 60,000 / 10,000 split; ``cifar10_jpeg`` (the 10,000 CIFAR-10 test JPEGs) is
+split 80/20, stratified, with ``--split-seed``. Rows are written after each objective, so an interrupted run
+keeps what finished; ``--objectives`` reruns only those rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ssl_tasks.data.ingest import ingest
+from ssl_tasks.data.shards import ImageDataset
+from ssl_tasks.evaluation.protocols import EvalConfig, evaluate_encoder
+from ssl_tasks.modalities.image.encoders import build_encoder
+from ssl_tasks.modalities.image.views import ImageViewConfig, ImageViews
+from ssl_tasks.modalities.image.visual_tokenizer import train_tokenizer
+from ssl_tasks.training.config import TrainConfig, TrainJob
+from ssl_tasks.training.loop import LocalSession, channel_stats, run_training
+
+from recipes import RECIPES, Recipe  # bench/ is on sys.path when run as a script
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+FASHION = SHARED / "fashion_mnist"
+DATA = {"fashion_mnist": ("idx", FASHION), "cifar10_jpeg": ("image_folder", SHARED / "cifar10_jpeg" /
+                                                            "cifar10_test_jpeg.tar")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", choices=sorted(DATA), default="fashion_mnist")
+    ap.add_argument("--objectives", nargs="+", default=None, help="default: every recipe the data supports")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--protocols", nargs="+", default=["knn", "linear", "semi_1pct", "semi_10pct"])
+    ap.add_argument("--linear-epochs", type=int, default=100)
+    ap.add_argument("--finetune-epochs", type=int, default=20)
+    ap.add_argument("--split-seed", type=int, default=0, help="stratified 80/20 split seed (cifar10_jpeg)")
+    ap.add_argument("--skip-baselines", action="store_true")
+    ap.add_argument("--recipe", default="{}", help='JSON objective-kwargs overrides, e.g. {"simclr": {"temperature": 0.1}}')
+    ap.add_argument("--tag", default="", help="suffix for the result rows (pilot runs)")
+    ap.add_argument("--out", default=None, help="default: bench/results/zoo_<data>.json")
+    args = ap.parse_args()
+    out = Path(args.out or REPO / "bench" / "results" / f"zoo_{args.data}.json")
+
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{args.data}-"))
+    data = work / args.data
+    source, path = DATA[args.data]
+    ingest(source, path, data, test_fraction=0.2, split_seed=args.split_seed)
+    ds = ImageDataset(data)
+    channels, size = ds.image_shape[0], ds.image_shape[1]
+    mean, std = channel_stats(ds)
+    train, test = ds.load("train"), ds.load("test")
+    ecfg = EvalConfig(linear_epochs=args.linear_epochs, finetune_epochs=args.finetune_epochs, finetune_batch_size=128)
+    fviews = ImageViews(ImageViewConfig(crop_scale=(0.6, 1.0), jitter_p=0.0, grayscale_p=0.0), torch.tensor(mean),
+                        torch.tensor(std), size)
+    names = args.objectives or [n for n, r in RECIPES.items() if channels == 3 or not r.needs_colour]
+    unknown = sorted(set(names) - set(RECIPES))
+    if unknown:
+        ap.error(f"unknown objectives {unknown}; valid: {sorted(RECIPES)}")
+
+    def evaluate(encoder: torch.nn.Module | None, label: str) -> dict[str, float]:
+        t0 = time.perf_counter()
+        m, _ = evaluate_encoder(encoder, train, test, num_classes=ds.num_classes, mean=mean, std=std,
+                                protocols=args.protocols, cfg=ecfg, finetune_views=fviews,
+                                progress=lambda s: print(f"  [{label}] {s}", flush=True))
+        print(f"{label}: {m} (eval {time.perf_counter() - t0:.0f} s)", flush=True)
+        return {**m, "eval_seconds": round(time.perf_counter() - t0, 1)}
+
+    results: dict[str, dict] = json.loads(out.read_text()).get("rows", {}) if out.is_file() else {}
+    meta = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+            "data": args.data, "split_seed": args.split_seed, "counts": {k: ds.count(k) for k in ("train", "test")},
+            "args": vars(args)}
+    if not args.skip_baselines:
+        for enc_name, enc_kwargs in sorted({(RECIPES[n].encoder, json.dumps(RECIPES[n].encoder_kwargs, sort_keys=True))
+                                            for n in names}):
+            torch.manual_seed(0)
+            encoder = build_encoder(enc_name, channels, size, **json.loads(enc_kwargs))
+            results[f"random_init_{enc_name}{args.tag}"] = {"metrics": evaluate(encoder, f"random_init_{enc_name}"),
+                                                            "encoder": enc_name, "encoder_kwargs": json.loads(enc_kwargs)}
+            _write(out, results, meta)
+        results["raw_pixels"] = {"metrics": evaluate(None, "raw_pixels")}
+        _write(out, results, meta)
+    overrides = json.loads(args.recipe)
+    for name in names:
+        recipe: Recipe = RECIPES[name]
+        kwargs = {**recipe.objective_kwargs, **overrides.get(name, {})}
+        if name == "beit":  # the tokenizer stage, in-process: k-means over the encoder's patches
+            patch = recipe.encoder_kwargs["patch_size"]
+            summary = train_tokenizer(data, work / "tokenizer.pt", patch_size=patch, num_codes=256, seed=0)
+            print(f"tokenizer: {summary}", flush=True)
+            kwargs = {"tokenizer": str(work / "tokenizer.pt"), **kwargs}
+        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=recipe.lr, warmup_epochs=1)
+        job = TrainJob(run=name, seed=0, data_dir=str(data), objective=name, objective_kwargs=kwargs,
+                       encoder=recipe.encoder, encoder_kwargs=recipe.encoder_kwargs, train=cfg, mean=mean, std=std)
+        session = LocalSession(work / f"ckpt-{name}")
+        t0 = time.perf_counter()
+        run_training(job, session)
+        train_s = time.perf_counter() - t0
+        state = torch.load(session.latest_checkpoint() / "state.pt", weights_only=True)
+        enc = build_encoder(recipe.encoder, channels, size, **recipe.encoder_kwargs)
+        enc.load_state_dict(state["eval_encoder"])
+        last = session.reports[-1]
+        results[f"{name}{args.tag}"] = {
+            "metrics": evaluate(enc, name), "train_seconds": round(train_s, 1), "epochs": args.epochs,
+            "encoder": recipe.encoder, "encoder_kwargs": recipe.encoder_kwargs, "lr": recipe.lr, "recipe": kwargs,
+            "samples_per_s": round(last["train/samples_per_s"], 1), "collapsed": bool(last.get("monitor/collapsed")),
+            "final_loss": round(last["train/loss"], 4)}
+        _write(out, results, meta)
+
+
+def _write(out: Path, rows: dict, meta: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
