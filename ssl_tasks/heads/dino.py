@@ -37,11 +37,14 @@ class DINOHead(nn.Module):
         self.prototypes = nn.Parameter(nn.Linear(bottleneck_dim, num_prototypes, bias=False).weight.data)  # (K, D')
         self.scale = None if norm_last_layer else nn.Parameter(torch.ones(num_prototypes, 1))  # (K, 1) the g of WN
 
-    def forward(self, h: torch.Tensor, freeze_prototypes: bool = False) -> torch.Tensor:
-        """h: (N, D) -> (N, K); ``freeze_prototypes`` stops gradients into the last layer (early training)."""
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h: (N, D) -> (N, K) cosine (or weight-normalised) logits."""
         z = F.normalize(self.mlp(h), dim=-1)  # (N, D')
-        v = self.prototypes.detach() if freeze_prototypes else self.prototypes
-        w = F.normalize(v, dim=1)  # (K, D')
+        w = F.normalize(self.prototypes, dim=1)  # (K, D')
         if self.scale is not None:
-            w = w * (self.scale.detach() if freeze_prototypes else self.scale)
+            w = w * self.scale
         return z @ w.T  # (N, K)
+
+    def last_layer(self) -> list[nn.Parameter]:
+        """The prototypes (and their scale): what DINO freezes early in training."""
+        return [self.prototypes] + ([self.scale] if self.scale is not None else [])

@@ -69,6 +69,13 @@ class Objective(nn.Module):
     def forward(self, views: list[torch.Tensor]) -> StepResult:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def after_backward(self) -> None:
+        """Called by the loop between ``backward`` and the optimizer step (e.g. to drop a frozen layer's grads).
+
+        Dropping gradients here, rather than detaching inside ``forward``, keeps every parameter in the graph,
+        which DistributedDataParallel requires.
+        """
+
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(student, teacher) pairs the loop EMA-updates after each optimizer step."""
         return []

@@ -81,8 +81,7 @@ class DINO(Objective):
         h = self.encoder(xg)  # (2B, D)
         if v > GLOBAL_CROPS:  # one pass per resolution
             h = torch.cat([h, self.encoder(torch.cat(views[GLOBAL_CROPS:]))])  # (V*B, D)
-        frozen = self.progress < self.cfg.freeze_last_layer_fraction
-        s = self.head(h, freeze_prototypes=frozen).view(v, b, -1)  # (V, B, K)
+        s = self.head(h).view(v, b, -1)  # (V, B, K)
         with torch.no_grad():
             ht = self.teacher_encoder(xg)  # (2B, D)
             t = self.teacher_head(ht).view(GLOBAL_CROPS, b, -1)  # (2, B, K)
@@ -93,6 +92,12 @@ class DINO(Objective):
         h1, h2 = ht.chunk(2)  # the teacher's features: the encoder kept for evaluation
         return StepResult(loss=loss, terms={"dino_loss": loss.detach()}, embeddings=(h1, h2),
                           report={"teacher_temp": temp})
+
+    def after_backward(self) -> None:
+        """The paper's last-layer freeze: no update of the prototypes during the first part of training."""
+        if self.progress < self.cfg.freeze_last_layer_fraction:
+            for p in self.head.last_layer():
+                p.grad = None
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.encoder, self.teacher_encoder), (self.head, self.teacher_head)]

@@ -19,7 +19,7 @@ from ssl_tasks.core.ema import frozen_copy
 from ssl_tasks.losses.latent_prediction import LatentPredictionLoss
 from ssl_tasks.modalities.image.masking import block_masks
 from ssl_tasks.modalities.image.views import ImageViewConfig
-from ssl_tasks.modalities.image.vit import sincos_2d
+from ssl_tasks.modalities.image.vit import sincos_2d, transformer_blocks
 from ssl_tasks.objectives.base import OBJECTIVES, DataSpec, Objective, StepResult
 
 
@@ -73,11 +73,7 @@ class JEPAPredictor(nn.Module):
         self.width = width
         self.embed = nn.Linear(enc_width, width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu",
-                                       batch_first=True, norm_first=True)
-            for _ in range(depth)
-        )
+        self.blocks = transformer_blocks(width, depth, heads, mlp_ratio=4.0)
         self.norm = nn.LayerNorm(width)
         self.proj = nn.Linear(width, enc_width)
         nn.init.normal_(self.mask_token, std=0.02)

@@ -13,7 +13,7 @@ from torch import nn
 from ssl_tasks.losses.masked_reconstruction import MaskedReconstructionLoss
 from ssl_tasks.modalities.image.masking import patchify, random_masking
 from ssl_tasks.modalities.image.views import ImageViewConfig
-from ssl_tasks.modalities.image.vit import sincos_2d
+from ssl_tasks.modalities.image.vit import sincos_2d, transformer_blocks
 from ssl_tasks.objectives.base import OBJECTIVES, DataSpec, Objective, StepResult
 
 
@@ -54,11 +54,7 @@ class MAEDecoder(nn.Module):
         self.width = width
         self.embed = nn.Linear(enc_width, width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(width, heads, int(width * mlp_ratio), dropout=0.0, activation="gelu",
-                                       batch_first=True, norm_first=True)
-            for _ in range(depth)
-        )
+        self.blocks = transformer_blocks(width, depth, heads, mlp_ratio)
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, patch_dim)
         nn.init.normal_(self.mask_token, std=0.02)

@@ -144,6 +144,7 @@ def run_training(job: TrainJob, session: Session) -> None:
                 res = model(views)
             opt.zero_grad(set_to_none=True)
             res.loss.backward()
+            objective.after_backward()
             opt.step()
             m = objective.momentum(it / max(1, total))
             for student, teacher in objective.momentum_pairs():

@@ -12,13 +12,14 @@ from ssl_tasks.core.errors import UserError
 from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.modalities.image.encoders import build_encoder
 from ssl_tasks.modalities.image.visual_tokenizer import PatchTokenizer
-from ssl_tasks.objectives import OBJECTIVES, DataSpec
+from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.objectives.beit import BEiT
 from ssl_tasks.training.config import TrainConfig
 from ssl_tasks.training.loop import make_optimizer
 
-SPEC = DataSpec(channels=1, image_size=8, mean=(0.3,), std=(0.37,))
-TINY_VIT = {"patch_size": 2, "width": 32, "depth": 2, "heads": 2}
+from objective_cases import GREY, TINY_VIT
+
+SPEC = GREY
 
 
 def make(tokenizer: Path, vit: dict | None = None, **kwargs: object) -> BEiT:

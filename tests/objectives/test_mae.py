@@ -16,7 +16,8 @@ from ssl_tasks.objectives.base import check_compatible
 from ssl_tasks.objectives.mae import MAE
 from ssl_tasks.pipeline.params import parse_params
 
-TINY_VIT = {"patch_size": 2, "width": 32, "depth": 2, "heads": 2}
+from objective_cases import TINY_VIT
+
 DIGITS = DataSpec(channels=1, image_size=8, mean=(0.3,), std=(0.37,))
 
 

@@ -8,12 +8,12 @@ import torch
 from ssl_tasks.core.config import build
 from ssl_tasks.core.ema import update_momentum
 from ssl_tasks.modalities.image.encoders import build_encoder
-from ssl_tasks.objectives import OBJECTIVES, DataSpec
+from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.objectives.moco_v3 import MoCoV3
 
-GREY = DataSpec(channels=1, image_size=8, mean=(0.3,), std=(0.37,))
+from objective_cases import GREY, TINY_VIT
+
 SMALL = {"proj_hidden_dim": 32, "proj_dim": 16, "pred_hidden_dim": 32}
-TINY_VIT = {"patch_size": 2, "width": 32, "depth": 2, "heads": 2}
 
 
 def make(encoder: str = "vit", enc_kwargs: dict | None = None) -> MoCoV3:

@@ -37,6 +37,15 @@ def sincos_2d(gh: int, gw: int, dim: int, device: torch.device | None = None) ->
     return torch.cat(out, dim=1)  # (N, D)
 
 
+def transformer_blocks(width: int, depth: int, heads: int, mlp_ratio: float) -> nn.ModuleList:
+    """``depth`` pre-norm blocks (GELU MLP, no dropout): the ViT's, and its decoders' and predictors'."""
+    return nn.ModuleList(
+        nn.TransformerEncoderLayer(width, heads, int(width * mlp_ratio), dropout=0.0, activation="gelu",
+                                   batch_first=True, norm_first=True)
+        for _ in range(depth)
+    )
+
+
 @ENCODERS.register("vit")
 class ViT(Encoder):
     """Patch embedding, ``depth`` pre-norm transformer blocks, [CLS] token; pooled = [CLS] or token mean."""
@@ -61,11 +70,7 @@ class ViT(Encoder):
         self.num_patches = self.grid**2
         self.embed = nn.Conv2d(in_channels, width, patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(width, heads, int(width * mlp_ratio), dropout=0.0, activation="gelu",
-                                       batch_first=True, norm_first=True)
-            for _ in range(depth)
-        )
+        self.blocks = transformer_blocks(width, depth, heads, mlp_ratio)
         self.norm = nn.LayerNorm(width)
         self.out_dim = width
         nn.init.normal_(self.cls_token, std=0.02)
