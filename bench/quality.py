@@ -54,7 +54,11 @@ def main() -> None:
     ap.add_argument("--recipe", default="{}", help='JSON objective-kwargs overrides, e.g. {"simclr": {"temperature": 0.1}}')
     ap.add_argument("--tag", default="", help="suffix for the result rows (pilot runs)")
     ap.add_argument("--out", default=None, help="default: bench/results/zoo_<data>.json")
+    ap.add_argument("--render", metavar="JSON", help="print a results file as the Markdown table of RESULTS.md, exit")
     args = ap.parse_args()
+    if args.render:
+        print(render(json.loads(Path(args.render).read_text())))
+        return
     out = Path(args.out or REPO / "bench" / "results" / f"zoo_{args.data}.json")
 
     work = Path(tempfile.mkdtemp(prefix=f"bench-{args.data}-"))
@@ -121,6 +125,25 @@ def main() -> None:
             "samples_per_s": round(last["train/samples_per_s"], 1), "collapsed": bool(last.get("monitor/collapsed")),
             "final_loss": round(last["train/loss"], 4)}
         _write(out, results, meta)
+
+
+def render(result: dict) -> str:
+    """Markdown: one row per objective with its encoder's random-init row as reference; best of each column bold."""
+    cols = ["knn/top1", "linear/top1", "semi_1pct/top1", "semi_10pct/top1"]
+    rows = result["rows"]
+    lines = ["| row | encoder | " + " | ".join(cols) + " | beats random init on | train s | samples/s |",
+             "|---|---|" + "---|" * (len(cols) + 3)]
+    for name, r in rows.items():
+        enc = r.get("encoder", "-")
+        ref = rows.get(f"random_init_{enc}", {}).get("metrics", {}) if not name.startswith(("random_init", "raw")) else {}
+        wins = [c.split("/")[0] for c in cols if c in ref and r["metrics"].get(c, 0) > ref[c]]
+        cells = [f"{r['metrics'][c]:.4f}" if c in r["metrics"] else "-" for c in cols]
+        beat = ", ".join(wins) if ref else "-"
+        if ref and not wins:
+            beat = "**none**"
+        lines.append(f"| {name}{' (collapsed)' if r.get('collapsed') else ''} | {enc} | " + " | ".join(cells) +
+                     f" | {beat} | {r.get('train_seconds', '-')} | {r.get('samples_per_s', '-')} |")
+    return "\n".join(lines)
 
 
 def _write(out: Path, rows: dict, meta: dict) -> None:
