@@ -176,7 +176,7 @@ def pretrain(params: Params, run: str, layout: Layout) -> Path:
     A seed that finished is kept under the Ray storage folder until every seed has, so a stage killed
     during seed k resumes there instead of retraining seeds before it.
     """
-    spec, train, seeds = params.run(run), params.train_for(run), params.seeds_for(run)
+    spec, seeds = params.run(run), params.seeds_for(run)
     data_dir = layout.data(spec.dataset)
     ds = ImageDataset(data_dir)
     c, h, w = ds.image_shape

@@ -12,7 +12,7 @@ from ssl_tasks.core.config import build
 from ssl_tasks.core.ema import update_momentum
 from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.modalities.image.encoders import build_encoder
-from ssl_tasks.objectives import OBJECTIVES, DataSpec, Objective, StepResult
+from ssl_tasks.objectives import OBJECTIVES, Objective, StepResult
 from ssl_tasks.training.config import TrainConfig, TrainJob
 from ssl_tasks.training.loop import LocalSession, make_optimizer, run_training
 

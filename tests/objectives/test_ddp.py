@@ -37,8 +37,7 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, jobs: list[dict], out: dict) -> None:
     import torch.distributed as dist
 
-    from ssl_tasks.training.loop import build_objective, data_spec, job_from_dict, run_training
-    from ssl_tasks.data.shards import ImageDataset
+    from ssl_tasks.training.loop import build_objective, job_from_dict, run_training
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
