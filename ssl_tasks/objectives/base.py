@@ -57,6 +57,9 @@ class Objective(nn.Module):
         self.cfg = cfg
         self.data = data
         self.progress = 0.0  # training progress in [0, 1], set by the loop before every step (schedules read it)
+        # False once the loop has this epoch's monitor samples: extra forward passes made only for
+        # ``embeddings`` (MAE's and BEiT's second mask) may then be skipped, returning ``embeddings=None``
+        self.monitoring = True
         self.encoder = encoder
         mean, std = torch.tensor(data.mean), torch.tensor(data.std)
         view_cfg: ImageViewConfig = cfg.views

@@ -105,7 +105,7 @@ class BEiT(Objective):
         loss = self.criterion(logits, target, mask)
         with torch.no_grad():
             acc = (logits.argmax(dim=-1) == target)[mask].float().mean()  # masked-token accuracy
-            h2 = self.encoder.pooled(self.encode_masked(x, mask2))  # (B, D)
+            h2 = self.encoder.pooled(self.encode_masked(x, mask2)) if self.monitoring else None  # (B, D)
         h1 = self.encoder.pooled(z).detach()  # (B, D)
         return StepResult(loss=loss, terms={"mim_loss": loss.detach()}, report={"pretext_acc": float(acc)},
-                          embeddings=(h1, h2))
+                          embeddings=(h1, h2) if h2 is not None else None)

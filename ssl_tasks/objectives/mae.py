@@ -106,6 +106,8 @@ class MAE(Objective):
         z = self.encoder.forward_tokens(x, keep)  # (B, 1 + N_keep, D)
         pred = self.decoder(z, keep, self.grid, self.grid)  # (B, N, P)
         loss = self.criterion(pred, patchify(x, self.patch_size), mask)
+        if not self.monitoring:  # the second mask only feeds the collapse monitors
+            return StepResult(loss=loss, terms={"reconstruction_loss": loss.detach()})
         with torch.no_grad():
             h2 = self.encoder.pooled(self.encoder.forward_tokens(x, keep2))  # (B, D)
         h1 = self.encoder.pooled(z).detach()  # (B, D)

@@ -139,6 +139,7 @@ def run_training(job: TrainJob, session: Session) -> None:
                 grp["lr"] = lr_at(cfg, it, total, warmup)
             x = torch.from_numpy(xb).to(device, non_blocking=True)
             objective.progress = it / max(1, total)
+            objective.monitoring = n_emb < cfg.monitor_samples
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 views = objective.make_views(x, g)
                 res = model(views)

@@ -90,3 +90,19 @@ def test_a_few_steps_reduce_the_loss_on_real_digits(digits_dataset: Path) -> Non
         loss.backward()
         opt.step()
     assert held_loss() < 0.85 * before
+
+
+def test_monitor_only_pass_is_skipped_once_the_loop_has_its_samples() -> None:
+    """The second mask's encoder pass exists only for the collapse monitors."""
+    from ssl_tasks.core.config import build
+    from ssl_tasks.modalities.image.encoders import build_encoder
+    from ssl_tasks.objectives import OBJECTIVES
+
+    cls = OBJECTIVES.get("mae")
+    obj = cls(build_encoder("vit", 1, 8, **TINY_VIT), build(cls.Config, {}, "mae"), DIGITS)
+    x = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    views = obj.make_views(x, torch.Generator().manual_seed(0))
+    assert obj(views).embeddings is not None
+    obj.monitoring = False
+    res = obj(views)
+    assert res.embeddings is None and torch.isfinite(res.loss)
