@@ -16,11 +16,12 @@ export RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION := 0
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run test bench ui ui-stop clean help
+.PHONY: install run run-text test bench ui ui-stop clean help
 
 help:
 	@echo "make run    - install (first time) and run the default pipeline with dvc repro"
 	@echo "make test   - install (first time) and run the test suite"
+	@echo "make run-text - the language pipeline (configs/text.yaml: SST-2, Tiny Shakespeare) in workspaces/text/"
 	@echo "make ui     - start the Prefect UI (:$(PREFECT_PORT)) and MLflow UI (:$(MLFLOW_PORT)) and serve the flow"
 	@echo "make bench  - benchmarks (writes bench/results/*.json)"
 
@@ -42,6 +43,11 @@ run: $(STAMP)
 	$(BIN)/dvc repro
 	@echo
 	@echo "Leaderboard: artifacts/leaderboard.md (.csv, .png). Open the UIs with: make ui"
+
+run-text: $(STAMP)
+	$(BIN)/python -c "from flows.pipeline import ssl_pipeline; ssl_pipeline(params_file='configs/text.yaml', workspace='text')"
+	@echo
+	@echo "Leaderboard: workspaces/text/artifacts/leaderboard.md; reproduce there with: cd workspaces/text && dvc repro"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

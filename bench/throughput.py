@@ -41,8 +41,8 @@ from ssl_tasks.data.ingest import ingest
 from ssl_tasks.data.shards import ImageDataset, SplitData, write_dataset
 from ssl_tasks.modalities.image.encoders import SmallCNN
 from ssl_tasks.training.config import TrainConfig, TrainJob
-from ssl_tasks.training.loop import (LocalSession, build_objective, channel_stats, data_spec, make_optimizer,
-                                     run_training)
+from ssl_tasks.training.feeds import open_feed
+from ssl_tasks.training.loop import LocalSession, build_objective, channel_stats, make_optimizer, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 GOALS = {"ours/plain": 0.95, "ours/lightly": 1.35}
@@ -171,7 +171,7 @@ def plain_round(job: TrainJob, images: np.ndarray, batch: int) -> Round:
     """(b) Same objective, views and optimizer in a bare loop over an in-memory uint8 tensor."""
     torch.manual_seed(job.seed)
     x_all = torch.from_numpy(images)  # (N, C, H, W) uint8
-    objective = build_objective(job, data_spec(job, ImageDataset(Path(job.data_dir))))
+    objective = build_objective(job, open_feed(job))
     objective.train()
     opt = make_optimizer(objective, job.train)
     g = torch.Generator().manual_seed(0)

@@ -156,6 +156,16 @@ def apply_parameters(raw: dict[str, Any], *, dataset: str | None = None, objecti
     return p
 
 
+def anchor_paths(params: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Dataset paths relative to the project root made absolute, so they hold inside a workspace too."""
+    out = copy.deepcopy(params)
+    for ds in (out.get("datasets") or {}).values():
+        path = (ds or {}).get("path") if isinstance(ds, dict) else None
+        if isinstance(path, str) and path and not Path(path).expanduser().is_absolute():
+            ds["path"] = str((root / path).resolve())
+    return out
+
+
 def check_params(params: dict[str, Any], where: str) -> None:
     """Parse with the library's own params parser; its UserError becomes a ValueError."""
     from ssl_tasks.core.errors import UserError
@@ -375,6 +385,7 @@ def _leaderboard_rows(csv: Path) -> list[dict[str, Any]]:
 @flow(name="ssl-pipeline", description="The dvc.yaml stages (ingest, validate, baselines, pretrain, evaluate, "
       "compare), run by DVC, one task per stage; parameters run in their own workspace.")
 def ssl_pipeline(
+    params_file: str | None = None,
     dataset: str | None = None,
     objectives: list[str] | None = None,
     epochs: int | None = None,
@@ -386,6 +397,8 @@ def ssl_pipeline(
     """Run the pipeline of ``dvc.yaml``.
 
     Args:
+        params_file: a params file to start from instead of the project's params.yaml (relative to the
+            project, e.g. "configs/text.yaml": the language pipeline); it always runs in a workspace.
         dataset: a dataset of params.yaml: run only the runs on it (or point the kept runs at it).
         objectives: run names from params.yaml ``runs`` to keep (e.g. ["simclr", "byol"]).
         epochs: pretraining epochs (``train.epochs``).
@@ -404,11 +417,18 @@ def ssl_pipeline(
         raise ValueError(f"project_root {root} has no dvc.yaml and params.yaml")
     given = {k: v for k, v in {"dataset": dataset, "objectives": objectives, "epochs": epochs,
                                "num_workers": num_workers, "overrides": overrides}.items() if v is not None}
+    base = root / "params.yaml"
+    if params_file:
+        base = Path(params_file).expanduser()
+        base = base if base.is_absolute() else root / base
+        if not base.is_file():
+            raise ValueError(f"params_file {params_file!r}: no such file ({base})")
     params = None
-    if given:
-        raw = yaml.safe_load((root / "params.yaml").read_text()) or {}
-        params = apply_parameters(raw, warn=logger.warning, **given)
-        check_params(params, "params.yaml with the flow parameters")
+    if given or params_file:
+        raw = yaml.safe_load(base.read_text()) or {}
+        params = anchor_paths(apply_parameters(raw, warn=logger.warning, **given), root)
+        check_params(params, f"{base.name} with the flow parameters")
+        given = {**({"params_file": str(params_file)} if params_file else {}), **given}
     ws = resolve_workspace(root, workspace, bool(given))
     with _workspace_lock(ws):
         return _run_pipeline(root, ws, params, given, logger)

@@ -74,3 +74,32 @@ def colour_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = root / "colour"
     ingest("image_folder", folder, out, test_fraction=0.2, split_seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def text_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real text dataset: 1,200 SST-2 training phrases and 200 dev sentences, written in the text format."""
+    import csv
+
+    from ssl_tasks.data.text_shards import TextSplit, write_text_dataset
+
+    def read(name: str, n: int) -> tuple[list[str], np.ndarray]:
+        with open(SHARED_DATA / "sst2" / name, encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1 : n + 1]
+        return [r[0].strip() for r in rows], np.array([int(r[1]) for r in rows], dtype=np.int64)
+
+    out = tmp_path_factory.mktemp("text") / "sst2_small"
+    splits = {k: TextSplit(*read(f, n)) for k, f, n in (("train", "train.tsv", 1200), ("test", "dev.tsv", 200))}
+    write_text_dataset(out, splits, label_names=["0", "1"], source={"name": "test_fixture"}, shard_size=500)
+    return out
+
+
+@pytest.fixture(scope="session")
+def text_tokenizer(text_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 400-token byte-level BPE trained on the fixture's training texts."""
+    from ssl_tasks.data.text_shards import TextDataset
+    from ssl_tasks.modalities.text.tokenizer import train_text_tokenizer
+
+    path = tmp_path_factory.mktemp("text_tok") / "tokenizer.json"
+    train_text_tokenizer(TextDataset(text_dataset).iter_texts("train"), path, vocab_size=400, num_sentinels=16)
+    return path

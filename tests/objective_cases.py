@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ssl_tasks.objectives import DataSpec
+from ssl_tasks.objectives import DataSpec, TextDataSpec
 
 
 @dataclass(frozen=True)
@@ -15,9 +15,11 @@ class Case:
     encoder: str = "small_cnn"
     encoder_kwargs: dict = field(default_factory=lambda: {"width": 8})
     colour: bool = False  # True: 3-channel data (the colour fixture) instead of grayscale digits
+    text: bool = False  # True: token ids (the SST-2 text fixture and its tokenizer)
 
 
 TINY_VIT = {"patch_size": 2, "width": 32, "depth": 2, "heads": 2}
+TINY_TEXT = {"max_len": 16, "width": 32, "depth": 1, "heads": 2}
 # Every registered objective must have a case here (test_every_objective_has_a_case); the default is fine for most.
 CASES: dict[str, Case] = {
     "rotation": Case(), "relative_position": Case(), "jigsaw": Case(), "colorization": Case(colour=True),
@@ -29,10 +31,46 @@ CASES: dict[str, Case] = {
                   encoder_kwargs={**TINY_VIT, "pool": "mean"}),
     "dino": Case({"num_prototypes": 64, "hidden_dim": 64, "bottleneck_dim": 32, "crops": {"local_crops": 2}}),
     "beit": Case({"tokenizer": ""}, encoder="vit", encoder_kwargs=TINY_VIT),  # path set by the `name` fixture
+    "mlm": Case(encoder="text_transformer", encoder_kwargs=TINY_TEXT, text=True),
+    "causal_lm": Case(encoder="causal_transformer", encoder_kwargs=TINY_TEXT, text=True),
+    "span_corruption": Case(encoder="seq2seq_transformer", encoder_kwargs=TINY_TEXT, text=True),
+    "simcse": Case(encoder="text_transformer", encoder_kwargs=TINY_TEXT, text=True),
 }
 GREY = DataSpec(channels=1, image_size=8, mean=(0.3,), std=(0.37,))
 COLOUR = DataSpec(channels=3, image_size=32, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
 
 
-def spec_for(name: str) -> DataSpec:
-    return COLOUR if CASES[name].colour else GREY
+# Synthetic token ids for the in-memory checks: [PAD]=0 .. [MASK]=4, 16 sentinels, 300 ordinary tokens.
+TEXT = TextDataSpec(vocab_size=321, pad_id=0, cls_id=2, sep_id=3, mask_id=4, sentinel_ids=tuple(range(5, 21)),
+                    special_ids=tuple(range(21)), seq_len=16)
+
+
+def spec_for(name: str) -> DataSpec | TextDataSpec:
+    return TEXT if CASES[name].text else COLOUR if CASES[name].colour else GREY
+
+
+def build_case_encoder(name: str):  # noqa: ANN201
+    """The case's encoder for the in-memory checks (image shape, or the synthetic vocabulary)."""
+    from ssl_tasks.modalities.image.encoders import build_encoder
+    from ssl_tasks.modalities.text.encoders import build_text_encoder
+
+    case, spec = CASES[name], spec_for(name)
+    if case.text:
+        return build_text_encoder(case.encoder, spec.vocab_size, spec.pad_id, **case.encoder_kwargs)
+    return build_encoder(case.encoder, spec.channels, spec.image_size, **case.encoder_kwargs)
+
+
+def case_batch(name: str, seed: int = 0, n: int = 16):  # noqa: ANN201
+    """A batch the objective trains on: uint8 images, or token rows (padded rows end in [SEP] [PAD]...)."""
+    import torch
+
+    spec, g = spec_for(name), torch.Generator().manual_seed(seed)
+    if not CASES[name].text:
+        return torch.randint(0, 256, (n, spec.channels, spec.image_size, spec.image_size), generator=g,
+                             dtype=torch.uint8)
+    ids = torch.randint(21, spec.vocab_size, (n, spec.seq_len), generator=g)
+    lengths = torch.randint(4, spec.seq_len + 1, (n,), generator=g)
+    pos = torch.arange(spec.seq_len)
+    ids[:, 0] = spec.cls_id
+    ids[pos[None] == (lengths[:, None] - 1)] = spec.sep_id
+    return ids.masked_fill(pos[None] >= lengths[:, None], spec.pad_id)

@@ -1,4 +1,8 @@
-"""The ingest stage: read a source into the canonical shard format (all or nothing)."""
+"""The ingest stage: read a source into the canonical shard format (all or nothing).
+
+Image sources give a :class:`SourceResult` (written as image shards), text sources a
+:class:`TextSourceResult` (written as text shards); only text sources take ``options``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ import numpy as np
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.data.shards import SplitData, write_dataset
-from ssl_tasks.data.sources import SOURCES, check_test_fraction, requires_path
+from ssl_tasks.data.sources import SOURCES, SourceFn, SourceResult, check_test_fraction, requires_path
+from ssl_tasks.data.text_shards import TextSplit, write_text_dataset
+from ssl_tasks.data.text_sources import TextSourceResult, takes_options  # also registers the text sources
 
 
 def ingest(
@@ -20,14 +26,17 @@ def ingest(
     test_fraction: float = 0.2,
     split_seed: int = 0,
     shard_size: int = 8192,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Ingest ``path`` with the named source into dataset directory ``out``; return the manifest.
 
     Arguments are checked before any data is read. ``out`` is only created (atomically) once the
     whole dataset is written; on any failure nothing is left behind. An existing ``out`` is
-    replaced only if it is an empty directory or a previously ingested dataset.
+    replaced only if it is an empty directory or a previously ingested dataset (any modality).
+    ``options`` go to the source (text sources only; each names its valid options).
     """
     fn = SOURCES.get(source)
+    opts = _check_options(source, fn, options)
     tf = check_test_fraction(test_fraction)
     if isinstance(split_seed, bool) or not isinstance(split_seed, (int, np.integer)) or split_seed < 0:
         raise UserError(f"split_seed must be a non-negative integer, got {split_seed!r}")
@@ -43,10 +52,15 @@ def ingest(
         _check_not_inside(in_path, out)
     _check_out(out)
 
-    result = fn(in_path, test_fraction=tf, split_seed=int(split_seed))
+    result = fn(in_path, test_fraction=tf, split_seed=int(split_seed), **opts)
     for split, data in result.splits.items():
         _check_labels(source, split, data, len(result.label_names))
     meta = {"name": source, **result.info, "test_fraction": tf, "split_seed": int(split_seed)}
+    if isinstance(result, TextSourceResult):
+        return write_text_dataset(
+            out, result.splits, label_names=result.label_names, source=meta, shard_size=int(shard_size)
+        )
+    assert isinstance(result, SourceResult)
     return write_dataset(
         out,
         result.splits,
@@ -55,6 +69,17 @@ def ingest(
         source=meta,
         shard_size=int(shard_size),
     )
+
+
+def _check_options(source: str, fn: SourceFn, options: dict[str, Any] | None) -> dict[str, Any]:
+    """Options as a dict with string keys; a non-empty one only for sources that take options."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise UserError(f"options must be a mapping of option names to values, got {options!r}")
+    if options and not takes_options(fn):
+        raise UserError(f"source {source!r} takes no options; got {', '.join(sorted(options))}")
+    return dict(options)
 
 
 def _check_out(out: Path) -> None:
@@ -74,7 +99,7 @@ def _check_not_inside(in_path: Path, out: Path) -> None:
         raise UserError(f"output {out} would contain the input {in_path}; choose an --out outside it")
 
 
-def _check_labels(source: str, split: str, data: SplitData, n_classes: int) -> None:
+def _check_labels(source: str, split: str, data: SplitData | TextSplit, n_classes: int) -> None:
     labels = np.asarray(data.labels)
     if len(labels) and (labels.min() < -1 or labels.max() >= n_classes):
         raise UserError(

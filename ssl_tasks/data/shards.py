@@ -134,6 +134,8 @@ def _write_split(
 class ImageDataset:
     """Read access to an ingested dataset directory (memory-mapped shards)."""
 
+    modality = "image"
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         path = self.root / "manifest.json"

@@ -633,3 +633,6 @@ def image_folder(path: Path | None, *, test_fraction: float, split_seed: int) ->
             "split": "random" if classes is None else "stratified",
         },
     )
+
+
+from ssl_tasks.data import text_sources  # noqa: E402,F401  (registers the text sources)

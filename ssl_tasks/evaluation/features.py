@@ -1,4 +1,9 @@
-"""Frozen features for the evaluation protocols: an encoder's pooled output, or raw pixels."""
+"""Frozen features for the evaluation protocols: an encoder's pooled output, or the raw input.
+
+Inputs are either uint8 images (N, C, H, W), normalised here with the data statistics, or int64 token
+rows (N, L) of a text dataset, fed as they are. The raw-input baseline is the pixels for images and a
+bag of words (of subword tokens) for text.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,16 @@ from ssl_tasks.modalities.image.views import normalize
 
 
 def _check_images(images: np.ndarray) -> None:
-    if images.ndim != 4 or images.dtype != np.uint8:
-        raise UserError(f"images must be uint8 (N, C, H, W), got {images.dtype} {images.shape}")
+    is_images = images.ndim == 4 and images.dtype == np.uint8
+    is_tokens = images.ndim == 2 and images.dtype == np.int64
+    if not (is_images or is_tokens):
+        raise UserError(f"inputs must be uint8 images (N, C, H, W) or int64 token rows (N, L), got {images.dtype} "
+                        f"{images.shape}")
+
+
+def prepare(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """A batch as the encoder takes it: images normalised, token ids unchanged."""
+    return normalize(x, mean, std) if x.dtype == torch.uint8 else x
 
 
 def _on_device(module: nn.Module, device: torch.device) -> bool:
@@ -35,7 +48,7 @@ def extract_features(
     batch_size: int = 512,
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 (N, D) on CPU: normalised, encoded in eval mode, no grad.
+    """uint8 (N, C, H, W) images or int64 (N, L) tokens -> float32 (N, D) on CPU, encoded in eval mode, no grad.
 
     The encoder's train/eval mode is restored afterwards. An encoder living on another
     device than ``device`` is evaluated through a moved copy, so the caller's is untouched.
@@ -47,21 +60,49 @@ def extract_features(
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
     std_t = torch.tensor(std, dtype=torch.float32, device=device)
     out: list[torch.Tensor] = []
+    order = np.arange(len(images))
+    if images.dtype == np.int64:  # token rows: batch by length and trim the padding (pad id 0), ~4x less work
+        order = np.argsort((images != 0).sum(1), kind="stable")
     net.eval()
     try:
         with torch.no_grad():
             for s in range(0, len(images), batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size])).to(device)  # (B, C, H, W)
-                out.append(net(normalize(x, mean_t, std_t)).float().cpu())  # (B, D)
+                xb = np.ascontiguousarray(images[order[s : s + batch_size]])
+                if xb.dtype == np.int64:
+                    xb = xb[:, : max(1, int((xb != 0).sum(1).max()))]
+                x = torch.from_numpy(xb).to(device)  # (B, C, H, W) or (B, L')
+                out.append(net(prepare(x, mean_t, std_t)).float().cpu())  # (B, D)
     finally:
         encoder.train(was_training)
     if not out:
         return torch.empty(0, int(getattr(encoder, "out_dim", 0)))
-    return torch.cat(out)  # (N, D)
+    feats = torch.cat(out)  # (N, D) in ``order``
+    result = torch.empty_like(feats)
+    result[torch.from_numpy(order)] = feats
+    return result
 
 
-def raw_features(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 (N, C*H*W) pixels in [0, 1]: the raw-input baseline."""
+def raw_features(images: np.ndarray, vocab_size: int | None = None) -> torch.Tensor:
+    """The raw-input baseline's features.
+
+    Images: uint8 (N, C, H, W) -> float32 (N, C*H*W) pixels in [0, 1]. Tokens: int64 (N, L) -> (N, V) bag of
+    words, log(1 + count) per token id, rows L2-normalised, id 0 ([PAD]) dropped; pass the same
+    ``vocab_size`` for every split (:func:`raw_pair` does).
+    """
     _check_images(images)
+    if images.dtype == np.int64:
+        v = int(images.max(initial=0)) + 1 if vocab_size is None else vocab_size
+        ids = torch.from_numpy(np.ascontiguousarray(images))
+        counts = torch.zeros(len(ids), v).scatter_add_(1, ids, torch.ones(ids.shape))
+        counts[:, 0] = 0
+        return torch.nn.functional.normalize(counts.log1p_(), dim=1)
     x = torch.from_numpy(np.ascontiguousarray(images))
     return x.reshape(len(images), -1).float().div_(255)  # (N, C*H*W)
+
+
+def raw_pair(train: np.ndarray, test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw features of two splits in one feature space."""
+    v = None
+    if train.dtype == np.int64:
+        v = int(max(train.max(initial=0), test.max(initial=0))) + 1
+    return raw_features(train, v), raw_features(test, v)

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.evaluation.features import extract_features, raw_features
+from ssl_tasks.evaluation.features import extract_features, prepare, raw_pair
 from ssl_tasks.evaluation.linear_probe import cosine_lr, linear_probe_top1, seeded_linear
-from ssl_tasks.modalities.image.views import ImageViews, normalize
+from ssl_tasks.modalities.image.views import ImageViews
 
 
 def balanced_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -89,7 +89,7 @@ def finetune_top1(
         perm = torch.randperm(n, generator=g_cpu).to(device)  # (n,)
         for idx in perm.tensor_split(steps_per_epoch):
             x = x_all[idx]
-            x = views(x, g_dev) if views is not None else normalize(x, mean_t, std_t)
+            x = views(x, g_dev) if views is not None else prepare(x, mean_t, std_t)
             for group in opt.param_groups:
                 group["lr"] = cosine_lr(lr, step, total)
             loss = F.cross_entropy(head(model(x)), y_all[idx])
@@ -114,11 +114,12 @@ def raw_semi_top1(
     epochs: int = 100,
     lr: float = 1e-2,
 ) -> float:
-    """Raw-pixel baseline of the semi protocols: a linear probe on the subset's raw pixels."""
+    """Raw-input baseline of the semi protocols: a linear probe on the subset's raw pixels (bag of words)."""
+    f_tr, f_te = raw_pair(train_images, test_images)
     return linear_probe_top1(
-        raw_features(train_images),
+        f_tr,
         torch.as_tensor(np.asarray(train_labels)),
-        raw_features(test_images),
+        f_te,
         torch.as_tensor(np.asarray(test_labels)),
         num_classes=num_classes,
         epochs=epochs,

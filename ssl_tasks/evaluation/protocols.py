@@ -17,7 +17,7 @@ from torch import nn
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.registry import Registry
-from ssl_tasks.evaluation.features import extract_features, raw_features
+from ssl_tasks.evaluation.features import extract_features, raw_pair
 from ssl_tasks.evaluation.finetune import balanced_subset, finetune_top1, raw_semi_top1
 from ssl_tasks.evaluation.knn import knn_top1
 from ssl_tasks.evaluation.linear_probe import linear_probe_top1
@@ -29,9 +29,15 @@ class ProtocolSpec:
     """A protocol's name, whether it freezes or fine-tunes the encoder, and its label fraction."""
 
     name: str
-    kind: Literal["frozen", "finetune"]
+    kind: Literal["frozen", "finetune", "language"]
     fraction: float | None
     description: str
+    metric: str = "top1"  # the result key is "<name>/<metric>"
+    higher_is_better: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.metric}"
 
 
 PROTOCOLS: Registry[ProtocolSpec] = Registry("protocol")
@@ -41,6 +47,10 @@ for _spec in (
     ProtocolSpec("linear", "frozen", None, "linear probe on frozen, standardised features"),
     ProtocolSpec("semi_1pct", "finetune", 0.01, "fine-tune encoder + linear head on 1% class-balanced labels"),
     ProtocolSpec("semi_10pct", "finetune", 0.10, "fine-tune encoder + linear head on 10% class-balanced labels"),
+    ProtocolSpec("perplexity", "language", None, "held-out next-token perplexity of a causal LM (vs unigram)",
+                 metric="ppl", higher_is_better=False),
+    ProtocolSpec("pseudo_perplexity", "language", None, "held-out pseudo-perplexity of a masked LM",
+                 metric="ppl", higher_is_better=False),
 ):
     PROTOCOLS.register(_spec.name)(_spec)
 
@@ -94,6 +104,7 @@ def evaluate_encoder(
     protocol's label subset. Frozen features are extracted once and shared by knn/linear.
     """
     specs = [PROTOCOLS.get(name) for name in dict.fromkeys(protocols)]  # unknown names -> UserError
+    specs = [s for s in specs if s.kind != "language"]  # those need an LM head: evaluation/language.py
     (x_tr, y_tr), (x_te, y_te) = train, test
     y_tr, y_te = np.asarray(y_tr), np.asarray(y_te)
     _check_labels("train", y_tr, num_classes)
@@ -108,7 +119,7 @@ def evaluate_encoder(
     if any(s.kind == "frozen" for s in specs):
         say("extracting raw pixels ..." if encoder is None else "extracting features ...")
         if encoder is None:
-            f_tr, f_te = raw_features(x_tr), raw_features(x_te)  # (N, C*H*W)
+            f_tr, f_te = raw_pair(x_tr, x_te)  # (N, C*H*W) pixels or (N, V) bag of words
         else:
             f_tr = extract_features(encoder, x_tr, mean, std, batch_size=cfg.batch_size, device=device)  # (N, D)
             f_te = extract_features(encoder, x_te, mean, std, batch_size=cfg.batch_size, device=device)

@@ -24,6 +24,20 @@ class DataSpec:
     std: tuple[float, ...]
 
 
+@dataclass(frozen=True)
+class TextDataSpec:
+    """What a text objective needs to know: the tokenizer's vocabulary and special ids, the row length."""
+
+    vocab_size: int
+    pad_id: int
+    cls_id: int
+    sep_id: int
+    mask_id: int
+    sentinel_ids: tuple[int, ...]
+    special_ids: tuple[int, ...]
+    seq_len: int
+
+
 @dataclass
 class StepResult:
     """One training step: the scalar to minimise, its named terms and detached reports.
@@ -52,7 +66,7 @@ class Objective(nn.Module):
     # True: the objective's ``tokenizer`` kwarg is filled by the pipeline with its dataset's tokenizer stage output
     needs_tokenizer: ClassVar[bool] = False
 
-    def __init__(self, encoder: nn.Module, cfg: Any, data: DataSpec) -> None:
+    def __init__(self, encoder: nn.Module, cfg: Any, data: DataSpec | TextDataSpec) -> None:
         super().__init__()
         self.cfg = cfg
         self.data = data
@@ -61,12 +75,12 @@ class Objective(nn.Module):
         # ``embeddings`` (MAE's and BEiT's second mask) may then be skipped, returning ``embeddings=None``
         self.monitoring = True
         self.encoder = encoder
-        mean, std = torch.tensor(data.mean), torch.tensor(data.std)
-        view_cfg: ImageViewConfig = cfg.views
-        self.view_fn = ImageViews(view_cfg, mean, std, data.image_size)
+        if isinstance(data, DataSpec):  # image objectives: their views' crop / jitter / flip settings
+            view_cfg: ImageViewConfig = cfg.views
+            self.view_fn = ImageViews(view_cfg, torch.tensor(data.mean), torch.tensor(data.std), data.image_size)
 
     def make_views(self, x: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
-        """uint8 (B, C, H, W) -> V normalised views (B, C, S, S); two by default."""
+        """uint8 (B, C, H, W) images (int64 (B, L) token ids for text) -> V views; two normalised crops by default."""
         return [self.view_fn(x, g), self.view_fn(x, g)]
 
     def forward(self, views: list[torch.Tensor]) -> StepResult:  # pragma: no cover - abstract
@@ -97,12 +111,26 @@ class Objective(nn.Module):
         return self.encoder
 
 
+class TextObjective(Objective):
+    """Base of the language objectives: token ids in, no image views; ``cfg.layout`` says how rows are built."""
+
+    modalities: ClassVar[frozenset[str]] = frozenset({"text"})
+    requires: ClassVar[frozenset[str]] = frozenset({"pooled", "tokens"})
+
+    def make_views(self, x: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
+        """int64 (B, L) token ids -> views; the ids themselves by default."""
+        return [x]
+
+
 def check_compatible(objective: type[Objective], encoder_cls: type, modality: str) -> None:
     """Refuse an objective/encoder/modality combination before any data loads."""
     from ssl_tasks.core.errors import UserError
 
     if modality not in objective.modalities:
         raise UserError(f"objective does not support modality {modality!r}; supports {sorted(objective.modalities)}")
+    enc_modality = getattr(encoder_cls, "modality", "image")
+    if enc_modality != modality:
+        raise UserError(f"encoder {encoder_cls.__name__} encodes {enc_modality}, but the data is {modality}")
     missing = objective.requires - getattr(encoder_cls, "capabilities", frozenset())
     if missing:
         raise UserError(f"encoder {encoder_cls.__name__} lacks {sorted(missing)} required by the objective")

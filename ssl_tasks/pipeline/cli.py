@@ -36,14 +36,36 @@ def cmd_list(args: argparse.Namespace) -> None:
     from ssl_tasks.objectives import OBJECTIVES
 
     print("objectives: " + ", ".join(f"{n} ({'/'.join(sorted(OBJECTIVES.get(n).modalities))})" for n in OBJECTIVES))
-    print("encoders:   " + ", ".join(ENCODERS.names()))
-    print("modalities: image")
+    print("encoders:   " + ", ".join(f"{n} ({getattr(ENCODERS.get(n), 'modality', 'image')})" for n in ENCODERS))
+    print("modalities: image, text")
     print("protocols:  " + ", ".join(PROTOCOLS.names()))
     print("sources:    " + ", ".join(SOURCES.names()))
 
 
+def parse_options(items: list[str]) -> dict[str, object]:
+    """``--option KEY=VALUE`` pairs as a dict; values are YAML (``unit=paragraph``, ``label_column=``)."""
+    import yaml
+
+    options: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"--option {item!r}: expected KEY=VALUE, e.g. --option unit=paragraph")
+        if key in options:
+            raise UserError(f"--option {key} is given twice")
+        try:
+            options[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise UserError(f"--option {item!r}: the value is not valid YAML ({' '.join(str(e).split())})") from None
+    return options
+
+
 def cmd_ingest(args: argparse.Namespace) -> None:
+    options = parse_options(args.option)
     if args.dataset:
+        if options:
+            raise UserError("--option applies to --source ingests; with --dataset the source comes from params.yaml")
         from ssl_tasks.pipeline.stages import ingest
 
         ingest(_params(args), args.dataset, _layout(args))
@@ -53,7 +75,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     from ssl_tasks.data.ingest import ingest as ingest_source
 
     m = ingest_source(args.source, args.path, Path(args.out), test_fraction=args.test_fraction,
-                      split_seed=args.split_seed, shard_size=args.shard_size)
+                      split_seed=args.split_seed, shard_size=args.shard_size, options=options)
     print(f"wrote {args.out}: " + ", ".join(f"{k}={v['count']}" for k, v in m["splits"].items()))
 
 
@@ -132,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-fraction", type=float, default=0.2)
     s.add_argument("--split-seed", type=int, default=0)
     s.add_argument("--shard-size", type=int, default=8192)
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="source option, repeatable (text sources), e.g. --option unit=paragraph")
     s.set_defaults(fn=cmd_ingest)
     s = sub.add_parser("validate", help="Great Expectations checks of an ingested dataset")
     s.add_argument("--dataset")

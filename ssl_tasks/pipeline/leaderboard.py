@@ -8,7 +8,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-KIND_ORDER = {"ssl": 0, "random_init": 1, "raw_pixels": 2, "supervised": 3}
+KIND_ORDER = {"ssl": 0, "random_init": 1, "raw_pixels": 2, "supervised": 3, "unigram": 4}
+ACCURACY, PERPLEXITY = "/top1", "/ppl"  # the metric suffixes: top-1 accuracy (higher is better), perplexity (lower)
+
+
+def metric_columns(columns: Any) -> list[str]:
+    return [c for c in columns if c.endswith((ACCURACY, PERPLEXITY))]
 
 
 def mean_ci95(values: list[float]) -> tuple[float, float]:
@@ -22,9 +27,13 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
 
 
 def build_leaderboard(rows: dict[str, dict[str, Any]], protocols: Any) -> pd.DataFrame:
-    """One row per encoder or baseline; per protocol a ``<protocol>/top1`` column (the mean over seeds)
-    and ``<protocol>/top1_ci95`` (half-width of the 95% interval of that mean; 0 with one seed)."""
-    cols = [f"{p}/top1" for p in protocols]
+    """One row per encoder or baseline; per protocol a ``<protocol>/<metric>`` column (``top1``, or ``ppl`` for the
+    language protocols; the mean over seeds) and ``..._ci95`` (half-width of the 95% interval of that mean; 0 with
+    one seed). Language columns appear only when some row has a value for them."""
+    from ssl_tasks.evaluation.protocols import PROTOCOLS
+
+    cols = [PROTOCOLS.get(p).key for p in protocols]
+    cols = [c for c in cols if c.endswith(ACCURACY) or any(c in r["metrics"] for r in rows.values())]
     records = []
     for name, r in rows.items():
         rec = {"name": name, "dataset": r["dataset"], "kind": r["kind"], "objective": r["objective"],
@@ -38,8 +47,9 @@ def build_leaderboard(rows: dict[str, dict[str, Any]], protocols: Any) -> pd.Dat
         records.append(rec)
     df = pd.DataFrame.from_records(records)
     df["_k"] = df["kind"].map(KIND_ORDER).fillna(9)
-    sort_col = cols[0] if cols else "name"
-    df = df.sort_values(["dataset", "_k", sort_col], ascending=[True, True, False]).drop(columns="_k")
+    sort_col = next((c for c in cols if c in df and df[c].notna().any()), "name")
+    df = df.sort_values(["dataset", "_k", sort_col], ascending=[True, True, sort_col.endswith(PERPLEXITY)],
+                        na_position="last").drop(columns="_k")
     return df.reset_index(drop=True)
 
 
@@ -51,12 +61,12 @@ def _cell(r: pd.Series, col: str) -> str:
 
 
 def to_markdown(df: pd.DataFrame, evaluation: Any) -> str:
-    cols = [c for c in df.columns if c.endswith("/top1")]
+    cols = metric_columns(df.columns)
     multi = "n_seeds" in df.columns and (df["n_seeds"] > 1).any()
     head = ["name", "dataset", "kind", "encoder", *(["seeds"] if multi else []), *cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in df.iterrows():
-        vals = [_cell(r, h) if h.endswith("/top1") else str(r["n_seeds"] if h == "seeds" else r[h]) for h in head]
+        vals = [_cell(r, h) if h in cols else str(r["n_seeds"] if h == "seeds" else r[h]) for h in head]
         if r.get("collapsed"):
             vals[0] += " (collapsed)"
         lines.append("| " + " | ".join(vals) + " |")
@@ -68,6 +78,10 @@ def to_markdown(df: pd.DataFrame, evaluation: Any) -> str:
                  f"frozen features ({s.linear_epochs} epochs); semi_1pct / semi_10pct = fine-tuning the whole "
                  f"encoder on class-balanced 1% / 10% label subsets ({s.finetune_epochs} epochs, seed {s.seed}). "
                  "raw_pixels runs k-NN / linear on pixels and a linear classifier for the semi protocols.")
+    if any(c.endswith(PERPLEXITY) for c in cols):
+        lines.append("Text: raw_pixels is a bag of words (log counts of subword tokens); perplexity/ppl = held-out "
+                     "next-token perplexity of a causal LM, pseudo_perplexity/ppl = masked-LM pseudo-perplexity "
+                     "(lower is better; the unigram row is the token-frequency baseline).")
     return "\n".join(lines) + "\n"
 
 
@@ -80,7 +94,7 @@ def plot_leaderboard(df: pd.DataFrame, path: Path) -> None:
 
     from ssl_tasks.core.io import atomic_file
 
-    cols = [c for c in df.columns if c.endswith("/top1")]
+    cols = [c for c in df.columns if c.endswith(ACCURACY)]  # perplexities are in the table, not on this axis
     names = [f"{n}" for n in df["name"]]
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names)), 4))
     x = np.arange(len(names))

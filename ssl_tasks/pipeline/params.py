@@ -35,14 +35,42 @@ class TokenizerParams:
 
 
 @dataclass(frozen=True)
+class TextTokenizerParams:
+    """The dataset's subword tokenizer (byte-level BPE, the ``tokenizer@<dataset>`` stage) for every text run."""
+
+    vocab_size: int = 4096
+    num_sentinels: int = 32  # T5's span sentinels
+    min_frequency: int = 2
+    lowercase: bool = False
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 300:
+            raise ValueError(f"vocab_size must be >= 300 (256 bytes + specials), got {self.vocab_size}")
+        if not 0 <= self.num_sentinels <= 1000 or self.min_frequency < 1:
+            raise ValueError("num_sentinels must be in [0, 1000] and min_frequency >= 1")
+
+
+@dataclass(frozen=True)
 class DatasetParams:
     source: str
     path: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # source options, e.g. text_column, unit
     test_fraction: float = 0.2
     split_seed: int = 0
     shard_size: int = 8192
     validation: ValidationConfig = field(default_factory=ValidationConfig)
-    tokenizer: TokenizerParams = field(default_factory=TokenizerParams)
+    # the dataset's tokenizer: TokenizerParams keys for images (BEiT), TextTokenizerParams keys for text
+    tokenizer: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def modality(self) -> str:
+        from ssl_tasks.data.sources import SOURCES
+
+        return getattr(SOURCES.get(self.source), "modality", "image")
+
+    def tokenizer_params(self, where: str = "") -> TokenizerParams | TextTokenizerParams:
+        cls = TextTokenizerParams if self.modality == "text" else TokenizerParams
+        return build(cls, self.tokenizer, f"{where}.tokenizer" if where else "tokenizer")
 
 
 @dataclass(frozen=True)
@@ -69,9 +97,11 @@ class EvaluationParams:
 class BaselineParams:
     encoder: str = "small_cnn"
     encoder_kwargs: dict[str, Any] = field(default_factory=dict)
-    include: tuple[str, ...] = ("random_init", "raw_pixels", "supervised")
+    include: tuple[str, ...] = ("random_init", "raw_pixels", "supervised")  # raw_pixels: bag of words for text
     supervised_epochs: int = 20
     supervised_lr: float = 2e-3
+    text_encoder: str = "text_transformer"  # the baselines' encoder on text datasets
+    text_encoder_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -158,16 +188,18 @@ def parse_params(raw: dict[str, Any]) -> Params:
     params = build(Params, raw, "")
     for name, ds in params.datasets.items():
         SOURCES.get(ds.source)
+        ds.tokenizer_params(f"datasets.{name}")
     for name, run in params.runs.items():
-        params.dataset(run.dataset)
+        ds = params.dataset(run.dataset)
         obj = OBJECTIVES.get(run.objective)
         try:
-            check_compatible(obj, ENCODERS.get(run.encoder), "image")
+            check_compatible(obj, ENCODERS.get(run.encoder), ds.modality)
         except UserError as e:
-            raise UserError(f"runs.{name}: objective {run.objective!r} with encoder {run.encoder!r}: {e}") from None
+            raise UserError(f"runs.{name}: objective {run.objective!r} with encoder {run.encoder!r} on "
+                            f"{ds.modality} dataset {run.dataset!r}: {e}") from None
         kwargs = run.objective_kwargs
         if obj.needs_tokenizer:
-            _check_tokenizer_patch(name, run, params.dataset(run.dataset).tokenizer)
+            _check_tokenizer_patch(name, run, ds.tokenizer_params())
             kwargs = {"tokenizer": f"artifacts/tokenizers/{run.dataset}/tokenizer.pt", **kwargs}
         build(obj.Config, kwargs, f"runs.{name}.objective_kwargs")
         params.train_for(name)
@@ -175,6 +207,8 @@ def parse_params(raw: dict[str, Any]) -> Params:
     for p in params.evaluation.protocols:
         PROTOCOLS.get(p)
     ENCODERS.get(params.baselines.encoder)
+    if getattr(ENCODERS.get(params.baselines.text_encoder), "modality", "image") != "text":
+        raise UserError(f"baselines.text_encoder: {params.baselines.text_encoder!r} is not a text encoder")
     for b in params.baselines.include:
         if b not in BASELINE_KINDS:
             raise UserError(f"baselines.include: unknown baseline {b!r}; valid: {', '.join(BASELINE_KINDS)}")

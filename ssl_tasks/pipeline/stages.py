@@ -24,6 +24,7 @@ from ssl_tasks.core.config import to_dict
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import atomic_dir, write_json_atomic
 from ssl_tasks.data.ingest import ingest as ingest_source
+from ssl_tasks.data.datasets import dataset_modality
 from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.evaluation.protocols import evaluate_encoder
 from ssl_tasks.modalities.image.encoders import build_encoder
@@ -111,10 +112,11 @@ def ingest(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
     say(f"ingest {dataset}: source={d.source} path={d.path}")
     t0 = time.perf_counter()
     manifest = ingest_source(d.source, d.path, layout.data(dataset), test_fraction=d.test_fraction,
-                             split_seed=d.split_seed, shard_size=d.shard_size)
+                             split_seed=d.split_seed, shard_size=d.shard_size, options=d.options)
     record_compute(f"ingest@{dataset}", time.perf_counter() - t0)
     counts = {k: v["count"] for k, v in manifest["splits"].items()}
-    say(f"ingest {dataset}: wrote {layout.data(dataset)} {counts} shape={manifest['image_shape']}")
+    shape = f" shape={manifest['image_shape']}" if "image_shape" in manifest else f" ({manifest['modality']})"
+    say(f"ingest {dataset}: wrote {layout.data(dataset)} {counts}{shape}")
     return manifest
 
 
@@ -134,10 +136,21 @@ def validate(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
 
 
 def tokenizer(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
-    """k-means visual tokenizer of the dataset's patches (BEiT's targets): tokenizer.pt + summary.json."""
+    """The dataset's tokenizer: byte-level BPE for text (every text run reads it), k-means visual tokens for
+    images (BEiT's targets). Writes tokenizer.json / tokenizer.pt + summary.json atomically."""
     from ssl_tasks.modalities.image.visual_tokenizer import train_tokenizer
 
-    t = params.dataset(dataset).tokenizer
+    t = params.dataset(dataset).tokenizer_params()
+    if dataset_modality(layout.data(dataset)) == "text":
+        from ssl_tasks.pipeline.text_stages import train_tokenizer_stage
+
+        say(f"tokenizer {dataset}: byte-level BPE, vocabulary {t.vocab_size}, {t.num_sentinels} sentinels")
+        summary = train_tokenizer_stage(layout.data(dataset), layout.tokenizer_dir(dataset), t)
+        record_compute(f"tokenizer@{dataset}", summary["seconds"])
+        say(f"tokenizer {dataset}: {summary['vocab_size']} tokens from {summary['texts']} texts, "
+            f"{summary['mean_tokens_per_text']} tokens per text on average ({summary['seconds']:.1f} s); "
+            f"wrote {layout.tokenizer_dir(dataset)}")
+        return summary
     say(f"tokenizer {dataset}: k-means, {t.num_codes} codes over {t.patch_size}x{t.patch_size} patches "
         f"(up to {t.max_patches} patches)")
     out = layout.tokenizer_dir(dataset)
@@ -178,10 +191,16 @@ def pretrain(params: Params, run: str, layout: Layout) -> Path:
     """
     spec, seeds = params.run(run), params.seeds_for(run)
     data_dir = layout.data(spec.dataset)
-    ds = ImageDataset(data_dir)
-    c, h, w = ds.image_shape
-    OBJECTIVES.get(spec.objective).check_data(DataSpec(channels=c, image_size=min(h, w), mean=(), std=()))
-    mean, std = channel_stats(ds)
+    if dataset_modality(data_dir) == "text":
+        from ssl_tasks.data.text_shards import TextDataset
+
+        ds: Any = TextDataset(data_dir)
+        mean, std = (), ()
+    else:
+        ds = ImageDataset(data_dir)
+        c, h, w = ds.image_shape
+        OBJECTIVES.get(spec.objective).check_data(DataSpec(channels=c, image_size=min(h, w), mean=(), std=()))
+        mean, std = channel_stats(ds)
     done: dict[int, Path] = {}
     for i, seed in enumerate(seeds):
         label = run if len(seeds) == 1 else f"{run} seed {seed} ({i + 1}/{len(seeds)})"
@@ -197,16 +216,20 @@ def pretrain(params: Params, run: str, layout: Layout) -> Path:
     return out
 
 
-def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layout, ds: ImageDataset,
+def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layout, ds: Any,
                    mean: tuple[float, ...], std: tuple[float, ...]) -> Path:
     from ssl_tasks.training.ray_runner import fit
 
     spec, train = params.run(run), params.train_for(run)
     data_dir = ds.root
+    text = ds.modality == "text"
+    tokenizer_file = (layout.tokenizer_dir(spec.dataset) / "tokenizer.json").resolve() if text else None
+    if text and not tokenizer_file.is_file():
+        raise UserError(f"{tokenizer_file} is missing: run the tokenizer@{spec.dataset} stage first (dvc repro)")
     job = TrainJob(run=run, seed=seed, data_dir=str(data_dir.resolve()), objective=spec.objective,
                    objective_kwargs=objective_kwargs(params, run, layout), encoder=spec.encoder,
-                   encoder_kwargs=spec.encoder_kwargs,
-                   train=train, mean=mean, std=std)
+                   encoder_kwargs=spec.encoder_kwargs, train=train, mean=mean, std=std,
+                   tokenizer=str(tokenizer_file or ""))
     name = f"{run}-{_job_key(job)}"
     storage = layout.ray_storage
     finished = storage / f"{name}.done"
@@ -232,18 +255,31 @@ def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layo
         raise
     history = json.loads(state["history"])
     record_compute(f"pretrain@{run}/seed-{seed}", sum(r["train/epoch_time_s"] for r in history))
-    c, h, w = ds.image_shape
-    meta = {"run": run, "seed": seed, "dataset": spec.dataset, "objective": spec.objective, "encoder": spec.encoder,
-            "encoder_kwargs": spec.encoder_kwargs, "channels": c, "image_size": min(h, w), "mean": list(mean),
-            "std": list(std), "label_names": ds.label_names, "mlflow_run_id": run_id, "data_hash": data_hash(data_dir),
-            "epochs": train.epochs, "collapsed": any(r.get("monitor/collapsed") for r in history)}
+    meta = {"run": run, "seed": seed, "dataset": spec.dataset, "modality": ds.modality, "objective": spec.objective,
+            "objective_kwargs": spec.objective_kwargs, "encoder": spec.encoder, "encoder_kwargs": spec.encoder_kwargs,
+            "mean": list(mean), "std": list(std), "label_names": ds.label_names, "mlflow_run_id": run_id,
+            "data_hash": data_hash(data_dir), "epochs": train.epochs,
+            "collapsed": any(r.get("monitor/collapsed") for r in history)}
+    if text:
+        from ssl_tasks.modalities.text.tokenizer import TextTokenizer
+
+        tok = TextTokenizer.load(tokenizer_file)
+        meta.update(vocab_size=tok.vocab_size, pad_id=tok.pad_id)
+    else:
+        c, h, w = ds.image_shape
+        meta.update(channels=c, image_size=min(h, w))
     with atomic_dir(finished) as tmp:
         torch.save(state["eval_encoder"], tmp / "encoder.pt")
+        if text:  # the model's own tokenizer beside it, and the heads the language metrics need
+            shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
+            torch.save(state["objective"], tmp / "objective.pt")
         write_json_atomic(tmp / "meta.json", meta)
         write_json_atomic(tmp / "history.json", history)
         _plot_history(history, tmp / "history.png", label)
     mt.log_artifact(uri, run_id, finished / "encoder.pt", "checkpoint")
     mt.log_artifact(uri, run_id, finished / "meta.json", "checkpoint")
+    if text:
+        mt.log_artifact(uri, run_id, finished / "tokenizer.json", "checkpoint")
     mt.log_artifact(uri, run_id, finished / "history.png", "plots")
     mt.set_tags(uri, run_id, {"collapsed": str(meta["collapsed"]).lower()})
     mt.finish(uri, run_id)
@@ -259,7 +295,8 @@ def _resume_or_start_run(uri: str, exp: str, marker: Path, run: str, seed: int, 
         run_id = json.loads(marker.read_text())["run_id"]
         if mt.run_exists(uri, run_id):
             return run_id
-    tags = {"objective": spec.objective, "dataset": spec.dataset, "encoder": spec.encoder, "modality": "image",
+    tags = {"objective": spec.objective, "dataset": spec.dataset, "encoder": spec.encoder,
+            "modality": params.dataset(spec.dataset).modality,
             "kind": "ssl", "seed": str(seed), "git_commit": git_commit(layout.root), "data_hash": data_hash(data_dir)}
     p = {"run": run, "seed": seed, "objective": spec.objective, "encoder": spec.encoder,
          "encoder_kwargs": spec.encoder_kwargs, "objective_kwargs": spec.objective_kwargs, "train": to_dict(train),
@@ -294,7 +331,12 @@ def _plot_history(history: list[dict[str, float]], path: Path, title: str) -> No
 
 def load_encoder(pretrain_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     meta = json.loads((pretrain_dir / "meta.json").read_text())
-    enc = build_encoder(meta["encoder"], meta["channels"], meta["image_size"], **meta["encoder_kwargs"])
+    if meta.get("modality") == "text":
+        from ssl_tasks.modalities.text.encoders import build_text_encoder
+
+        enc = build_text_encoder(meta["encoder"], meta["vocab_size"], meta["pad_id"], **meta["encoder_kwargs"])
+    else:
+        enc = build_encoder(meta["encoder"], meta["channels"], meta["image_size"], **meta["encoder_kwargs"])
     enc.load_state_dict(torch.load(pretrain_dir / "encoder.pt", map_location="cpu", weights_only=True))
     return enc, meta
 
@@ -308,6 +350,31 @@ def _run_protocols(params: Params, encoder: torch.nn.Module | None, ds: ImageDat
         encoder, ds.load("train"), ds.load("test"), num_classes=ds.num_classes, mean=mean, std=std,
         protocols=params.evaluation.protocols, cfg=params.evaluation.settings, finetune_views=views,
         device="cuda" if torch.cuda.is_available() else "cpu",
+        progress=lambda line: say(f"evaluate {label}: {line}"),
+    )  # fmt: skip
+    dt = time.perf_counter() - t0
+    record_compute(f"evaluate@{label}", dt)
+    say(f"evaluate {label}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()) + f" ({dt:.0f} s)")
+    return metrics, subsets
+
+
+def _text_protocols(params: Params, encoder: torch.nn.Module | None, ds: Any, tokenizer_file: Path, max_len: int,
+                    label: str) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The classification protocols on a text dataset: one padded sentence per row; skipped when unlabelled."""
+    from ssl_tasks.modalities.text.tokenizer import TextTokenizer
+    from ssl_tasks.pipeline.text_stages import is_labelled, labelled_rows
+
+    wanted = [p for p in params.evaluation.protocols if p not in ("perplexity", "pseudo_perplexity")]
+    if not wanted:
+        return {}, {}
+    if not is_labelled(ds):
+        say(f"evaluate {label}: {ds.root.name} is not fully labelled: {', '.join(wanted)} skipped")
+        return {}, {}
+    train, test = labelled_rows(ds, TextTokenizer.load(tokenizer_file), max_len)
+    t0 = time.perf_counter()
+    metrics, subsets = evaluate_encoder(
+        encoder, train, test, num_classes=ds.num_classes, mean=(), std=(), protocols=wanted,
+        cfg=params.evaluation.settings, finetune_views=None, device="cuda" if torch.cuda.is_available() else "cpu",
         progress=lambda line: say(f"evaluate {label}: {line}"),
     )  # fmt: skip
     dt = time.perf_counter() - t0
@@ -330,23 +397,48 @@ def pretrained_seeds(pretrain_dir: Path) -> list[int]:
 def evaluate(params: Params, run: str, layout: Layout) -> dict[str, Any]:
     """Every protocol on every seed's encoder; the row holds the per-seed metrics and their mean."""
     spec = params.run(run)
-    ds = ImageDataset(layout.data(spec.dataset))
+    data_dir = layout.data(spec.dataset)
+    text = dataset_modality(data_dir) == "text"
+    if text:
+        from ssl_tasks.data.text_shards import TextDataset
+        from ssl_tasks.pipeline.text_stages import DEFAULT_MAX_LEN, language_metrics
+
+        ds: Any = TextDataset(data_dir)
+    else:
+        ds = ImageDataset(data_dir)
     uri, _ = _tracking(params, layout.root)
     seeds = pretrained_seeds(layout.pretrain_dir(run))
     per_seed: dict[str, dict[str, float]] = {}
-    run_ids, collapsed, subsets = [], False, {}
+    run_ids, collapsed, subsets, samples = [], False, {}, {}
     for seed in seeds:
-        encoder, meta = load_encoder(layout.pretrain_dir(run) / f"seed-{seed}")
+        pdir = layout.pretrain_dir(run) / f"seed-{seed}"
+        encoder, meta = load_encoder(pdir)
         label = run if len(seeds) == 1 else f"{run} seed {seed}"
-        metrics, subsets = _run_protocols(params, encoder, ds, meta["mean"], meta["std"], label)
+        if text:
+            max_len = int(meta["encoder_kwargs"].get("max_len", DEFAULT_MAX_LEN))
+            metrics, subsets = _text_protocols(params, encoder, ds, pdir / "tokenizer.json", max_len, label)
+            lm, samples[seed] = language_metrics(meta, pdir, ds, params.evaluation.protocols,
+                                                 say=lambda line, lb=label: say(f"evaluate {lb}: {line}"))
+            metrics.update(lm)
+        else:
+            metrics, subsets = _run_protocols(params, encoder, ds, meta["mean"], meta["std"], label)
         mt.log_metrics(uri, meta["mlflow_run_id"], {f"eval/{k}": v for k, v in metrics.items()})
         per_seed[str(seed)] = metrics
         run_ids.append(meta["mlflow_run_id"])
         collapsed = collapsed or bool(meta["collapsed"])
     with atomic_dir(layout.eval_dir(run)) as tmp:
         _save_subsets(tmp, subsets)  # the label subsets depend on evaluation.settings.seed only
-    for rid in run_ids:
+        if any(samples.values()):
+            from ssl_tasks.pipeline.text_stages import write_samples
+
+            for seed, texts in samples.items():
+                write_samples(tmp / f"samples-seed-{seed}.txt", texts)
+    for seed, rid in zip(seeds, run_ids):
         mt.log_artifact(uri, rid, layout.eval_dir(run) / "label_subsets.json", "eval")
+        if samples.get(seed):
+            mt.log_artifact(uri, rid, layout.eval_dir(run) / f"samples-seed-{seed}.txt", "samples")
+            say(f"evaluate {run}: generated samples (seed {seed}):\n" +
+                "\n".join(f"  {t.strip()[:160]}" for t in samples[seed][:3]))
     keys = sorted({k for m in per_seed.values() for k in m})
     mean = {k: float(np.mean([m[k] for m in per_seed.values() if k in m])) for k in keys}
     row = {"dataset": spec.dataset, "kind": "ssl", "objective": spec.objective, "encoder": spec.encoder,
@@ -365,6 +457,8 @@ def baselines(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
     from ssl_tasks.training.supervised import train_supervised
 
     b = params.baselines
+    if dataset_modality(layout.data(dataset)) == "text":
+        return _text_baselines(params, dataset, layout)
     ds = ImageDataset(layout.data(dataset))
     mean, std = channel_stats(ds)
     c, h, w = ds.image_shape
@@ -399,6 +493,68 @@ def baselines(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
             mt.finish(uri, run_id)
             rows[name] = {"dataset": dataset, "kind": kind, "objective": "-", "encoder": encoder_name,
                           "mlflow_run_id": run_id, "collapsed": False, "metrics": metrics}
+    out = {"rows": rows}
+    write_json_atomic(layout.eval_metrics(f"baselines-{dataset}"), out)
+    return out
+
+
+def _text_baselines(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
+    """Random-init text encoder, bag of words, supervised ceiling and, for the LM metrics, a unigram model."""
+    from ssl_tasks.data.text_shards import TextDataset
+    from ssl_tasks.modalities.text.encoders import build_text_encoder
+    from ssl_tasks.modalities.text.tokenizer import TextTokenizer
+    from ssl_tasks.pipeline.text_stages import DEFAULT_MAX_LEN, is_labelled, labelled_rows, unigram_row
+    from ssl_tasks.training.supervised import train_supervised
+
+    b = params.baselines
+    ds = TextDataset(layout.data(dataset))
+    tok_file = layout.tokenizer_dir(dataset) / "tokenizer.json"
+    tok = TextTokenizer.load(tok_file)
+    max_len = int(b.text_encoder_kwargs.get("max_len", DEFAULT_MAX_LEN))
+    uri, exp = _tracking(params, layout.root)
+    rows: dict[str, Any] = {}
+    names = {"random_init": "random_init", "raw_pixels": "bag_of_words", "supervised": "supervised"}
+    kinds = list(b.include) if is_labelled(ds) else []
+    if any(p in ("perplexity", "pseudo_perplexity") for p in params.evaluation.protocols):
+        kinds.append("unigram")
+    out_dir = layout.baselines_dir(dataset)
+    with atomic_dir(out_dir) as tmp:
+        for kind in kinds:
+            name = f"{names.get(kind, kind)}@{dataset}"
+            torch.manual_seed(params.seed)
+            encoder = None
+            if kind in ("random_init", "supervised"):
+                encoder = build_text_encoder(b.text_encoder, tok.vocab_size, tok.pad_id, **b.text_encoder_kwargs)
+            subsets: dict[str, np.ndarray] = {}
+            if kind == "unigram":
+                metrics = unigram_row(ds, tok_file, max_len)
+                say(f"baselines {dataset}: unigram perplexity {metrics['perplexity/ppl']:.2f}")
+            else:
+                if kind == "supervised":
+                    (x, y), _ = labelled_rows(ds, tok, max_len)
+                    say(f"baselines {dataset}: supervised training of {b.text_encoder} for {b.supervised_epochs} "
+                        "epochs")
+                    t0 = time.perf_counter()
+                    train_supervised(encoder, x, y, num_classes=ds.num_classes, views=None,
+                                     epochs=b.supervised_epochs, lr=b.supervised_lr,
+                                     batch_size=params.train.batch_size, seed=params.seed,
+                                     log=lambda s: say(f"baselines {dataset}: {s}"))
+                    record_compute(f"supervised@{dataset}", time.perf_counter() - t0)
+                metrics, subsets = _text_protocols(params, encoder, ds, tok_file, max_len, name)
+            enc_name = "-" if encoder is None else b.text_encoder
+            tags = {"kind": "baseline", "baseline": kind, "dataset": dataset, "encoder": enc_name, "modality": "text",
+                    "git_commit": git_commit(layout.root), "data_hash": data_hash(ds.root)}
+            run_id = mt.start_run(uri, exp, name, {"baseline": kind, "encoder": enc_name, "seed": params.seed,
+                                                   "encoder_kwargs": b.text_encoder_kwargs}, tags)
+            mt.log_metrics(uri, run_id, {f"eval/{k}": v for k, v in metrics.items()})
+            (tmp / kind).mkdir()
+            _save_subsets(tmp / kind, subsets)
+            if encoder is not None:
+                torch.save(encoder.state_dict(), tmp / kind / "encoder.pt")
+            mt.finish(uri, run_id)
+            rows[name] = {"dataset": dataset, "kind": "raw_pixels" if kind == "raw_pixels" else kind,
+                          "objective": "-", "encoder": enc_name, "mlflow_run_id": run_id, "collapsed": False,
+                          "metrics": metrics}
     out = {"rows": rows}
     write_json_atomic(layout.eval_metrics(f"baselines-{dataset}"), out)
     return out

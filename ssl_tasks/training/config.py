@@ -46,5 +46,6 @@ class TrainJob:
     train: TrainConfig
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    tokenizer: str = ""  # text datasets: the tokenizer.json of the dataset's tokenizer stage
     tracking: dict[str, str] = field(default_factory=dict)  # {"uri": ..., "run_id": ...}
     fault: dict[str, Any] = field(default_factory=dict)  # test-only fault injection

@@ -23,11 +23,12 @@ from torch import nn
 
 from ssl_tasks.core.config import build
 from ssl_tasks.core.ema import update_momentum
-from ssl_tasks.data.shards import ImageDataset, stream_epoch
-from ssl_tasks.modalities.image.encoders import ENCODERS, build_encoder
+from ssl_tasks.data.shards import ImageDataset
+from ssl_tasks.modalities.image.encoders import ENCODERS
 from ssl_tasks.objectives import OBJECTIVES
-from ssl_tasks.objectives.base import DataSpec, Objective, check_compatible
+from ssl_tasks.objectives.base import Objective, check_compatible
 from ssl_tasks.training.config import TrainConfig, TrainJob
+from ssl_tasks.training.feeds import ImageFeed, TextFeed, open_feed
 from ssl_tasks.training.monitors import embedding_metrics, is_collapsed
 
 CHECKPOINT_FILE = "state.pt"
@@ -65,13 +66,17 @@ class CollapseError(RuntimeError):
     """Raised (when configured) as soon as the monitors flag a collapsed representation."""
 
 
-def build_objective(job: TrainJob, data: DataSpec) -> Objective:
+def build_objective(job: TrainJob, feed: ImageFeed | TextFeed) -> Objective:
     cls = OBJECTIVES.get(job.objective)
-    check_compatible(cls, ENCODERS.get(job.encoder), "image")
-    cls.check_data(data)
+    check_compatible(cls, ENCODERS.get(job.encoder), feed.modality)
+    cls.check_data(feed.spec)
     cfg = build(cls.Config, job.objective_kwargs, f"runs.{job.run}.objective_kwargs")
-    encoder = build_encoder(job.encoder, data.channels, data.image_size, **job.encoder_kwargs)
-    return cls(encoder, cfg, data)
+    try:
+        return cls(feed.build_encoder(job.encoder, job.encoder_kwargs), cfg, feed.spec)
+    except ValueError as e:  # a combination the objective refuses (e.g. SimCSE without dropout)
+        from ssl_tasks.core.errors import UserError
+
+        raise UserError(f"runs.{job.run}: {job.objective}: {e}") from None
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -94,17 +99,12 @@ def lr_at(cfg: TrainConfig, it: int, total: int, warmup: int) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def data_spec(job: TrainJob, ds: ImageDataset) -> DataSpec:
-    c, h, w = ds.image_shape
-    return DataSpec(channels=c, image_size=min(h, w), mean=tuple(job.mean), std=tuple(job.std))
-
-
 def run_training(job: TrainJob, session: Session) -> None:
     """Train ``job`` to completion, resuming from ``session.latest_checkpoint()`` if any."""
     cfg, rank, ws, device = job.train, session.rank, session.world_size, session.device
     torch.manual_seed(job.seed)  # identical initialisation on every rank
-    ds = ImageDataset(Path(job.data_dir))
-    objective = build_objective(job, data_spec(job, ds)).to(device)
+    feed = open_feed(job)
+    objective = build_objective(job, feed).to(device)
     opt = make_optimizer(objective, cfg)
     start_epoch, history, resumed = 0, [], []
     ckpt = session.latest_checkpoint()
@@ -119,7 +119,7 @@ def run_training(job: TrainJob, session: Session) -> None:
     model: nn.Module = objective
     if ws > 1:
         model = nn.parallel.DistributedDataParallel(objective, broadcast_buffers=False)
-    steps = ds.count("train") // (cfg.batch_size * ws)
+    steps = feed.count() // (cfg.batch_size * ws)
     total, warmup = steps * cfg.epochs, steps * cfg.warmup_epochs
     amp = cfg.precision == "bf16"
     for epoch in range(start_epoch, cfg.epochs):
@@ -131,7 +131,7 @@ def run_training(job: TrainJob, session: Session) -> None:
         embs: list[tuple[torch.Tensor, torch.Tensor]] = []
         projs: list[tuple[torch.Tensor, torch.Tensor]] = []
         n_emb = 0
-        batches = stream_epoch(ds, "train", batch_size=cfg.batch_size, seed=job.seed, epoch=epoch, rank=rank, world_size=ws)
+        batches = feed.epoch(batch_size=cfg.batch_size, seed=job.seed, epoch=epoch, rank=rank, world_size=ws)
         for step, xb in enumerate(batches):
             it = epoch * steps + step
             _maybe_fault(job, rank, epoch, step)

@@ -13,10 +13,11 @@ from ssl_tasks.modalities.image.views import ImageViews
 
 
 def train_supervised(
-    encoder: nn.Module, images: np.ndarray, labels: np.ndarray, *, num_classes: int, views: ImageViews,
+    encoder: nn.Module, images: np.ndarray, labels: np.ndarray, *, num_classes: int, views: ImageViews | None,
     epochs: int, lr: float, batch_size: int, seed: int, log: callable = print,
 ) -> nn.Module:
-    """Train ``encoder`` + a linear head on uint8 (N, C, H, W) images; return the encoder."""
+    """Train ``encoder`` + a linear head on uint8 (N, C, H, W) images through ``views``, or on int64 token rows
+    (N, L) as they are (``views=None``: dropout is the text encoder's noise); return the encoder."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     head = nn.Linear(encoder.out_dim, num_classes)
@@ -36,7 +37,7 @@ def train_supervised(
             for grp in opt.param_groups:
                 grp["lr"] = lr * 0.5 * (1 + math.cos(math.pi * it / total))
             idx = perm[s * bs : (s + 1) * bs]
-            logits = model(views(x_all[idx], g))
+            logits = model(views(x_all[idx], g) if views is not None else x_all[idx])
             loss = F.cross_entropy(logits, y_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,10 +1,12 @@
-"""The Great Expectations adapter: the expectation suite of an ingested image dataset.
+"""The Great Expectations adapter: the expectation suites of ingested image and text datasets.
 
 This module is the only place in the project that imports ``great_expectations``, and it
 does so lazily (the import costs ~4 s), so importing :mod:`ssl_tasks.validation` is cheap.
 
-Two tables (built by :mod:`ssl_tasks.validation.image_checks`) are validated in one GX
-context: ``samples`` (one row per image) and ``class_counts`` (one row per split and class).
+Two tables (built by :mod:`ssl_tasks.validation.image_checks` or, for text datasets,
+:mod:`ssl_tasks.validation.text_checks`) are validated in one GX context: ``samples`` (one
+row per image or text) and ``class_counts`` (one row per split and class). The suite is
+picked from the manifest's format; the report and failure message are the same for both.
 Without ``docs_dir`` the context is ephemeral (nothing touches disk but the report); with it,
 a file-mode context lives in a temporary directory and its ``local_site`` Data Docs are copied
 into ``docs_dir`` atomically.
@@ -21,7 +23,10 @@ from typing import Any
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import atomic_dir, write_json_atomic
+from ssl_tasks.data.datasets import open_dataset
+from ssl_tasks.data.text_shards import TextDataset
 from ssl_tasks.validation.image_checks import DatasetTables, build_tables, fully_labelled_splits, labelled
+from ssl_tasks.validation.text_checks import build_text_tables
 
 SAMPLES = "samples"
 CLASS_COUNTS = "class_counts"
@@ -31,12 +36,18 @@ ID_COLUMN = "id"
 @dataclass(frozen=True)
 class ValidationConfig:
     """Thresholds of the suite. Class shares are relative to a uniform split: with K classes,
-    each class's share of its split must lie in ``[min_class_fraction / K, max_class_fraction / K]``."""
+    each class's share of its split must lie in ``[min_class_fraction / K, max_class_fraction / K]``.
+    ``min_chars``/``max_chars`` bound every text's length and the optional ``*_mean_words`` the
+    mean words per text (text datasets only)."""
 
     min_class_fraction: float = 0.5
     max_class_fraction: float = 2.0
-    max_cross_split_duplicates: int = 0  # non-train images whose exact bytes also occur in train
+    max_cross_split_duplicates: int = 0  # non-train samples whose exact bytes/text also occur in train
     sample_rows: int = 5  # offending ids kept per failed expectation
+    min_chars: int = 1
+    max_chars: int = 20000
+    min_mean_words: float | None = None
+    max_mean_words: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_class_fraction <= self.max_class_fraction:
@@ -49,6 +60,19 @@ class ValidationConfig:
             raise UserError(f"max_cross_split_duplicates must be an integer >= 0, got {dup}")
         if int(self.sample_rows) != self.sample_rows or self.sample_rows < 0:
             raise UserError(f"sample_rows must be an integer >= 0, got {self.sample_rows}")
+        for name in ("min_chars", "max_chars"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or int(v) != v or v < 0:
+                raise UserError(f"{name} must be an integer >= 0, got {v}")
+        if self.min_chars > self.max_chars:
+            raise UserError(f"validation needs min_chars <= max_chars, got {self.min_chars} and {self.max_chars}")
+        for name in ("min_mean_words", "max_mean_words"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf")):
+                raise UserError(f"{name} must be a number >= 0 or null, got {v!r}")
+        lo, hi = self.min_mean_words, self.max_mean_words
+        if lo is not None and hi is not None and lo > hi:
+            raise UserError(f"validation needs min_mean_words <= max_mean_words, got {lo} and {hi}")
 
 
 class ValidationFailed(UserError):
@@ -75,15 +99,22 @@ def _fmt(v: float) -> str:
     return f"{v:g}"
 
 
+def _row_count_check(tables: DatasetTables) -> _Check:
+    import great_expectations.expectations as gxe
+
+    n_rows = int(sum(int(s.get("count", 0)) for s in tables.manifest.get("splits", {}).values()))
+    return _Check(SAMPLES, None, f"row count == manifest total {n_rows}", gxe.ExpectTableRowCountToEqual(value=n_rows))
+
+
 def _build_checks(tables: DatasetTables, config: ValidationConfig) -> list[_Check]:
+    """The image suite: shape, dtype and value range of every image, then the shared checks."""
     import great_expectations.expectations as gxe
 
     m = tables.manifest
     shape = "x".join(str(int(s)) for s in m["image_shape"])
     lo, hi = (float(v) for v in m.get("value_range", [0, 255]))
-    n_rows = int(sum(int(s.get("count", 0)) for s in m.get("splits", {}).values()))
     checks = [
-        _Check(SAMPLES, None, f"row count == manifest total {n_rows}", gxe.ExpectTableRowCountToEqual(value=n_rows)),
+        _row_count_check(tables),
         _Check(SAMPLES, "shape", f"shape in {{{shape}}}",
                gxe.ExpectColumnValuesToBeInSet(column="shape", value_set=[shape])),
         _Check(SAMPLES, "dtype", "dtype in {uint8}",
@@ -97,6 +128,55 @@ def _build_checks(tables: DatasetTables, config: ValidationConfig) -> list[_Chec
             gxe.ExpectColumnValuesToBeBetween(column="n_nonfinite", min_value=0, max_value=0),
         ),
     ]
+    return checks + _label_and_duplicate_checks(tables, config, "image")
+
+
+def _build_text_checks(tables: DatasetTables, config: ValidationConfig) -> list[_Check]:
+    """The text suite: decoding, blanks, length bounds per text and on average, then the shared checks."""
+    import great_expectations.expectations as gxe
+
+    lo, hi = int(config.min_chars), int(config.max_chars)
+    checks = [
+        _row_count_check(tables),
+        _Check(
+            SAMPLES,
+            "decode_error",
+            "decode_error == False: texts decode as UTF-8",
+            gxe.ExpectColumnValuesToBeInSet(column="decode_error", value_set=[False]),
+        ),
+        _Check(
+            SAMPLES,
+            "blank",
+            "blank == False: no empty or whitespace-only texts",
+            gxe.ExpectColumnValuesToBeInSet(column="blank", value_set=[False]),
+        ),
+        _Check(
+            SAMPLES,
+            "n_chars",
+            f"n_chars in [{lo}, {hi}]",
+            gxe.ExpectColumnValuesToBeBetween(column="n_chars", min_value=lo, max_value=hi),
+        ),
+    ]
+    wlo, whi = config.min_mean_words, config.max_mean_words
+    if wlo is not None or whi is not None:
+        bounds = ([f">= {_fmt(wlo)}"] if wlo is not None else []) + ([f"<= {_fmt(whi)}"] if whi is not None else [])
+        checks.append(
+            _Check(
+                SAMPLES,
+                "n_words",
+                "mean n_words " + " and ".join(bounds),
+                gxe.ExpectColumnMeanToBeBetween(column="n_words", min_value=wlo, max_value=whi),
+            )
+        )
+    return checks + _label_and_duplicate_checks(tables, config, "text")
+
+
+def _label_and_duplicate_checks(tables: DatasetTables, config: ValidationConfig, noun: str) -> list[_Check]:
+    """Label set, class fractions (labelled datasets) and cross-split duplicates: any modality."""
+    import great_expectations.expectations as gxe
+
+    m = tables.manifest
+    checks: list[_Check] = []
     if labelled(m):
         k = len(m["label_names"])
         kwargs: dict[str, Any] = {}
@@ -131,7 +211,7 @@ def _build_checks(tables: DatasetTables, config: ValidationConfig) -> list[_Chec
         _Check(
             SAMPLES,
             "in_train",
-            f"in_train == False: at most {allowed} non-train rows duplicate a train image",
+            f"in_train == False: at most {allowed} non-train rows duplicate a train {noun}",
             gxe.ExpectColumnValuesToBeInSet(column="in_train", value_set=[False], **dup_kwargs),
         )
     )
@@ -211,7 +291,7 @@ def _summarise(check: _Check, result: Any, sample_rows: int) -> dict[str, Any]:
         "unexpected_count": int(res.get("unexpected_count") or 0),
         "sample_ids": [str(row[ID_COLUMN]) for row in (res.get("partial_unexpected_index_list") or [])[:sample_rows]],
     }
-    if check.column is None and "observed_value" in res:
+    if "observed_value" in res:  # table and column aggregates (row count, mean); not per-row checks
         entry["observed_value"] = _jsonable(res["observed_value"])
     info = result.exception_info or {}
     if info.get("raised_exception"):
@@ -229,7 +309,7 @@ def _jsonable(v: Any) -> Any:
 def _failure_line(e: dict[str, Any]) -> str:
     if "error" in e:
         return f"  - {e['name']}: error: {e['error']}"
-    if e["column"] is None:
+    if e["column"] is None or "observed_value" in e:
         return f"  - {e['name']}: observed {e.get('observed_value')}"
     line = f"  - {e['name']}: {e['unexpected_count']} rows"
     if e["sample_ids"]:
@@ -243,14 +323,19 @@ def validate_dataset(
     docs_dir: Path | None = None,
     config: ValidationConfig = ValidationConfig(),
 ) -> dict[str, Any]:
-    """Validate an ingested dataset with Great Expectations.
+    """Validate an ingested image or text dataset with Great Expectations.
 
     Writes the JSON report to ``report_path`` (and Data Docs to ``docs_dir`` if given) whether
     or not the dataset passes; returns the report, or raises :class:`ValidationFailed`.
     """
     data_dir, report_path = Path(data_dir), Path(report_path)
-    tables = build_tables(data_dir)
-    checks = _build_checks(tables, config)
+    ds = open_dataset(data_dir)
+    if isinstance(ds, TextDataset):
+        tables = build_text_tables(ds)
+        checks = _build_text_checks(tables, config)
+    else:
+        tables = build_tables(data_dir)
+        checks = _build_checks(tables, config)
     results = _run_gx(checks, tables, docs_dir, config.sample_rows)
     entries = [_summarise(c, r, config.sample_rows) for c, r in zip(checks, results, strict=True)]
 

@@ -16,10 +16,11 @@ FAST = EvalConfig(linear_epochs=30, finetune_epochs=10, finetune_batch_size=32)
 
 
 def test_registry() -> None:
-    assert PROTOCOLS.names() == sorted(ALL)
+    assert PROTOCOLS.names() == sorted([*ALL, "perplexity", "pseudo_perplexity"])
+    assert PROTOCOLS.get("perplexity").key == "perplexity/ppl" and not PROTOCOLS.get("perplexity").higher_is_better
     assert PROTOCOLS.get("semi_1pct").fraction == 0.01 and PROTOCOLS.get("semi_10pct").kind == "finetune"
     assert PROTOCOLS.get("knn").kind == "frozen" and PROTOCOLS.get("knn").fraction is None
-    with pytest.raises(UserError, match="valid: knn, linear"):
+    with pytest.raises(UserError, match="valid: knn, linear, perplexity"):
         PROTOCOLS.get("semi_50pct")
 
 

@@ -10,25 +10,24 @@ import torch
 
 from ssl_tasks.core.config import build
 from ssl_tasks.core.ema import update_momentum
-from ssl_tasks.data.shards import ImageDataset
-from ssl_tasks.modalities.image.encoders import build_encoder
+from ssl_tasks.core.errors import UserError
+from ssl_tasks.data.datasets import open_dataset
 from ssl_tasks.objectives import OBJECTIVES, Objective, StepResult
 from ssl_tasks.training.config import TrainConfig, TrainJob
 from ssl_tasks.training.loop import LocalSession, make_optimizer, run_training
 
-from objective_cases import CASES, spec_for
+from objective_cases import CASES, build_case_encoder, case_batch, spec_for
+
 
 def make(name: str, seed: int = 0) -> Objective:
     torch.manual_seed(seed)
-    cls, case, spec = OBJECTIVES.get(name), CASES[name], spec_for(name)
+    cls, case = OBJECTIVES.get(name), CASES[name]
     cfg = build(cls.Config, case.objective_kwargs, name)
-    return cls(build_encoder(case.encoder, spec.channels, spec.image_size, **case.encoder_kwargs), cfg, spec)
+    return cls(build_case_encoder(name), cfg, spec_for(name))
 
 
 def batch(name: str, seed: int = 0) -> torch.Tensor:
-    spec = spec_for(name)
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (16, spec.channels, spec.image_size, spec.image_size), generator=g, dtype=torch.uint8)
+    return case_batch(name, seed)
 
 
 def step(obj: Objective, x: torch.Tensor, seed: int = 0) -> StepResult:
@@ -103,17 +102,27 @@ def test_forward_takes_views_only(name: str) -> None:
     assert list(inspect.signature(cls.make_views).parameters) == ["self", "x", "g"]
 
 
-def _job(name: str, data: Path, seed: int = 0) -> TrainJob:
+def _job(name: str, data: Path, seed: int = 0, tokenizer: Path | None = None) -> TrainJob:
     case, spec = CASES[name], spec_for(name)
+    mean, std = ((), ()) if case.text else (spec.mean, spec.std)
     return TrainJob(run=name, seed=seed, data_dir=str(data), objective=name, objective_kwargs=case.objective_kwargs,
                     encoder=case.encoder, encoder_kwargs=case.encoder_kwargs,
-                    train=TrainConfig(epochs=1, batch_size=64 if case.colour else 128), mean=spec.mean, std=spec.std)
+                    train=TrainConfig(epochs=1, batch_size=64 if case.colour or case.text else 128), mean=mean,
+                    std=std, tokenizer=str(tokenizer or ""))
 
 
 @pytest.fixture
 def dataset_for(request: pytest.FixtureRequest):  # noqa: ANN201
-    """The real dataset an objective's contract runs on: digits, or the CIFAR-10 JPEG subset for colour."""
-    return lambda name: request.getfixturevalue("colour_dataset" if CASES[name].colour else "digits_dataset")
+    """The real dataset an objective's contract runs on: digits, the CIFAR-10 JPEG subset for colour, or the
+    SST-2 subset (with its tokenizer) for text."""
+
+    def get(name: str) -> tuple[Path, Path | None]:
+        case = CASES[name]
+        if case.text:
+            return request.getfixturevalue("text_dataset"), request.getfixturevalue("text_tokenizer")
+        return request.getfixturevalue("colour_dataset" if case.colour else "digits_dataset"), None
+
+    return get
 
 
 def test_training_never_reads_labels(name: str, dataset_for, tmp_path: Path) -> None:  # noqa: ANN001
@@ -121,27 +130,28 @@ def test_training_never_reads_labels(name: str, dataset_for, tmp_path: Path) -> 
     import shutil
 
     data = tmp_path / "nolabels"
-    shutil.copytree(dataset_for(name), data)
+    src, tokenizer = dataset_for(name)
+    shutil.copytree(src, data)
     for f in data.rglob("*.labels.npy"):
         f.write_bytes(b"this is not a label file")
     session = LocalSession(tmp_path / "ckpt")
-    run_training(_job(name, data), session)
+    run_training(_job(name, data, tokenizer=tokenizer), session)
     assert len(session.reports) == 1 and session.latest_checkpoint() is not None
-    with pytest.raises(ValueError):  # and the labels really are unreadable
-        ImageDataset(data).load("train")
+    with pytest.raises((ValueError, UserError)):  # and the labels really are unreadable
+        open_dataset(data).load("train")
 
 
 def test_two_seeded_runs_are_equal(name: str, dataset_for, tmp_path: Path) -> None:  # noqa: ANN001
-    data = dataset_for(name)
+    data, tokenizer = dataset_for(name)
     states = []
     for i in range(2):
         session = LocalSession(tmp_path / f"run{i}")
-        run_training(_job(name, data, seed=7), session)
+        run_training(_job(name, data, seed=7, tokenizer=tokenizer), session)
         states.append(torch.load(session.latest_checkpoint() / "state.pt", weights_only=True)["objective"])
     assert states[0].keys() == states[1].keys()
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k]), k
     other = LocalSession(tmp_path / "other")
-    run_training(_job(name, data, seed=8), other)
+    run_training(_job(name, data, seed=8, tokenizer=tokenizer), other)
     s3 = torch.load(other.latest_checkpoint() / "state.pt", weights_only=True)["objective"]
     assert any(not torch.equal(states[0][k], s3[k]) for k in s3 if s3[k].dtype.is_floating_point)

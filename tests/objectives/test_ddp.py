@@ -60,15 +60,18 @@ def _worker(rank: int, world: int, port: int, jobs: list[dict], out: dict) -> No
 
 
 def test_every_objective_trains_under_ddp_with_replicas_in_sync(digits_dataset: Path, colour_dataset: Path,
-                                                                 beit_tokenizer: Path) -> None:
+                                                                 beit_tokenizer: Path, text_dataset: Path,
+                                                                 text_tokenizer: Path) -> None:
     jobs = []
     for name in OBJECTIVES.names():
         case, spec = CASES[name], spec_for(name)
         kwargs = {**case.objective_kwargs, **({"tokenizer": str(beit_tokenizer)} if name == "beit" else {})}
-        job = TrainJob(run=name, seed=0, data_dir=str(colour_dataset if case.colour else digits_dataset),
-                       objective=name, objective_kwargs=kwargs, encoder=case.encoder,
-                       encoder_kwargs=case.encoder_kwargs, mean=spec.mean, std=spec.std,
-                       train=TrainConfig(epochs=1, batch_size=32 if case.colour else 64, warmup_epochs=0))
+        data = text_dataset if case.text else colour_dataset if case.colour else digits_dataset
+        mean, std = ((), ()) if case.text else (spec.mean, spec.std)
+        job = TrainJob(run=name, seed=0, data_dir=str(data), objective=name, objective_kwargs=kwargs,
+                       encoder=case.encoder, encoder_kwargs=case.encoder_kwargs, mean=mean, std=std,
+                       tokenizer=str(text_tokenizer) if case.text else "",
+                       train=TrainConfig(epochs=1, batch_size=32 if case.colour or case.text else 64, warmup_epochs=0))
         jobs.append(asdict(job))
     out = mp.Manager().dict()
     mp.spawn(_worker, args=(2, _free_port(), jobs, out), nprocs=2, join=True)

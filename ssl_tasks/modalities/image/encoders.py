@@ -20,6 +20,7 @@ class Encoder(nn.Module):
     """Base class: pooled features of width ``out_dim``."""
 
     capabilities: ClassVar[frozenset[str]] = frozenset({"pooled"})
+    modality: ClassVar[str] = "image"  # the data it encodes; text encoders live in modalities/text
     out_dim: int
 
 

@@ -20,6 +20,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ssl_tasks.core.blocks import transformer_blocks
 from ssl_tasks.modalities.image.encoders import ENCODERS, Encoder
 
 
@@ -35,15 +36,6 @@ def sincos_2d(gh: int, gw: int, dim: int, device: torch.device | None = None) ->
         ang = pos[:, None] * omega[None]  # (N, D/4)
         out += [ang.sin(), ang.cos()]
     return torch.cat(out, dim=1)  # (N, D)
-
-
-def transformer_blocks(width: int, depth: int, heads: int, mlp_ratio: float) -> nn.ModuleList:
-    """``depth`` pre-norm blocks (GELU MLP, no dropout): the ViT's, and its decoders' and predictors'."""
-    return nn.ModuleList(
-        nn.TransformerEncoderLayer(width, heads, int(width * mlp_ratio), dropout=0.0, activation="gelu",
-                                   batch_first=True, norm_first=True)
-        for _ in range(depth)
-    )
 
 
 @ENCODERS.register("vit")

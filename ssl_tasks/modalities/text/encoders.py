@@ -1,0 +1,144 @@
+"""Small text transformers: bidirectional encoder (BERT), causal decoder (GPT) and encoder-decoder (T5).
+
+All three share the token embedding, learned positions and pre-norm blocks (``core.blocks``), take int64
+token ids (B, L) with ``[PAD]`` marking padding, and like every registry encoder return pooled features
+(B, D): the mean of the final hidden states over non-pad tokens, which is what k-NN, the linear probe and
+fine-tuning see. ``forward_tokens`` gives the per-token states the objectives build on.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ssl_tasks.core.blocks import transformer_blocks
+from ssl_tasks.modalities.image.encoders import ENCODERS, Encoder
+
+
+class _TextTransformer(Encoder):
+    modality: ClassVar[str] = "text"
+    causal: ClassVar[bool] = False
+
+    def __init__(self, vocab_size: int, pad_id: int, max_len: int = 64, width: int = 128, depth: int = 2,
+                 heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.1) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not a multiple of heads {heads}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if max_len < 3:
+            raise ValueError(f"max_len must be >= 3, got {max_len}")
+        self.vocab_size, self.pad_id, self.max_len, self.width = vocab_size, pad_id, max_len, width
+        self.tok_embed = nn.Embedding(vocab_size, width)
+        self.pos_embed = nn.Parameter(torch.zeros(1, max_len, width))
+        self.drop = nn.Dropout(dropout)
+        self.blocks = transformer_blocks(width, depth, heads, mlp_ratio, dropout)
+        self.norm = nn.LayerNorm(width)
+        self.out_dim = width
+        nn.init.normal_(self.tok_embed.weight, std=0.02)
+        nn.init.normal_(self.pos_embed, std=0.02)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids -> (B, L, D) token + position embeddings (after dropout)."""
+        if ids.shape[1] > self.max_len:
+            raise ValueError(f"sequence of {ids.shape[1]} tokens exceeds the encoder's max_len {self.max_len}")
+        return self.drop(self.tok_embed(ids) + self.pos_embed[:, : ids.shape[1]])
+
+    def run_blocks(self, z: torch.Tensor, pad: torch.Tensor | None, causal: bool) -> torch.Tensor:
+        mask = nn.Transformer.generate_square_subsequent_mask(z.shape[1], device=z.device, dtype=z.dtype) \
+            if causal else None
+        if pad is not None and not pad.any():
+            pad = None
+        if pad is not None and mask is not None:  # one float mask: PyTorch's fast path wants matching kinds
+            pad = torch.zeros(pad.shape, dtype=z.dtype, device=z.device).masked_fill(pad, float("-inf"))
+        for blk in self.blocks:
+            z = blk(z, src_mask=mask, src_key_padding_mask=pad, is_causal=causal)
+        return self.norm(z)
+
+    def forward_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids -> (B, L, D) final hidden states (causal attention for the decoder-only model)."""
+        return self.run_blocks(self.embed(ids), ids == self.pad_id, self.causal)
+
+    def pool(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """(B, L, D), (B, L) -> (B, D): mean over non-pad tokens."""
+        keep = (ids != self.pad_id).unsqueeze(-1).to(h.dtype)  # (B, L, 1)
+        return (h * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) int64 ids -> (B, D)"""
+        return self.pool(self.forward_tokens(ids), ids)
+
+    def lm_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """(..., D) hidden states -> (..., V) logits through the tied token embedding."""
+        return h @ self.tok_embed.weight.T
+
+
+@ENCODERS.register("text_transformer")
+class TextTransformer(_TextTransformer):
+    """Bidirectional encoder (BERT-style; Devlin et al. 2019, arXiv:1810.04805)."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({"pooled", "tokens", "bidirectional"})
+
+
+@ENCODERS.register("causal_transformer")
+class CausalTransformer(_TextTransformer):
+    """Decoder-only model with causal self-attention (GPT; Radford et al. 2018): token t sees tokens <= t."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({"pooled", "tokens", "causal"})
+    causal: ClassVar[bool] = True
+
+
+@ENCODERS.register("seq2seq_transformer")
+class Seq2SeqTransformer(_TextTransformer):
+    """Encoder-decoder (T5; Raffel et al. 2020, arXiv:1910.10683): the bidirectional encoder above plus a causal
+    decoder with cross-attention, sharing the token embedding and LM head. Pooled features come from the encoder.
+    """
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({"pooled", "tokens", "bidirectional", "seq2seq"})
+
+    def __init__(self, vocab_size: int, pad_id: int, max_len: int = 64, width: int = 128, depth: int = 2,
+                 heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.1, decoder_depth: int | None = None) -> None:
+        super().__init__(vocab_size, pad_id, max_len, width, depth, heads, mlp_ratio, dropout)
+        self.dec_pos_embed = nn.Parameter(torch.zeros(1, max_len, width))
+        self.dec_blocks = nn.ModuleList(
+            nn.TransformerDecoderLayer(width, heads, int(width * mlp_ratio), dropout=dropout, activation="gelu",
+                                       batch_first=True, norm_first=True)
+            for _ in range(depth if decoder_depth is None else decoder_depth)
+        )
+        self.dec_norm = nn.LayerNorm(width)
+        nn.init.normal_(self.dec_pos_embed, std=0.02)
+
+    def decode(self, dec_ids: torch.Tensor, memory: torch.Tensor, memory_ids: torch.Tensor) -> torch.Tensor:
+        """Decoder inputs (B, T), encoder states (B, L, D) of ``memory_ids`` (B, L) -> (B, T, D)."""
+        if dec_ids.shape[1] > self.max_len:
+            raise ValueError(f"decoder sequence of {dec_ids.shape[1]} tokens exceeds max_len {self.max_len}")
+        z = self.drop(self.tok_embed(dec_ids) + self.dec_pos_embed[:, : dec_ids.shape[1]])
+        t = z.shape[1]
+        causal = nn.Transformer.generate_square_subsequent_mask(t, device=z.device, dtype=z.dtype)
+        dec_pad = torch.zeros(dec_ids.shape, dtype=z.dtype, device=z.device).masked_fill(
+            dec_ids == self.pad_id, float("-inf"))
+        mem_pad = memory_ids == self.pad_id
+        for blk in self.dec_blocks:
+            z = blk(z, memory, tgt_mask=causal, tgt_key_padding_mask=dec_pad, memory_key_padding_mask=mem_pad,
+                    tgt_is_causal=True)
+        return self.dec_norm(z)
+
+
+def build_text_encoder(name: str, vocab_size: int, pad_id: int, **kwargs: object) -> Encoder:
+    cls = ENCODERS.get(name)
+    if getattr(cls, "modality", "image") != "text":
+        from ssl_tasks.core.errors import UserError
+
+        raise UserError(f"encoder {name!r} is not a text encoder; text encoders: {', '.join(text_encoder_names())}")
+    try:
+        return cls(vocab_size=vocab_size, pad_id=pad_id, **kwargs)
+    except (TypeError, ValueError) as e:
+        from ssl_tasks.core.errors import UserError
+
+        raise UserError(f"encoder {name!r}: {e}") from None
+
+
+def text_encoder_names() -> list[str]:
+    return [n for n in ENCODERS.names() if getattr(ENCODERS.get(n), "modality", "image") == "text"]

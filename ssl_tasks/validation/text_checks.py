@@ -1,0 +1,56 @@
+"""Per-sample and per-class tables of an ingested text dataset (numpy/pandas only, no GX).
+
+The text counterpart of :mod:`ssl_tasks.validation.image_checks`: same ``DatasetTables``, same
+``class_counts`` table, and a ``samples`` table of per-text statistics. Shards are read one
+at a time; SST-2 (68,221 texts) takes well under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+from ssl_tasks.data.text_shards import TextDataset
+from ssl_tasks.validation.image_checks import TRAIN_SPLIT, DatasetTables, _class_counts
+
+TEXT_SAMPLE_COLUMNS = ["id", "split", "label", "n_chars", "n_words", "blank", "decode_error", "sha1", "in_train"]
+REPLACEMENT = "\ufffd"  # what ingest decodes undecodable bytes to
+
+
+def _split_table(ds: TextDataset, split: str) -> pd.DataFrame:
+    texts: list[str] = []
+    labels = [np.zeros(0, dtype=np.int64)]
+    for t, lab in ds.iter_shards(split):
+        texts.extend(t)
+        labels.append(lab)
+    width = max(6, len(str(max(len(texts) - 1, 0))))
+    return pd.DataFrame(
+        {
+            "id": [f"{split}/{i:0{width}d}" for i in range(len(texts))],
+            "split": [split] * len(texts),
+            "label": np.concatenate(labels),
+            "n_chars": np.array([len(t) for t in texts], dtype=np.int64),
+            "n_words": np.array([len(t.split()) for t in texts], dtype=np.int64),
+            "blank": np.array([not t.strip() for t in texts], dtype=bool),
+            "decode_error": np.array([REPLACEMENT in t for t in texts], dtype=bool),
+            "sha1": [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts],
+        }
+    )
+
+
+def build_text_tables(ds: TextDataset) -> DatasetTables:
+    """Read every shard of ``ds`` into the per-text and per-class tables.
+
+    ``in_train`` marks a non-train text whose exact text (by sha1 of its UTF-8) also occurs in train.
+    """
+    parts = [_split_table(ds, split) for split in ds.splits()]
+    samples = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=TEXT_SAMPLE_COLUMNS[:-1])
+    train_mask = (samples["split"] == TRAIN_SPLIT).to_numpy(dtype=bool)
+    train_hashes = pd.Index(samples.loc[train_mask, "sha1"].unique())
+    samples["in_train"] = samples["sha1"].isin(train_hashes).to_numpy(dtype=bool) & ~train_mask
+    return DatasetTables(samples=samples, class_counts=_class_counts(ds, samples), manifest=ds.manifest)
+
+
+__all__ = ["REPLACEMENT", "TEXT_SAMPLE_COLUMNS", "build_text_tables"]

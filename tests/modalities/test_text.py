@@ -1,0 +1,187 @@
+"""The text modality's pieces: tokenizer, row layouts, MLM masking, span corruption, causal attention."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ssl_tasks.core.errors import UserError
+from ssl_tasks.data.text_shards import TextDataset
+from ssl_tasks.modalities.text.batching import pack_rows, pad_rows
+from ssl_tasks.modalities.text.corruption import IGNORE, mlm_mask, noise_mask, reconstruct, span_corrupt
+from ssl_tasks.modalities.text.encoders import build_text_encoder
+from ssl_tasks.modalities.text.tokenizer import BASE_SPECIALS, TextTokenizer, sentinel, train_text_tokenizer
+
+SPECIAL = list(range(21))  # the synthetic vocabulary of these tests: ids 0..20 special, 21..999 ordinary
+SENTINELS = list(range(5, 21))
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+
+def test_tokenizer_has_fixed_special_ids_and_round_trips(text_tokenizer: Path) -> None:
+    tok = TextTokenizer.load(text_tokenizer)
+    assert (tok.pad_id, tok.unk_id, tok.cls_id, tok.sep_id, tok.mask_id) == (0, 1, 2, 3, 4)
+    assert tok.sentinel_ids == list(range(5, 21)) and tok.token(tok.sentinel_ids[3]) == sentinel(3)
+    assert tok.vocab_size == 400
+    texts = ["a gripping , moving film", "n't it émouvant ? ✓ 123"]  # byte level: nothing is unknown
+    ids = tok.encode(texts)
+    assert all(tok.unk_id not in s and not set(s) & tok.special_ids for s in ids)
+    assert [tok.decode(s).strip() for s in ids] == texts
+
+
+def test_tokenizer_training_is_deterministic(text_dataset: Path, tmp_path: Path) -> None:
+    texts = list(TextDataset(text_dataset).iter_texts("train"))
+    digests = []
+    for i in range(2):
+        train_text_tokenizer(texts, tmp_path / f"t{i}.json", vocab_size=500, num_sentinels=4)
+        digests.append(hashlib.sha256((tmp_path / f"t{i}.json").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+
+
+def test_tokenizer_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="vocab_size must be >= 300"):
+        train_text_tokenizer(["x"], tmp_path / "t.json", vocab_size=100)
+    with pytest.raises(UserError, match="empty corpus"):
+        train_text_tokenizer([], tmp_path / "t.json", vocab_size=400)
+    with pytest.raises(UserError, match="does not exist"):
+        TextTokenizer.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UserError, match="not a valid tokenizer.json"):
+        TextTokenizer.load(tmp_path / "bad.json")
+    assert BASE_SPECIALS[0] == "[PAD]"
+
+
+# ----------------------------------------------------------------------------- row layouts
+
+
+def test_pad_rows_frame_truncate_and_pad() -> None:
+    rows = pad_rows([[7, 8], list(range(30, 40))], 6, cls_id=2, sep_id=3, pad_id=0)
+    assert rows.tolist() == [[2, 7, 8, 3, 0, 0], [2, 30, 31, 32, 33, 3]]
+    assert rows.dtype == np.int64
+
+
+def test_pack_rows_join_with_sep_and_drop_the_tail() -> None:
+    rows = pack_rows([[7, 8], [9], [10, 11, 12]], 3, sep_id=3)  # stream 7 8 3 9 3 10 11 12 3 -> 3 rows of 3
+    assert rows.tolist() == [[7, 8, 3], [9, 3, 10], [11, 12, 3]]
+    assert pack_rows([[7]], 3, sep_id=3).shape == (0, 3)
+
+
+# ----------------------------------------------------------------------------- MLM masking
+
+
+def test_mlm_rates_within_tolerance_and_never_on_specials() -> None:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(21, 1000, (512, 64), generator=g)
+    ids[:, 0], ids[:, -1], ids[:, 40:60] = 2, 3, 0  # [CLS] ... [SEP] and a run of [PAD]
+    ids[::7, 10] = 4  # a literal [MASK] and sentinels in the text must not be selected either
+    ids[::5, 11] = 9
+    inputs, labels = mlm_mask(ids, g, special_ids=SPECIAL, vocab_size=1000, mask_id=4)
+    sel = labels != IGNORE
+    special = torch.isin(ids, torch.tensor(SPECIAL))
+    assert not (sel & special).any()  # never a special token
+    assert torch.equal(inputs[~sel], ids[~sel]) and torch.equal(labels[sel], ids[sel])
+    rate = sel.sum() / (~special).sum()
+    assert abs(rate - 0.15) < 0.005
+    n = sel.sum()
+    masked = (inputs[sel] == 4).sum() / n
+    kept = (inputs[sel] == ids[sel]).sum() / n
+    rnd = 1 - masked - kept
+    assert abs(masked - 0.8) < 0.015 and abs(kept - 0.1) < 0.012 and abs(rnd - 0.1) < 0.012
+    assert not torch.isin(inputs[sel & (inputs != 4) & (inputs != ids)], torch.tensor(SPECIAL)).any()
+
+
+def test_mlm_masks_are_drawn_afresh_each_time() -> None:
+    ids = torch.randint(21, 1000, (8, 64))
+    g = torch.Generator().manual_seed(0)
+    a, _ = mlm_mask(ids, g, special_ids=SPECIAL, vocab_size=1000, mask_id=4)
+    b, _ = mlm_mask(ids, g, special_ids=SPECIAL, vocab_size=1000, mask_id=4)
+    assert not torch.equal(a, b)
+    a2, _ = mlm_mask(ids, torch.Generator().manual_seed(0), special_ids=SPECIAL, vocab_size=1000, mask_id=4)
+    assert torch.equal(a, a2)  # but seeded
+
+
+# ----------------------------------------------------------------------------- span corruption
+
+
+def test_span_corruption_reconstructs_the_original_exactly() -> None:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(21, 1000, (200, 64), generator=g)
+    ids[100:, 50:] = 0  # padded rows: only their tokens are corrupted
+    enc, dec, tgt = span_corrupt(ids, g, pad_id=0, eos_id=3, bos_id=2, sentinel_ids=SENTINELS)
+    for i in range(len(ids)):
+        orig = ids[i][ids[i] != 0].tolist()
+        assert reconstruct(enc[i].tolist(), tgt[i].tolist(), SENTINELS, 3) == orig
+        t = tgt[i][tgt[i] != 0]
+        assert torch.equal(dec[i][: len(t)], torch.cat([torch.tensor([2]), t[:-1]]))  # shifted right behind BOS
+    assert not torch.isin(enc[:, 0], torch.tensor(SENTINELS)).any()  # rows start with kept text, as in T5
+
+
+def test_noise_mask_density_and_span_length() -> None:
+    rng = np.random.default_rng(0)
+    masks = [noise_mask(100, 0.15, 3.0, rng) for _ in range(500)]
+    density = np.mean([m.mean() for m in masks])
+    spans = [int((m & ~np.concatenate([[False], m[:-1]])).sum()) for m in masks]
+    assert density == pytest.approx(0.15, abs=1e-9)  # round(100 * 0.15) noise tokens, exactly
+    assert np.mean([m.sum() / s for m, s in zip(masks, spans)]) == pytest.approx(3.0, rel=0.05)
+    assert not any(m[0] for m in masks)  # a row starts with kept text, as in T5
+
+
+# ----------------------------------------------------------------------------- encoders
+
+
+@pytest.mark.parametrize("name", ["causal_transformer", "seq2seq_transformer", "text_transformer"])
+def test_causal_model_cannot_see_the_future(name: str) -> None:
+    torch.manual_seed(0)
+    enc = build_text_encoder(name, 1000, 0, max_len=32, width=32, heads=2, depth=2).eval()
+    ids = torch.randint(21, 1000, (4, 32))
+    later = ids.clone()
+    later[:, 20] = (later[:, 20] + 1) % 1000
+    h, h2 = enc.forward_tokens(ids), enc.forward_tokens(later)
+    if name == "causal_transformer":
+        torch.testing.assert_close(h[:, :20], h2[:, :20])
+        assert not torch.allclose(h[:, 20:], h2[:, 20:])
+    else:  # bidirectional: earlier positions do see a later change
+        assert not torch.allclose(h[:, :20], h2[:, :20])
+    if name == "seq2seq_transformer":  # the decoder is causal too
+        dec = torch.randint(21, 1000, (4, 12))
+        dec2 = dec.clone()
+        dec2[:, 8] = (dec2[:, 8] + 1) % 1000
+        d, d2 = enc.decode(dec, h, ids), enc.decode(dec2, h, ids)
+        torch.testing.assert_close(d[:, :8], d2[:, :8])
+        assert not torch.allclose(d[:, 8:], d2[:, 8:])
+
+
+def test_pooling_ignores_padding() -> None:
+    torch.manual_seed(0)
+    enc = build_text_encoder("text_transformer", 1000, 0, max_len=16, width=32, heads=2).eval()
+    ids = torch.randint(21, 1000, (2, 8))
+    padded = torch.cat([ids, torch.zeros(2, 8, dtype=torch.long)], dim=1)
+    torch.testing.assert_close(enc(ids), enc(padded), atol=1e-5, rtol=1e-5)
+
+
+def test_text_encoder_errors() -> None:
+    with pytest.raises(UserError, match="not a text encoder"):
+        build_text_encoder("small_cnn", 1000, 0)
+    with pytest.raises(UserError, match="multiple of heads"):
+        build_text_encoder("text_transformer", 1000, 0, width=30, heads=4)
+    enc = build_text_encoder("text_transformer", 1000, 0, max_len=8, width=16, heads=2)
+    with pytest.raises(ValueError, match="exceeds the encoder's max_len"):
+        enc(torch.ones(1, 9, dtype=torch.long))
+
+
+def test_text_features_are_batched_by_length_without_changing_them() -> None:
+    from ssl_tasks.evaluation.features import extract_features
+
+    torch.manual_seed(0)
+    enc = build_text_encoder("text_transformer", 1000, 0, max_len=16, width=32, heads=2)
+    rows = pad_rows([list(range(30, 30 + n)) for n in (12, 1, 5, 9, 3)], 16, cls_id=2, sep_id=3, pad_id=0)
+    feats = extract_features(enc, rows, (), (), batch_size=2)
+    enc.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(feats, torch.cat([enc(torch.from_numpy(r[None])) for r in rows]), atol=1e-5,
+                                   rtol=1e-5)
