@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from recipes import RECIPES, VIEWS, Recipe  # bench/ is on sys.path when run as a script
 
 from ssl_tasks.data.ingest import ingest
 from ssl_tasks.data.shards import ImageDataset
@@ -30,8 +31,7 @@ from ssl_tasks.modalities.image.views import ImageViewConfig, ImageViews
 from ssl_tasks.modalities.image.visual_tokenizer import train_tokenizer
 from ssl_tasks.training.config import TrainConfig, TrainJob
 from ssl_tasks.training.loop import LocalSession, channel_stats, run_training
-
-from recipes import RECIPES, Recipe  # bench/ is on sys.path when run as a script
+from ssl_tasks.training.supervised import train_supervised
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -51,6 +51,11 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=20)
     ap.add_argument("--split-seed", type=int, default=0, help="stratified 80/20 split seed (cifar10_jpeg)")
     ap.add_argument("--skip-baselines", action="store_true")
+    ap.add_argument("--baselines", nargs="+", default=["random_init", "raw_pixels", "supervised"],
+                    choices=["random_init", "raw_pixels", "supervised"])
+    ap.add_argument("--supervised-epochs", type=int, default=5, help="the supervised ceiling's training epochs")
+    ap.add_argument("--reuse", metavar="DIR", help="a work dir of an earlier run: objectives with a checkpoint "
+                    "there are evaluated, not retrained, and only the protocols asked for are (re)computed")
     ap.add_argument("--recipe", default="{}", help='JSON objective-kwargs overrides, e.g. {"simclr": {"temperature": 0.1}}')
     ap.add_argument("--tag", default="", help="suffix for the result rows (pilot runs)")
     ap.add_argument("--out", default=None, help="default: bench/results/zoo_<data>.json")
@@ -61,10 +66,11 @@ def main() -> None:
         return
     out = Path(args.out or REPO / "bench" / "results" / f"zoo_{args.data}.json")
 
-    work = Path(tempfile.mkdtemp(prefix=f"bench-{args.data}-"))
+    work = Path(args.reuse) if args.reuse else Path(tempfile.mkdtemp(prefix=f"bench-{args.data}-"))
     data = work / args.data
     source, path = DATA[args.data]
-    ingest(source, path, data, test_fraction=0.2, split_seed=args.split_seed)
+    if not (data / "manifest.json").is_file():
+        ingest(source, path, data, test_fraction=0.2, split_seed=args.split_seed)
     ds = ImageDataset(data)
     channels, size = ds.image_shape[0], ds.image_shape[1]
     mean, std = channel_stats(ds)
@@ -89,42 +95,57 @@ def main() -> None:
     meta = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
             "data": args.data, "split_seed": args.split_seed, "counts": {k: ds.count(k) for k in ("train", "test")},
             "args": vars(args)}
-    if not args.skip_baselines:
-        for enc_name, enc_kwargs in sorted({(RECIPES[n].encoder, json.dumps(RECIPES[n].encoder_kwargs, sort_keys=True))
-                                            for n in names}):
+
+    def merge(key: str, row: dict) -> None:  # an earlier row keeps the protocols not recomputed now
+        old = results.get(key, {})
+        results[key] = {**old, **row, "metrics": {**old.get("metrics", {}), **row.get("metrics", {})}}
+        _write(out, results, meta)
+
+    encoders = sorted({(RECIPES[n].encoder, json.dumps(RECIPES[n].encoder_kwargs, sort_keys=True)) for n in names})
+    for kind in [] if args.skip_baselines else args.baselines:
+        if kind == "raw_pixels":
+            merge("raw_pixels", {"metrics": evaluate(None, "raw_pixels")})
+            continue
+        for enc_name, enc_kwargs in encoders:
             torch.manual_seed(0)
             encoder = build_encoder(enc_name, channels, size, **json.loads(enc_kwargs))
-            results[f"random_init_{enc_name}{args.tag}"] = {"metrics": evaluate(encoder, f"random_init_{enc_name}"),
-                                                            "encoder": enc_name, "encoder_kwargs": json.loads(enc_kwargs)}
-            _write(out, results, meta)
-        results["raw_pixels"] = {"metrics": evaluate(None, "raw_pixels")}
-        _write(out, results, meta)
+            row: dict = {"encoder": enc_name, "encoder_kwargs": json.loads(enc_kwargs)}
+            if kind == "supervised":  # the ceiling: the same encoder trained on every training label
+                lr = next(RECIPES[n].lr for n in names if RECIPES[n].encoder == enc_name)
+                sviews = ImageViews(ImageViewConfig(**VIEWS), torch.tensor(mean), torch.tensor(std), size)
+                t0 = time.perf_counter()
+                train_supervised(encoder, *train, num_classes=ds.num_classes, views=sviews,
+                                 epochs=args.supervised_epochs, lr=lr, batch_size=args.batch_size, seed=0)
+                row.update(train_seconds=round(time.perf_counter() - t0, 1), epochs=args.supervised_epochs, lr=lr)
+            merge(f"{kind}_{enc_name}{args.tag}", {**row, "metrics": evaluate(encoder, f"{kind}_{enc_name}")})
     overrides = json.loads(args.recipe)
     for name in names:
         recipe: Recipe = RECIPES[name]
         kwargs = {**recipe.objective_kwargs, **overrides.get(name, {})}
-        if name == "beit":  # the tokenizer stage, in-process: k-means over the encoder's patches
-            patch = recipe.encoder_kwargs["patch_size"]
-            summary = train_tokenizer(data, work / "tokenizer.pt", patch_size=patch, num_codes=256, seed=0)
-            print(f"tokenizer: {summary}", flush=True)
-            kwargs = {"tokenizer": str(work / "tokenizer.pt"), **kwargs}
-        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=recipe.lr, warmup_epochs=1)
-        job = TrainJob(run=name, seed=0, data_dir=str(data), objective=name, objective_kwargs=kwargs,
-                       encoder=recipe.encoder, encoder_kwargs=recipe.encoder_kwargs, train=cfg, mean=mean, std=std)
         session = LocalSession(work / f"ckpt-{name}")
-        t0 = time.perf_counter()
-        run_training(job, session)
-        train_s = time.perf_counter() - t0
+        row = {}
+        if not (args.reuse and session.latest_checkpoint() is not None):
+            if name == "beit":  # the tokenizer stage, in-process: k-means over the encoder's patches
+                patch = recipe.encoder_kwargs["patch_size"]
+                summary = train_tokenizer(data, work / "tokenizer.pt", patch_size=patch, num_codes=256, seed=0)
+                print(f"tokenizer: {summary}", flush=True)
+                kwargs = {"tokenizer": str(work / "tokenizer.pt"), **kwargs}
+            cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=recipe.lr, warmup_epochs=1)
+            job = TrainJob(run=name, seed=0, data_dir=str(data), objective=name, objective_kwargs=kwargs,
+                           encoder=recipe.encoder, encoder_kwargs=recipe.encoder_kwargs, train=cfg, mean=mean, std=std)
+            t0 = time.perf_counter()
+            run_training(job, session)
+            last = session.reports[-1]
+            row = {"train_seconds": round(time.perf_counter() - t0, 1), "epochs": args.epochs,
+                   "encoder": recipe.encoder, "encoder_kwargs": recipe.encoder_kwargs, "lr": recipe.lr,
+                   "recipe": kwargs, "samples_per_s": round(last["train/samples_per_s"], 1),
+                   "collapsed": bool(last.get("monitor/collapsed")), "final_loss": round(last["train/loss"], 4)}
+        elif f"{name}{args.tag}" not in results:
+            raise SystemExit(f"{name}: checkpoint in {args.reuse} but no row in {out} to reuse its training record")
         state = torch.load(session.latest_checkpoint() / "state.pt", weights_only=True)
         enc = build_encoder(recipe.encoder, channels, size, **recipe.encoder_kwargs)
         enc.load_state_dict(state["eval_encoder"])
-        last = session.reports[-1]
-        results[f"{name}{args.tag}"] = {
-            "metrics": evaluate(enc, name), "train_seconds": round(train_s, 1), "epochs": args.epochs,
-            "encoder": recipe.encoder, "encoder_kwargs": recipe.encoder_kwargs, "lr": recipe.lr, "recipe": kwargs,
-            "samples_per_s": round(last["train/samples_per_s"], 1), "collapsed": bool(last.get("monitor/collapsed")),
-            "final_loss": round(last["train/loss"], 4)}
-        _write(out, results, meta)
+        merge(f"{name}{args.tag}", {**row, "metrics": evaluate(enc, name)})
 
 
 def render(result: dict) -> str:
@@ -135,7 +156,8 @@ def render(result: dict) -> str:
              "|---|---|" + "---|" * (len(cols) + 3)]
     for name, r in rows.items():
         enc = r.get("encoder", "-")
-        ref = rows.get(f"random_init_{enc}", {}).get("metrics", {}) if not name.startswith(("random_init", "raw")) else {}
+        baseline = name.startswith(("random_init", "raw", "supervised"))
+        ref = {} if baseline else rows.get(f"random_init_{enc}", {}).get("metrics", {})
         wins = [c.split("/")[0] for c in cols if c in ref and r["metrics"].get(c, 0) > ref[c]]
         cells = [f"{r['metrics'][c]:.4f}" if c in r["metrics"] else "-" for c in cols]
         beat = ", ".join(wins) if ref else "-"

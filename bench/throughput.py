@@ -34,9 +34,9 @@ import numpy as np
 import torch
 import torchvision
 from PIL import Image
-
 from quality import FASHION  # bench/ is on sys.path when run as a script
 from recipes import RECIPES, VIT
+
 from ssl_tasks.data.ingest import ingest
 from ssl_tasks.data.shards import ImageDataset, SplitData, write_dataset
 from ssl_tasks.modalities.image.encoders import SmallCNN

@@ -131,7 +131,34 @@ def _write_split(
     }
 
 
-class ImageDataset:
+class ManifestDataset:
+    """What every dataset reader offers from its manifest: label names, splits and their counts."""
+
+    root: Path
+    manifest: dict[str, Any]
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.manifest["label_names"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.manifest["label_names"])
+
+    def splits(self) -> list[str]:
+        return list(self.manifest["splits"])
+
+    def count(self, split: str) -> int:
+        return int(self._split(split)["count"])
+
+    def _split(self, split: str) -> dict[str, Any]:
+        try:
+            return self.manifest["splits"][split]
+        except KeyError:
+            raise UserError(f"dataset {self.root} has no split {split!r}; splits: {self.splits()}") from None
+
+
+class ImageDataset(ManifestDataset):
     """Read access to an ingested dataset directory (memory-mapped shards)."""
 
     modality = "image"
@@ -153,25 +180,6 @@ class ImageDataset:
         c, h, w = self.manifest["image_shape"]
         return int(c), int(h), int(w)
 
-    @property
-    def label_names(self) -> list[str]:
-        return list(self.manifest["label_names"])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.manifest["label_names"])
-
-    def splits(self) -> list[str]:
-        return list(self.manifest["splits"])
-
-    def count(self, split: str) -> int:
-        return int(self._split(split)["count"])
-
-    def _split(self, split: str) -> dict[str, Any]:
-        try:
-            return self.manifest["splits"][split]
-        except KeyError:
-            raise UserError(f"dataset {self.root} has no split {split!r}; splits: {self.splits()}") from None
 
     def shards(self, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
         """Memory-mapped (images, labels) per shard; nothing is read until indexed."""

@@ -24,6 +24,7 @@ import numpy as np
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import atomic_dir, sha256_file, write_json_atomic
+from ssl_tasks.data.shards import ManifestDataset
 
 FORMAT = "ssl_tasks.text_shards/v1"
 UNLABELED = -1
@@ -120,7 +121,7 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
-class TextDataset:
+class TextDataset(ManifestDataset):
     """Read access to an ingested text dataset directory (shards are read one at a time)."""
 
     modality = "text"
@@ -133,25 +134,6 @@ class TextDataset:
                 f"{self.root / 'manifest.json'}: unsupported format {self.manifest.get('format')!r} (expected {FORMAT})"
             )
 
-    @property
-    def label_names(self) -> list[str]:
-        return list(self.manifest["label_names"])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.manifest["label_names"])
-
-    def splits(self) -> list[str]:
-        return list(self.manifest["splits"])
-
-    def count(self, split: str) -> int:
-        return int(self._split(split)["count"])
-
-    def _split(self, split: str) -> dict[str, Any]:
-        try:
-            return self.manifest["splits"][split]
-        except KeyError:
-            raise UserError(f"dataset {self.root} has no split {split!r}; splits: {self.splits()}") from None
 
     def _read_texts(self, rel: str) -> list[str]:
         path = self.root / rel

@@ -1,11 +1,13 @@
 """SSL objectives, one file each, registered by name in ``OBJECTIVES``.
 
-The imports below fill the registry explicitly.
+The imports below fill the registries explicitly (objectives, and the text encoders they run with).
 """
 
-from ssl_tasks.objectives import barlow_twins, beit, byol, colorization, dino, ijepa, jigsaw, mae, moco_v2, moco_v3, relative_position, rotation, simclr, simsiam, vicreg  # noqa: F401  (registration)
-from ssl_tasks.objectives import causal_lm, mlm, simcse, span_corruption  # noqa: F401  (text; registration)
-from ssl_tasks.modalities import text as _text  # noqa: F401  (text encoders)
+from ssl_tasks.modalities import text as _text  # noqa: F401  (registers the text encoders)
+from ssl_tasks.objectives import (  # noqa: F401  (registration)
+    barlow_twins, beit, byol, causal_lm, colorization, dino, ijepa, jigsaw, mae, mlm, moco_v2, moco_v3,
+    relative_position, rotation, simclr, simcse, simsiam, span_corruption, vicreg,
+)
 from ssl_tasks.objectives.base import OBJECTIVES, DataSpec, Objective, StepResult, TextDataSpec, TextObjective
 
 __all__ = ["OBJECTIVES", "DataSpec", "Objective", "StepResult", "TextDataSpec", "TextObjective"]

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssl_tasks.core.blocks import transformer_blocks
 from ssl_tasks.core.ema import frozen_copy
 from ssl_tasks.losses.latent_prediction import LatentPredictionLoss
 from ssl_tasks.modalities.image.masking import block_masks
 from ssl_tasks.modalities.image.views import ImageViewConfig
-from ssl_tasks.core.blocks import transformer_blocks
 from ssl_tasks.modalities.image.vit import sincos_2d
 from ssl_tasks.objectives.base import OBJECTIVES, DataSpec, Objective, StepResult
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ssl_tasks.core.blocks import transformer_blocks
 from ssl_tasks.losses.masked_reconstruction import MaskedReconstructionLoss
 from ssl_tasks.modalities.image.masking import patchify, random_masking
 from ssl_tasks.modalities.image.views import ImageViewConfig
-from ssl_tasks.core.blocks import transformer_blocks
 from ssl_tasks.modalities.image.vit import sincos_2d
 from ssl_tasks.objectives.base import OBJECTIVES, DataSpec, Objective, StepResult
 

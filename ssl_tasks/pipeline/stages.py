@@ -23,8 +23,8 @@ import torch
 from ssl_tasks.core.config import to_dict
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import atomic_dir, write_json_atomic
-from ssl_tasks.data.ingest import ingest as ingest_source
 from ssl_tasks.data.datasets import dataset_modality
+from ssl_tasks.data.ingest import ingest as ingest_source
 from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.evaluation.protocols import evaluate_encoder
 from ssl_tasks.modalities.image.encoders import build_encoder
@@ -462,7 +462,6 @@ def baselines(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
     ds = ImageDataset(layout.data(dataset))
     mean, std = channel_stats(ds)
     c, h, w = ds.image_shape
-    uri, exp = _tracking(params, layout.root)
     rows: dict[str, Any] = {}
     out_dir = layout.baselines_dir(dataset)
     with atomic_dir(out_dir) as tmp:
@@ -480,22 +479,31 @@ def baselines(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
                                  log=lambda s: say(f"baselines {dataset}: {s}"))
                 record_compute(f"supervised@{dataset}", time.perf_counter() - t0)
             metrics, subsets = _run_protocols(params, encoder, ds, mean, std, name)
-            encoder_name = "-" if encoder is None else b.encoder
-            tags = {"kind": "baseline", "baseline": kind, "dataset": dataset, "encoder": encoder_name,
-                    "modality": "image", "git_commit": git_commit(layout.root), "data_hash": data_hash(ds.root)}
-            run_id = mt.start_run(uri, exp, name, {"baseline": kind, "encoder": encoder_name, "seed": params.seed,
-                                                   "encoder_kwargs": b.encoder_kwargs}, tags)
-            mt.log_metrics(uri, run_id, {f"eval/{k}": v for k, v in metrics.items()})
-            (tmp / kind).mkdir()
-            _save_subsets(tmp / kind, subsets)
-            if encoder is not None:
-                torch.save(encoder.state_dict(), tmp / kind / "encoder.pt")
-            mt.finish(uri, run_id)
-            rows[name] = {"dataset": dataset, "kind": kind, "objective": "-", "encoder": encoder_name,
-                          "mlflow_run_id": run_id, "collapsed": False, "metrics": metrics}
+            rows[name] = _record_baseline(params, layout, tmp, ds.root, dataset, name, kind, "image", encoder,
+                                          b.encoder, b.encoder_kwargs, metrics, subsets)
     out = {"rows": rows}
     write_json_atomic(layout.eval_metrics(f"baselines-{dataset}"), out)
     return out
+
+
+def _record_baseline(params: Params, layout: Layout, tmp: Path, data_dir: Path, dataset: str, name: str, kind: str,
+                     modality: str, encoder: torch.nn.Module | None, encoder_name: str, encoder_kwargs: dict[str, Any],
+                     metrics: dict[str, float], subsets: dict[str, np.ndarray]) -> dict[str, Any]:
+    """One baseline's MLflow run, its files under ``tmp/<kind>/`` and its leaderboard row."""
+    uri, exp = _tracking(params, layout.root)
+    enc = "-" if encoder is None else encoder_name
+    tags = {"kind": "baseline", "baseline": kind, "dataset": dataset, "encoder": enc, "modality": modality,
+            "git_commit": git_commit(layout.root), "data_hash": data_hash(data_dir)}
+    run_id = mt.start_run(uri, exp, name, {"baseline": kind, "encoder": enc, "seed": params.seed,
+                                           "encoder_kwargs": encoder_kwargs}, tags)
+    mt.log_metrics(uri, run_id, {f"eval/{k}": v for k, v in metrics.items()})
+    (tmp / kind).mkdir()
+    _save_subsets(tmp / kind, subsets)
+    if encoder is not None:
+        torch.save(encoder.state_dict(), tmp / kind / "encoder.pt")
+    mt.finish(uri, run_id)
+    return {"dataset": dataset, "kind": kind, "objective": "-", "encoder": enc, "mlflow_run_id": run_id,
+            "collapsed": False, "metrics": metrics}
 
 
 def _text_baselines(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
@@ -511,7 +519,6 @@ def _text_baselines(params: Params, dataset: str, layout: Layout) -> dict[str, A
     tok_file = layout.tokenizer_dir(dataset) / "tokenizer.json"
     tok = TextTokenizer.load(tok_file)
     max_len = int(b.text_encoder_kwargs.get("max_len", DEFAULT_MAX_LEN))
-    uri, exp = _tracking(params, layout.root)
     rows: dict[str, Any] = {}
     names = {"random_init": "random_init", "raw_pixels": "bag_of_words", "supervised": "supervised"}
     kinds = list(b.include) if is_labelled(ds) else []
@@ -541,20 +548,8 @@ def _text_baselines(params: Params, dataset: str, layout: Layout) -> dict[str, A
                                      log=lambda s: say(f"baselines {dataset}: {s}"))
                     record_compute(f"supervised@{dataset}", time.perf_counter() - t0)
                 metrics, subsets = _text_protocols(params, encoder, ds, tok_file, max_len, name)
-            enc_name = "-" if encoder is None else b.text_encoder
-            tags = {"kind": "baseline", "baseline": kind, "dataset": dataset, "encoder": enc_name, "modality": "text",
-                    "git_commit": git_commit(layout.root), "data_hash": data_hash(ds.root)}
-            run_id = mt.start_run(uri, exp, name, {"baseline": kind, "encoder": enc_name, "seed": params.seed,
-                                                   "encoder_kwargs": b.text_encoder_kwargs}, tags)
-            mt.log_metrics(uri, run_id, {f"eval/{k}": v for k, v in metrics.items()})
-            (tmp / kind).mkdir()
-            _save_subsets(tmp / kind, subsets)
-            if encoder is not None:
-                torch.save(encoder.state_dict(), tmp / kind / "encoder.pt")
-            mt.finish(uri, run_id)
-            rows[name] = {"dataset": dataset, "kind": "raw_pixels" if kind == "raw_pixels" else kind,
-                          "objective": "-", "encoder": enc_name, "mlflow_run_id": run_id, "collapsed": False,
-                          "metrics": metrics}
+            rows[name] = _record_baseline(params, layout, tmp, ds.root, dataset, name, kind, "text", encoder,
+                                          b.text_encoder, b.text_encoder_kwargs, metrics, subsets)
     out = {"rows": rows}
     write_json_atomic(layout.eval_metrics(f"baselines-{dataset}"), out)
     return out

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from objective_cases import GREY, TINY_VIT
 
 from ssl_tasks.core.config import build
 from ssl_tasks.core.errors import UserError
@@ -16,8 +17,6 @@ from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.objectives.beit import BEiT
 from ssl_tasks.training.config import TrainConfig
 from ssl_tasks.training.loop import make_optimizer
-
-from objective_cases import GREY, TINY_VIT
 
 SPEC = GREY
 

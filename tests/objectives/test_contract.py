@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from objective_cases import CASES, build_case_encoder, case_batch, spec_for
 
 from ssl_tasks.core.config import build
 from ssl_tasks.core.ema import update_momentum
@@ -15,8 +16,6 @@ from ssl_tasks.data.datasets import open_dataset
 from ssl_tasks.objectives import OBJECTIVES, Objective, StepResult
 from ssl_tasks.training.config import TrainConfig, TrainJob
 from ssl_tasks.training.loop import LocalSession, make_optimizer, run_training
-
-from objective_cases import CASES, build_case_encoder, case_batch, spec_for
 
 
 def make(name: str, seed: int = 0) -> Objective:

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
+from objective_cases import CASES, spec_for
 
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.training.config import TrainConfig, TrainJob
-
-from objective_cases import CASES, spec_for
 
 
 class _DDPSession:

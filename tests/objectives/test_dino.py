@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from objective_cases import GREY, TINY_VIT
 
 from ssl_tasks.core.config import build
 from ssl_tasks.core.ema import update_momentum
@@ -11,8 +12,6 @@ from ssl_tasks.core.errors import UserError
 from ssl_tasks.modalities.image.encoders import build_encoder
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.objectives.dino import DINO
-
-from objective_cases import GREY, TINY_VIT
 
 SMALL = {"num_prototypes": 32, "hidden_dim": 32, "bottleneck_dim": 16, "crops": {"local_crops": 3}}
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from objective_cases import TINY_VIT
 
 from ssl_tasks.core.config import build
 from ssl_tasks.core.errors import UserError
@@ -15,8 +16,6 @@ from ssl_tasks.objectives import OBJECTIVES, DataSpec
 from ssl_tasks.objectives.base import check_compatible
 from ssl_tasks.objectives.mae import MAE
 from ssl_tasks.pipeline.params import parse_params
-
-from objective_cases import TINY_VIT
 
 DIGITS = DataSpec(channels=1, image_size=8, mean=(0.3,), std=(0.37,))
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from objective_cases import GREY, TINY_VIT
 
 from ssl_tasks.core.config import build
 from ssl_tasks.core.ema import update_momentum
 from ssl_tasks.modalities.image.encoders import build_encoder
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.objectives.moco_v3 import MoCoV3
-
-from objective_cases import GREY, TINY_VIT
 
 SMALL = {"proj_hidden_dim": 32, "proj_dim": 16, "pred_hidden_dim": 32}
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from objective_cases import TEXT, TINY_TEXT, case_batch
 
 from ssl_tasks.core.config import build
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.modalities.text.corruption import IGNORE, reconstruct
 from ssl_tasks.modalities.text.encoders import build_text_encoder
 from ssl_tasks.objectives import OBJECTIVES
-
-from objective_cases import TEXT, TINY_TEXT, case_batch
 
 
 def make(name: str, encoder: str, **kwargs: object):  # noqa: ANN201

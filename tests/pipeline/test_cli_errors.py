@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssl_tasks.pipeline.cli import main
 from ssl_tasks.objectives import OBJECTIVES
+from ssl_tasks.pipeline.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 FASHION = REPO.parent / "shared" / "data" / "fashion_mnist"

@@ -13,9 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from helpers import copy_project
-
 from conftest import SHARED_DATA
+from helpers import copy_project
 
 BIN = Path(sys.executable).parent
 TINY = {"max_len": 32, "width": 32, "depth": 1, "heads": 2}
