@@ -50,6 +50,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         d["tokenizer"] = {"vocab_size": 400, "num_sentinels": 16}
     for r in raw["runs"].values():
         r["encoder_kwargs"] = dict(TINY)
+        r["train"] = {"epochs": 1, "batch_size": 32}
     raw["baselines"]["text_encoder_kwargs"] = dict(TINY)
     raw["train"].update(epochs=1, batch_size=32, warmup_epochs=0)
     raw["baselines"]["supervised_epochs"] = 1
