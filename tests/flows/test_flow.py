@@ -105,3 +105,26 @@ def test_failing_stage_fails_the_flow_with_its_error_line(project: Path, prefect
     assert "stage ingest@digits failed" in msg
     assert "error: path /nonexistent-ssl-tasks-data does not exist" in msg  # ssl-tasks' own line
     assert not (project / "workspaces" / "broken" / "dvc.lock").exists()
+
+
+def test_params_file_runs_in_a_workspace_with_dataset_paths_anchored(project: Path, prefect_harness: None) -> None:
+    """``params_file`` (the language profile here) replaces params.yaml in a workspace; a relative dataset path
+    means the project's, so the ingest error names the anchored path."""
+    from flows.pipeline import StageFailed, ssl_pipeline
+
+    raw = yaml.safe_load((project / "configs" / "text.yaml").read_text())
+    raw["datasets"] = {"sst2": {**raw["datasets"]["sst2"], "path": "no-such-dir/sst2"}}
+    raw["runs"] = {"simcse": raw["runs"]["simcse"]}
+    (project / "configs" / "mine.yaml").write_text(yaml.safe_dump(raw))
+    state = ssl_pipeline(params_file="configs/mine.yaml", project_root=str(project), workspace="text",
+                         return_state=True)
+    assert state.is_failed()
+    with pytest.raises(StageFailed) as err:
+        state.result()
+    assert f"error: path {project.resolve() / 'no-such-dir' / 'sst2'} does not exist" in str(err.value)
+    written = yaml.safe_load((project / "workspaces" / "text" / "params.yaml").read_text())
+    assert set(written["runs"]) == {"simcse"} and written["datasets"]["sst2"]["source"] == "text_table"
+    missing = ssl_pipeline(params_file="configs/none.yaml", project_root=str(project), return_state=True)
+    assert missing.is_failed()
+    with pytest.raises(ValueError, match="params_file 'configs/none.yaml': no such file"):
+        missing.result()
