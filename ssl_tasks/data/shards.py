@@ -136,6 +136,7 @@ class ManifestDataset:
 
     root: Path
     manifest: dict[str, Any]
+    shard_files: tuple[str, ...] = ("images", "labels")  # the files of one shard, keys of its manifest entry
 
     @property
     def label_names(self) -> list[str]:
@@ -156,6 +157,17 @@ class ManifestDataset:
             return self.manifest["splits"][split]
         except KeyError:
             raise UserError(f"dataset {self.root} has no split {split!r}; splits: {self.splits()}") from None
+
+    def verify(self) -> None:
+        """Check every shard's sha256 against the manifest."""
+        for split in self.splits():
+            for s in self._split(split)["shards"]:
+                for key in self.shard_files:
+                    p = self.root / s[key]
+                    if not p.is_file():
+                        raise UserError(f"missing shard file {p}")
+                    if sha256_file(p) != s["sha256"][key]:
+                        raise UserError(f"shard {p} does not match the sha256 in the manifest (corrupted?)")
 
 
 class ImageDataset(ManifestDataset):
@@ -205,16 +217,6 @@ class ImageDataset(ManifestDataset):
             for i in range(0, len(images), batch_size):
                 yield np.asarray(images[i : i + batch_size]), np.asarray(labels[i : i + batch_size])
 
-    def verify(self) -> None:
-        """Check every shard's sha256 against the manifest."""
-        for split in self.splits():
-            for s in self._split(split)["shards"]:
-                for key in ("images", "labels"):
-                    p = self.root / s[key]
-                    if not p.is_file():
-                        raise UserError(f"missing shard file {p}")
-                    if sha256_file(p) != s["sha256"][key]:
-                        raise UserError(f"shard {p} does not match the sha256 in the manifest (corrupted?)")
 
 
 def stream_epoch(

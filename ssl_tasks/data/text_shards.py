@@ -125,6 +125,7 @@ class TextDataset(ManifestDataset):
     """Read access to an ingested text dataset directory (shards are read one at a time)."""
 
     modality = "text"
+    shard_files = ("texts", "labels")
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -180,14 +181,3 @@ class TextDataset(ManifestDataset):
             texts.extend(t)
             labels.append(lab)
         return texts, np.concatenate(labels)
-
-    def verify(self) -> None:
-        """Check every shard's sha256 against the manifest."""
-        for split in self.splits():
-            for s in self._split(split)["shards"]:
-                for key in ("texts", "labels"):
-                    p = self.root / s[key]
-                    if not p.is_file():
-                        raise UserError(f"missing shard file {p}")
-                    if sha256_file(p) != s["sha256"][key]:
-                        raise UserError(f"shard {p} does not match the sha256 in the manifest (corrupted?)")
