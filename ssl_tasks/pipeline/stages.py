@@ -26,7 +26,7 @@ from ssl_tasks.core.io import atomic_dir, write_json_atomic
 from ssl_tasks.data.datasets import dataset_modality
 from ssl_tasks.data.ingest import ingest as ingest_source
 from ssl_tasks.data.shards import ImageDataset
-from ssl_tasks.evaluation.protocols import evaluate_encoder
+from ssl_tasks.evaluation.protocols import PROTOCOLS, evaluate_encoder
 from ssl_tasks.modalities.image.encoders import build_encoder
 from ssl_tasks.modalities.image.views import ImageViews
 from ssl_tasks.objectives import OBJECTIVES, DataSpec
@@ -345,11 +345,18 @@ def _run_protocols(params: Params, encoder: torch.nn.Module | None, ds: ImageDat
                    label: str) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     c, h, w = ds.image_shape
     views = ImageViews(params.evaluation.finetune_views, torch.tensor(mean), torch.tensor(std), min(h, w))
+    return _timed_protocols(params, encoder, ds.load("train"), ds.load("test"), ds.num_classes, mean, std, views,
+                            params.evaluation.protocols, label)
+
+
+def _timed_protocols(params: Params, encoder: torch.nn.Module | None, train: Any, test: Any, num_classes: int,
+                     mean: Any, std: Any, views: ImageViews | None, protocols: Any,
+                     label: str) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """``evaluate_encoder`` with progress lines, the compute time recorded and a one-line summary."""
     t0 = time.perf_counter()
     metrics, subsets = evaluate_encoder(
-        encoder, ds.load("train"), ds.load("test"), num_classes=ds.num_classes, mean=mean, std=std,
-        protocols=params.evaluation.protocols, cfg=params.evaluation.settings, finetune_views=views,
-        device="cuda" if torch.cuda.is_available() else "cpu",
+        encoder, train, test, num_classes=num_classes, mean=mean, std=std, protocols=protocols,
+        cfg=params.evaluation.settings, finetune_views=views, device="cuda" if torch.cuda.is_available() else "cpu",
         progress=lambda line: say(f"evaluate {label}: {line}"),
     )  # fmt: skip
     dt = time.perf_counter() - t0
@@ -364,23 +371,14 @@ def _text_protocols(params: Params, encoder: torch.nn.Module | None, ds: Any, to
     from ssl_tasks.modalities.text.tokenizer import TextTokenizer
     from ssl_tasks.pipeline.text_stages import is_labelled, labelled_rows
 
-    wanted = [p for p in params.evaluation.protocols if p not in ("perplexity", "pseudo_perplexity")]
+    wanted = [p for p in params.evaluation.protocols if PROTOCOLS.get(p).kind != "language"]
     if not wanted:
         return {}, {}
     if not is_labelled(ds):
         say(f"evaluate {label}: {ds.root.name} is not fully labelled: {', '.join(wanted)} skipped")
         return {}, {}
     train, test = labelled_rows(ds, TextTokenizer.load(tokenizer_file), max_len)
-    t0 = time.perf_counter()
-    metrics, subsets = evaluate_encoder(
-        encoder, train, test, num_classes=ds.num_classes, mean=(), std=(), protocols=wanted,
-        cfg=params.evaluation.settings, finetune_views=None, device="cuda" if torch.cuda.is_available() else "cpu",
-        progress=lambda line: say(f"evaluate {label}: {line}"),
-    )  # fmt: skip
-    dt = time.perf_counter() - t0
-    record_compute(f"evaluate@{label}", dt)
-    say(f"evaluate {label}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()) + f" ({dt:.0f} s)")
-    return metrics, subsets
+    return _timed_protocols(params, encoder, train, test, ds.num_classes, (), (), None, wanted, label)
 
 
 def _save_subsets(out: Path, subsets: dict[str, np.ndarray]) -> None:
@@ -522,7 +520,7 @@ def _text_baselines(params: Params, dataset: str, layout: Layout) -> dict[str, A
     rows: dict[str, Any] = {}
     names = {"random_init": "random_init", "raw_pixels": "bag_of_words", "supervised": "supervised"}
     kinds = list(b.include) if is_labelled(ds) else []
-    if any(p in ("perplexity", "pseudo_perplexity") for p in params.evaluation.protocols):
+    if any(PROTOCOLS.get(p).kind == "language" for p in params.evaluation.protocols):
         kinds.append("unigram")
     out_dir = layout.baselines_dir(dataset)
     with atomic_dir(out_dir) as tmp:

@@ -48,7 +48,6 @@ def labelled_tsv(n: int, extra: str = "") -> bytes:
     return ("text\tlabel\n" + rows + extra).encode()
 
 
-@pytest.mark.skipif(not SST2.is_dir(), reason="shared SST-2 not available")
 def test_sst2_passes_the_defaults_and_builds_docs(tmp_path: Path) -> None:
     ds = tmp_path / "sst2"
     ingest("text_table", SST2, ds, options={"test_file": "dev.tsv", "text_column": "sentence", "label_column": "label"})
@@ -70,7 +69,6 @@ def test_sst2_passes_the_defaults_and_builds_docs(tmp_path: Path) -> None:
     assert f"expect_column_mean_to_be_between(mean n_words >= 10): observed {entry['observed_value']}" in msg
 
 
-@pytest.mark.skipif(not SHAKESPEARE.is_file(), reason="shared Tiny Shakespeare not available")
 def test_tiny_shakespeare_passes_the_defaults(tmp_path: Path) -> None:
     """Speaker turns with the nanoGPT-style tail split (last 10%): no turn of the tail repeats one of train.
 
