@@ -16,12 +16,13 @@ export RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION := 0
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run run-text test bench ui ui-stop clean help
+.PHONY: install run run-text run-clip test bench ui ui-stop clean help
 
 help:
 	@echo "make run    - install (first time) and run the default pipeline with dvc repro"
 	@echo "make test   - install (first time) and run the test suite"
 	@echo "make run-text - the language pipeline (configs/text.yaml: SST-2, Tiny Shakespeare) in workspaces/text/"
+	@echo "make run-clip - the image-text pipeline (configs/clip.yaml: CLIP, SigLIP, SimCLR on Open Clip Art) in workspaces/clip/"
 	@echo "make ui     - start the Prefect UI (:$(PREFECT_PORT)) and MLflow UI (:$(MLFLOW_PORT)) and serve the flow"
 	@echo "make bench  - benchmarks (writes bench/results/*.json)"
 
@@ -49,6 +50,11 @@ run-text: $(STAMP)
 	@echo
 	@echo "Leaderboard: workspaces/text/artifacts/leaderboard.md; reproduce there with: cd workspaces/text && dvc repro"
 
+run-clip: $(STAMP)
+	$(BIN)/python -c "from flows.pipeline import ssl_pipeline; ssl_pipeline(params_file='configs/clip.yaml', workspace='clip')"
+	@echo
+	@echo "Leaderboard: workspaces/clip/artifacts/leaderboard.md; reproduce there with: cd workspaces/clip && dvc repro"
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
@@ -58,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/quality.py --data fashion_mnist
 	$(BIN)/python bench/quality.py --data cifar10_jpeg --objectives simclr byol dino mae colorization
+	$(BIN)/python bench/clip_quality.py
 
 ui: $(STAMP)
 	bash infra/local/ui.sh start $(PREFECT_PORT) $(MLFLOW_PORT)

@@ -103,3 +103,39 @@ def text_tokenizer(text_dataset: Path, tmp_path_factory: pytest.TempPathFactory)
     path = tmp_path_factory.mktemp("text_tok") / "tokenizer.json"
     train_text_tokenizer(TextDataset(text_dataset).iter_texts("train"), path, vocab_size=400, num_sentinels=16)
     return path
+
+
+CLIPART = SHARED_DATA / "openclipart_captions"
+CLIPART_OPTIONS = {"image_column": "filepath", "caption_column": ["title", "keywords"], "caption_separator": "|",
+                   "label_column": "category", "label_depth": 1}
+
+
+def clipart_table(dst: Path, every: int = 1) -> Path:
+    """Every ``every``-th row of the real Open Clip Art captions table, written to ``dst`` (images stay shared)."""
+    lines = (CLIPART / "captions.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    dst.write_text(lines[0] + "".join(lines[1::every]), encoding="utf-8")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def pair_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real image-caption dataset: every 4th Open Clip Art drawing (356) at 16x16, captions title + keywords."""
+    from ssl_tasks.data.ingest import ingest
+
+    root = tmp_path_factory.mktemp("pairs")
+    table = clipart_table(root / "captions.tsv", every=4)
+    out = root / "clipart_small"
+    ingest("image_text_table", table, out, test_fraction=0.2, split_seed=0,
+           options={**CLIPART_OPTIONS, "root": str(CLIPART), "image_size": 16})
+    return out
+
+
+@pytest.fixture(scope="session")
+def pair_tokenizer(pair_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 400-token byte-level BPE over the pair fixture's training captions."""
+    from ssl_tasks.data.pair_shards import PairDataset
+    from ssl_tasks.modalities.text.tokenizer import train_text_tokenizer
+
+    path = tmp_path_factory.mktemp("pair_tok") / "tokenizer.json"
+    train_text_tokenizer(PairDataset(pair_dataset).iter_texts("train"), path, vocab_size=400, num_sentinels=16)
+    return path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ssl_tasks.objectives import DataSpec, TextDataSpec
+from ssl_tasks.objectives import DataSpec, PairDataSpec, TextDataSpec
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,7 @@ class Case:
     encoder_kwargs: dict = field(default_factory=lambda: {"width": 8})
     colour: bool = False  # True: 3-channel data (the colour fixture) instead of grayscale digits
     text: bool = False  # True: token ids (the SST-2 text fixture and its tokenizer)
+    pair: bool = False  # True: (images, captions) batches (the clip-art pair fixture and its caption tokenizer)
 
 
 TINY_VIT = {"patch_size": 2, "width": 32, "depth": 2, "heads": 2}
@@ -35,6 +36,8 @@ CASES: dict[str, Case] = {
     "causal_lm": Case(encoder="causal_transformer", encoder_kwargs=TINY_TEXT, text=True),
     "span_corruption": Case(encoder="seq2seq_transformer", encoder_kwargs=TINY_TEXT, text=True),
     "simcse": Case(encoder="text_transformer", encoder_kwargs=TINY_TEXT, text=True),
+    "clip": Case({"text_encoder_kwargs": TINY_TEXT, "embed_dim": 16}, pair=True),
+    "siglip": Case({"text_encoder_kwargs": TINY_TEXT, "embed_dim": 16}, pair=True),
 }
 GREY = DataSpec(channels=1, image_size=8, mean=(0.3,), std=(0.37,))
 COLOUR = DataSpec(channels=3, image_size=32, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
@@ -45,8 +48,13 @@ TEXT = TextDataSpec(vocab_size=321, pad_id=0, cls_id=2, sep_id=3, mask_id=4, sen
                     special_ids=tuple(range(21)), seq_len=16)
 
 
-def spec_for(name: str) -> DataSpec | TextDataSpec:
-    return TEXT if CASES[name].text else COLOUR if CASES[name].colour else GREY
+PAIR = PairDataSpec(image=DataSpec(channels=3, image_size=16, mean=(0.8, 0.78, 0.75), std=(0.3, 0.3, 0.32)),
+                    text=TEXT)
+
+
+def spec_for(name: str) -> DataSpec | TextDataSpec | PairDataSpec:
+    case = CASES[name]
+    return PAIR if case.pair else TEXT if case.text else COLOUR if case.colour else GREY
 
 
 def build_case_encoder(name: str):  # noqa: ANN201
@@ -57,6 +65,8 @@ def build_case_encoder(name: str):  # noqa: ANN201
     case, spec = CASES[name], spec_for(name)
     if case.text:
         return build_text_encoder(case.encoder, spec.vocab_size, spec.pad_id, **case.encoder_kwargs)
+    if case.pair:  # the image tower
+        spec = spec.image
     return build_encoder(case.encoder, spec.channels, spec.image_size, **case.encoder_kwargs)
 
 
@@ -65,9 +75,19 @@ def case_batch(name: str, seed: int = 0, n: int = 16):  # noqa: ANN201
     import torch
 
     spec, g = spec_for(name), torch.Generator().manual_seed(seed)
+    if CASES[name].pair:
+        im = spec.image
+        images = torch.randint(0, 256, (n, im.channels, im.image_size, im.image_size), generator=g, dtype=torch.uint8)
+        return images, _token_rows(spec.text, g, n)
     if not CASES[name].text:
         return torch.randint(0, 256, (n, spec.channels, spec.image_size, spec.image_size), generator=g,
                              dtype=torch.uint8)
+    return _token_rows(spec, g, n)
+
+
+def _token_rows(spec: TextDataSpec, g, n: int):  # noqa: ANN001, ANN202
+    import torch
+
     ids = torch.randint(21, spec.vocab_size, (n, spec.seq_len), generator=g)
     lengths = torch.randint(4, spec.seq_len + 1, (n,), generator=g)
     pos = torch.arange(spec.seq_len)

@@ -1,7 +1,8 @@
 """The ingest stage: read a source into the canonical shard format (all or nothing).
 
 Image sources give a :class:`SourceResult` (written as image shards), text sources a
-:class:`TextSourceResult` (written as text shards); only text sources take ``options``.
+:class:`TextSourceResult` (written as text shards), image-caption sources a
+:class:`PairSourceResult` (written as pair shards); only text and pair sources take ``options``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from ssl_tasks.core.errors import UserError
+from ssl_tasks.data.pair_shards import PairSplit, write_pair_dataset
+from ssl_tasks.data.pair_sources import PairSourceResult
 from ssl_tasks.data.shards import SplitData, write_dataset
 from ssl_tasks.data.sources import SOURCES, SourceFn, SourceResult, check_test_fraction, requires_path
 from ssl_tasks.data.text_shards import TextSplit, write_text_dataset
@@ -33,7 +36,7 @@ def ingest(
     Arguments are checked before any data is read. ``out`` is only created (atomically) once the
     whole dataset is written; on any failure nothing is left behind. An existing ``out`` is
     replaced only if it is an empty directory or a previously ingested dataset (any modality).
-    ``options`` go to the source (text sources only; each names its valid options).
+    ``options`` go to the source (text and image-caption sources; each names its valid options).
     """
     fn = SOURCES.get(source)
     opts = _check_options(source, fn, options)
@@ -50,6 +53,10 @@ def ingest(
         if not in_path.exists():
             raise UserError(f"path {in_path} does not exist")
         _check_not_inside(in_path, out)
+        if isinstance(opts.get("root"), (str, Path)):  # image-text tables: the images' folder must survive too
+            root = Path(opts["root"])
+            _check_not_inside(root if root.is_absolute() else (in_path if in_path.is_dir() else in_path.parent) / root,
+                              out)
     _check_out(out)
 
     result = fn(in_path, test_fraction=tf, split_seed=int(split_seed), **opts)
@@ -59,6 +66,15 @@ def ingest(
     if isinstance(result, TextSourceResult):
         return write_text_dataset(
             out, result.splits, label_names=result.label_names, source=meta, shard_size=int(shard_size)
+        )
+    if isinstance(result, PairSourceResult):
+        return write_pair_dataset(
+            out,
+            result.splits,
+            image_shape=result.image_shape,
+            label_names=result.label_names,
+            source=meta,
+            shard_size=int(shard_size),
         )
     assert isinstance(result, SourceResult)
     return write_dataset(
@@ -99,7 +115,7 @@ def _check_not_inside(in_path: Path, out: Path) -> None:
         raise UserError(f"output {out} would contain the input {in_path}; choose an --out outside it")
 
 
-def _check_labels(source: str, split: str, data: SplitData | TextSplit, n_classes: int) -> None:
+def _check_labels(source: str, split: str, data: SplitData | TextSplit | PairSplit, n_classes: int) -> None:
     labels = np.asarray(data.labels)
     if len(labels) and (labels.min() < -1 or labels.max() >= n_classes):
         raise UserError(

@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -174,6 +174,7 @@ class ImageDataset(ManifestDataset):
     """Read access to an ingested dataset directory (memory-mapped shards)."""
 
     modality = "image"
+    format: ClassVar[str] = FORMAT  # the manifest format this reader accepts (subclasses override it)
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -184,8 +185,8 @@ class ImageDataset(ManifestDataset):
             self.manifest = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise UserError(f"{path} is not valid JSON: {e}") from None
-        if self.manifest.get("format") != FORMAT:
-            raise UserError(f"{path}: unsupported format {self.manifest.get('format')!r} (expected {FORMAT})")
+        if self.manifest.get("format") != self.format:
+            raise UserError(f"{path}: unsupported format {self.manifest.get('format')!r} (expected {self.format})")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

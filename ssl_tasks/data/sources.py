@@ -635,4 +635,4 @@ def image_folder(path: Path | None, *, test_fraction: float, split_seed: int) ->
     )
 
 
-from ssl_tasks.data import text_sources  # noqa: E402,F401  (registers the text sources)
+from ssl_tasks.data import pair_sources, text_sources  # noqa: E402,F401  (register the text and image-caption sources)

@@ -22,7 +22,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,11 +49,18 @@ class TextSourceResult:
     info: dict[str, Any]
 
 
-def _takes_options(fn: SourceFn) -> SourceFn:
-    """Mark a text source: it accepts ``**options`` (image sources take none) and yields the text modality."""
-    fn.takes_options = True  # type: ignore[attr-defined]
-    fn.modality = "text"  # type: ignore[attr-defined]
-    return fn
+def _source_kind(modality: str) -> Callable[[SourceFn], SourceFn]:
+    """Mark a source that accepts ``**options`` (image sources take none) and yields ``modality``."""
+
+    def mark(fn: SourceFn) -> SourceFn:
+        fn.takes_options = True  # type: ignore[attr-defined]
+        fn.modality = modality  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+_takes_options = _source_kind("text")  # the mark of a text source
 
 
 def takes_options(fn: SourceFn) -> bool:

@@ -29,7 +29,7 @@ class ProtocolSpec:
     """A protocol's name, whether it freezes or fine-tunes the encoder, and its label fraction."""
 
     name: str
-    kind: Literal["frozen", "finetune", "language"]
+    kind: Literal["frozen", "finetune", "language", "image_text"]
     fraction: float | None
     description: str
     metric: str = "top1"  # the result key is "<name>/<metric>"
@@ -47,6 +47,9 @@ for _spec in (
     ProtocolSpec("linear", "frozen", None, "linear probe on frozen, standardised features"),
     ProtocolSpec("semi_1pct", "finetune", 0.01, "fine-tune encoder + linear head on 1% class-balanced labels"),
     ProtocolSpec("semi_10pct", "finetune", 0.10, "fine-tune encoder + linear head on 10% class-balanced labels"),
+    ProtocolSpec("zero_shot", "image_text", None, "zero-shot classification from class prompts (ensembled)"),
+    ProtocolSpec("retrieval", "image_text", None, "image<->text recall@1 on held-out pairs (mean of both ways; "
+                 "@5, @10 alongside)", metric="r1"),
     ProtocolSpec("perplexity", "language", None, "held-out next-token perplexity of a causal LM (vs unigram)",
                  metric="ppl", higher_is_better=False),
     ProtocolSpec("pseudo_perplexity", "language", None, "held-out pseudo-perplexity of a masked LM",
@@ -104,7 +107,8 @@ def evaluate_encoder(
     protocol's label subset. Frozen features are extracted once and shared by knn/linear.
     """
     specs = [PROTOCOLS.get(name) for name in dict.fromkeys(protocols)]  # unknown names -> UserError
-    specs = [s for s in specs if s.kind != "language"]  # those need an LM head: evaluation/language.py
+    # language and image_text protocols need more than an encoder: evaluation/language.py, evaluation/zero_shot.py
+    specs = [s for s in specs if s.kind in ("frozen", "finetune")]
     (x_tr, y_tr), (x_te, y_te) = train, test
     y_tr, y_te = np.asarray(y_tr), np.asarray(y_te)
     _check_labels("train", y_tr, num_classes)

@@ -38,6 +38,14 @@ class TextDataSpec:
     seq_len: int
 
 
+@dataclass(frozen=True)
+class PairDataSpec:
+    """What an image–text objective needs: the image side's spec and the caption tokenizer's."""
+
+    image: DataSpec
+    text: TextDataSpec
+
+
 @dataclass
 class StepResult:
     """One training step: the scalar to minimise, its named terms and detached reports.
@@ -63,10 +71,12 @@ class Objective(nn.Module):
     Config: ClassVar[type]
     modalities: ClassVar[frozenset[str]] = frozenset({"image"})
     requires: ClassVar[frozenset[str]] = frozenset({"pooled"})
+    # the modality of the ``encoder`` it is built with; None: the data modality (image_text objectives: "image")
+    encoder_modality: ClassVar[str | None] = None
     # True: the objective's ``tokenizer`` kwarg is filled by the pipeline with its dataset's tokenizer stage output
     needs_tokenizer: ClassVar[bool] = False
 
-    def __init__(self, encoder: nn.Module, cfg: Any, data: DataSpec | TextDataSpec) -> None:
+    def __init__(self, encoder: nn.Module, cfg: Any, data: DataSpec | TextDataSpec | PairDataSpec) -> None:
         super().__init__()
         self.cfg = cfg
         self.data = data
@@ -75,9 +85,10 @@ class Objective(nn.Module):
         # ``embeddings`` (MAE's and BEiT's second mask) may then be skipped, returning ``embeddings=None``
         self.monitoring = True
         self.encoder = encoder
-        if isinstance(data, DataSpec):  # image objectives: their views' crop / jitter / flip settings
+        image = data.image if isinstance(data, PairDataSpec) else data
+        if isinstance(image, DataSpec):  # image objectives: their views' crop / jitter / flip settings
             view_cfg: ImageViewConfig = cfg.views
-            self.view_fn = ImageViews(view_cfg, torch.tensor(data.mean), torch.tensor(data.std), data.image_size)
+            self.view_fn = ImageViews(view_cfg, torch.tensor(image.mean), torch.tensor(image.std), image.image_size)
 
     def make_views(self, x: torch.Tensor, g: torch.Generator) -> list[torch.Tensor]:
         """uint8 (B, C, H, W) images (int64 (B, L) token ids for text) -> V views; two normalised crops by default."""
@@ -122,15 +133,30 @@ class TextObjective(Objective):
         return [x]
 
 
+# What a dataset of each modality can feed: a pair dataset trains image-text objectives and, on its images
+# alone, every image objective (so CLIP and SimCLR encoders of the same images share one leaderboard).
+OFFERS: dict[str, tuple[str, ...]] = {"image_text": ("image_text", "image")}
+
+
+def objective_modality(objective: type[Objective], modality: str) -> str:
+    """The modality an objective trains in on data of ``modality`` (``image`` for SimCLR on image–text pairs)."""
+    from ssl_tasks.core.errors import UserError
+
+    for m in OFFERS.get(modality, (modality,)):
+        if m in objective.modalities:
+            return m
+    raise UserError(f"objective does not support modality {modality!r}; supports {sorted(objective.modalities)}")
+
+
 def check_compatible(objective: type[Objective], encoder_cls: type, modality: str) -> None:
     """Refuse an objective/encoder/modality combination before any data loads."""
     from ssl_tasks.core.errors import UserError
 
-    if modality not in objective.modalities:
-        raise UserError(f"objective does not support modality {modality!r}; supports {sorted(objective.modalities)}")
+    wanted = objective.encoder_modality or objective_modality(objective, modality)
     enc_modality = getattr(encoder_cls, "modality", "image")
-    if enc_modality != modality:
-        raise UserError(f"encoder {encoder_cls.__name__} encodes {enc_modality}, but the data is {modality}")
+    if enc_modality != wanted:
+        need = f"the data is {modality}" if objective.encoder_modality is None else f"its {wanted} tower is the encoder"
+        raise UserError(f"encoder {encoder_cls.__name__} encodes {enc_modality}, but {need}")
     missing = objective.requires - getattr(encoder_cls, "capabilities", frozenset())
     if missing:
         raise UserError(f"encoder {encoder_cls.__name__} lacks {sorted(missing)} required by the objective")

@@ -10,10 +10,11 @@ import pandas as pd
 
 KIND_ORDER = {"ssl": 0, "random_init": 1, "raw_pixels": 2, "supervised": 3, "unigram": 4}
 ACCURACY, PERPLEXITY = "/top1", "/ppl"  # the metric suffixes: top-1 accuracy (higher is better), perplexity (lower)
+RECALL = "/r1"  # retrieval recall@1 (higher is better)
 
 
 def metric_columns(columns: Any) -> list[str]:
-    return [c for c in columns if c.endswith((ACCURACY, PERPLEXITY))]
+    return [c for c in columns if c.endswith((ACCURACY, PERPLEXITY, RECALL))]
 
 
 def mean_ci95(values: list[float]) -> tuple[float, float]:
@@ -32,8 +33,8 @@ def build_leaderboard(rows: dict[str, dict[str, Any]], protocols: Any) -> pd.Dat
     one seed). Language columns appear only when some row has a value for them."""
     from ssl_tasks.evaluation.protocols import PROTOCOLS
 
-    cols = [PROTOCOLS.get(p).key for p in protocols]
-    cols = [c for c in cols if c.endswith(ACCURACY) or any(c in r["metrics"] for r in rows.values())]
+    specs = [PROTOCOLS.get(p) for p in protocols]
+    cols = [s.key for s in specs if s.kind in ("frozen", "finetune") or any(s.key in r["metrics"] for r in rows.values())]
     records = []
     for name, r in rows.items():
         rec = {"name": name, "dataset": r["dataset"], "kind": r["kind"], "objective": r["objective"],
@@ -82,6 +83,11 @@ def to_markdown(df: pd.DataFrame, evaluation: Any) -> str:
         lines.append("Text: raw_pixels is a bag of words (log counts of subword tokens); perplexity/ppl = held-out "
                      "next-token perplexity of a causal LM, pseudo_perplexity/ppl = masked-LM pseudo-perplexity "
                      "(lower is better; the unigram row is the token-frequency baseline).")
+    if any(c.startswith(("zero_shot/", "retrieval/")) for c in cols):
+        lines.append("Image-text: zero_shot/top1 = classification of held-out images from class-name prompts (a "
+                     "prompt ensemble; labels only score); retrieval/r1 = recall@1 on held-out pairs, mean of "
+                     "image->text and text->image (@5, @10 are in MLflow). Their raw_pixels row is the bag-of-words "
+                     "baseline: an image takes the captions of its 5 pixel-nearest training images.")
     return "\n".join(lines) + "\n"
 
 
@@ -94,7 +100,7 @@ def plot_leaderboard(df: pd.DataFrame, path: Path) -> None:
 
     from ssl_tasks.core.io import atomic_file
 
-    cols = [c for c in df.columns if c.endswith(ACCURACY)]  # perplexities are in the table, not on this axis
+    cols = [c for c in df.columns if c.endswith((ACCURACY, RECALL))]  # perplexities are in the table, not on this axis
     names = [f"{n}" for n in df["name"]]
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names)), 4))
     x = np.arange(len(names))
@@ -103,7 +109,7 @@ def plot_leaderboard(df: pd.DataFrame, path: Path) -> None:
         err = df[f"{c}_ci95"].astype(float).fillna(0) if f"{c}_ci95" in df.columns else None
         ax.bar(x + i * w - 0.4 + w / 2, df[c].astype(float).fillna(0), w, label=c, yerr=err, capsize=2)
     ax.set_xticks(x, names, rotation=20, ha="right")
-    ax.set_ylabel("top-1 accuracy (test split)")
+    ax.set_ylabel("top-1 accuracy / recall@1 (test split)")
     ax.set_ylim(0, 1)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title("SSL leaderboard")

@@ -69,7 +69,7 @@ class DatasetParams:
         return getattr(SOURCES.get(self.source), "modality", "image")
 
     def tokenizer_params(self, where: str = "") -> TokenizerParams | TextTokenizerParams:
-        cls = TextTokenizerParams if self.modality == "text" else TokenizerParams
+        cls = TextTokenizerParams if self.modality in ("text", "image_text") else TokenizerParams
         return build(cls, self.tokenizer, f"{where}.tokenizer" if where else "tokenizer")
 
 
@@ -85,8 +85,21 @@ class RunParams:
 
 
 @dataclass(frozen=True)
+class ZeroShotParams:
+    """Zero-shot prompts: every template (with ``{}``) is filled with each class name and the embeddings averaged."""
+
+    templates: tuple[str, ...] = ("a drawing of {}.", "clip art of {}.", "an icon of {}.", "a picture of {}.", "{}")
+    class_names: dict[str, str] = field(default_factory=dict)  # label name -> the words put in the prompts
+
+    def __post_init__(self) -> None:
+        if not self.templates or any("{}" not in t for t in self.templates):
+            raise ValueError(f"every zero-shot template needs a {{}} for the class name; got {list(self.templates)}")
+
+
+@dataclass(frozen=True)
 class EvaluationParams:
     protocols: tuple[str, ...] = ("knn", "linear", "semi_1pct", "semi_10pct")
+    zero_shot: ZeroShotParams = field(default_factory=ZeroShotParams)
     settings: EvalConfig = field(default_factory=EvalConfig)
     finetune_views: ImageViewConfig = field(
         default_factory=lambda: ImageViewConfig(crop_scale=(0.6, 1.0), jitter_p=0.0, grayscale_p=0.0, hflip_p=0.5)
@@ -102,6 +115,9 @@ class BaselineParams:
     supervised_lr: float = 2e-3
     text_encoder: str = "text_transformer"  # the baselines' encoder on text datasets
     text_encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    # image-text datasets: the random-init two-tower baseline is this objective's model (image tower: ``encoder``)
+    image_text_objective: str = "clip"
+    image_text_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -207,6 +223,13 @@ def parse_params(raw: dict[str, Any]) -> Params:
     for p in params.evaluation.protocols:
         PROTOCOLS.get(p)
     ENCODERS.get(params.baselines.encoder)
+    from ssl_tasks.objectives.image_text import ImageTextObjective
+
+    it = OBJECTIVES.get(params.baselines.image_text_objective)
+    if not issubclass(it, ImageTextObjective):
+        raise UserError(f"baselines.image_text_objective: {params.baselines.image_text_objective!r} is not an "
+                        "image-text objective")
+    build(it.Config, params.baselines.image_text_kwargs, "baselines.image_text_kwargs")
     if getattr(ENCODERS.get(params.baselines.text_encoder), "modality", "image") != "text":
         raise UserError(f"baselines.text_encoder: {params.baselines.text_encoder!r} is not a text encoder")
     for b in params.baselines.include:

@@ -23,7 +23,7 @@ import torch
 from ssl_tasks.core.config import to_dict
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import atomic_dir, write_json_atomic
-from ssl_tasks.data.datasets import dataset_modality
+from ssl_tasks.data.datasets import dataset_modality, open_dataset
 from ssl_tasks.data.ingest import ingest as ingest_source
 from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.evaluation.protocols import PROTOCOLS, evaluate_encoder
@@ -141,7 +141,7 @@ def tokenizer(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
     from ssl_tasks.modalities.image.visual_tokenizer import train_tokenizer
 
     t = params.dataset(dataset).tokenizer_params()
-    if dataset_modality(layout.data(dataset)) == "text":
+    if dataset_modality(layout.data(dataset)) in ("text", "image_text"):  # image-text: over the captions
         from ssl_tasks.pipeline.text_stages import train_tokenizer_stage
 
         say(f"tokenizer {dataset}: byte-level BPE, vocabulary {t.vocab_size}, {t.num_sentinels} sentinels")
@@ -171,6 +171,12 @@ def objective_kwargs(params: Params, run: str, layout: Layout) -> dict[str, Any]
     if OBJECTIVES.get(spec.objective).needs_tokenizer:
         path = Path(kwargs.get("tokenizer") or layout.tokenizer_dir(spec.dataset) / "tokenizer.pt")
         kwargs["tokenizer"] = str((path if path.is_absolute() else layout.root / path).resolve())
+    if kwargs.get("init_image"):  # LiT: a pretrained image tower, relative to the project
+        path = Path(kwargs["init_image"])
+        path = (path if path.is_absolute() else layout.root / path).resolve()
+        if not path.is_file():
+            raise UserError(f"runs.{run}.objective_kwargs.init_image: {path} does not exist (pretrain that run first)")
+        kwargs["init_image"] = str(path)
     return kwargs
 
 
@@ -197,7 +203,7 @@ def pretrain(params: Params, run: str, layout: Layout) -> Path:
         ds: Any = TextDataset(data_dir)
         mean, std = (), ()
     else:
-        ds = ImageDataset(data_dir)
+        ds = open_dataset(data_dir)  # images, or the images of an image-text dataset
         c, h, w = ds.image_shape
         OBJECTIVES.get(spec.objective).check_data(DataSpec(channels=c, image_size=min(h, w), mean=(), std=()))
         mean, std = channel_stats(ds)
@@ -223,8 +229,10 @@ def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layo
     spec, train = params.run(run), params.train_for(run)
     data_dir = ds.root
     text = ds.modality == "text"
-    tokenizer_file = (layout.tokenizer_dir(spec.dataset) / "tokenizer.json").resolve() if text else None
-    if text and not tokenizer_file.is_file():
+    two_tower = ds.modality == "image_text" and "image_text" in OBJECTIVES.get(spec.objective).modalities
+    with_tok = text or two_tower  # the run reads the dataset's BPE tokenizer and keeps a copy with its weights
+    tokenizer_file = (layout.tokenizer_dir(spec.dataset) / "tokenizer.json").resolve() if with_tok else None
+    if with_tok and not tokenizer_file.is_file():
         raise UserError(f"{tokenizer_file} is missing: run the tokenizer@{spec.dataset} stage first (dvc repro)")
     job = TrainJob(run=run, seed=seed, data_dir=str(data_dir.resolve()), objective=spec.objective,
                    objective_kwargs=objective_kwargs(params, run, layout), encoder=spec.encoder,
@@ -270,7 +278,7 @@ def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layo
         meta.update(channels=c, image_size=min(h, w))
     with atomic_dir(finished) as tmp:
         torch.save(state["eval_encoder"], tmp / "encoder.pt")
-        if text:  # the model's own tokenizer beside it, and the heads the language metrics need
+        if with_tok:  # the model's own tokenizer beside it, and the heads (text tower) the metrics need
             shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
             torch.save(state["objective"], tmp / "objective.pt")
         write_json_atomic(tmp / "meta.json", meta)
@@ -278,7 +286,7 @@ def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layo
         _plot_history(history, tmp / "history.png", label)
     mt.log_artifact(uri, run_id, finished / "encoder.pt", "checkpoint")
     mt.log_artifact(uri, run_id, finished / "meta.json", "checkpoint")
-    if text:
+    if with_tok:
         mt.log_artifact(uri, run_id, finished / "tokenizer.json", "checkpoint")
     mt.log_artifact(uri, run_id, finished / "history.png", "plots")
     mt.set_tags(uri, run_id, {"collapsed": str(meta["collapsed"]).lower()})
@@ -371,7 +379,7 @@ def _text_protocols(params: Params, encoder: torch.nn.Module | None, ds: Any, to
     from ssl_tasks.modalities.text.tokenizer import TextTokenizer
     from ssl_tasks.pipeline.text_stages import is_labelled, labelled_rows
 
-    wanted = [p for p in params.evaluation.protocols if PROTOCOLS.get(p).kind != "language"]
+    wanted = [p for p in params.evaluation.protocols if PROTOCOLS.get(p).kind in ("frozen", "finetune")]
     if not wanted:
         return {}, {}
     if not is_labelled(ds):
@@ -403,7 +411,7 @@ def evaluate(params: Params, run: str, layout: Layout) -> dict[str, Any]:
 
         ds: Any = TextDataset(data_dir)
     else:
-        ds = ImageDataset(data_dir)
+        ds = open_dataset(data_dir)
     uri, _ = _tracking(params, layout.root)
     seeds = pretrained_seeds(layout.pretrain_dir(run))
     per_seed: dict[str, dict[str, float]] = {}
@@ -420,6 +428,12 @@ def evaluate(params: Params, run: str, layout: Layout) -> dict[str, Any]:
             metrics.update(lm)
         else:
             metrics, subsets = _run_protocols(params, encoder, ds, meta["mean"], meta["std"], label)
+            if ds.modality == "image_text" and "image_text" in OBJECTIVES.get(spec.objective).modalities:
+                from ssl_tasks.pipeline.pair_stages import load_two_tower, tower_metrics
+
+                obj, tok = load_two_tower(meta, pdir, ds)
+                metrics.update(tower_metrics(obj, tok, ds, params.evaluation.protocols, params.evaluation.zero_shot,
+                                             say=lambda line, lb=label: say(f"evaluate {lb}: {line}")))
         mt.log_metrics(uri, meta["mlflow_run_id"], {f"eval/{k}": v for k, v in metrics.items()})
         per_seed[str(seed)] = metrics
         run_ids.append(meta["mlflow_run_id"])
@@ -457,7 +471,7 @@ def baselines(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
     b = params.baselines
     if dataset_modality(layout.data(dataset)) == "text":
         return _text_baselines(params, dataset, layout)
-    ds = ImageDataset(layout.data(dataset))
+    ds = open_dataset(layout.data(dataset))
     mean, std = channel_stats(ds)
     c, h, w = ds.image_shape
     rows: dict[str, Any] = {}
@@ -477,11 +491,29 @@ def baselines(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
                                  log=lambda s: say(f"baselines {dataset}: {s}"))
                 record_compute(f"supervised@{dataset}", time.perf_counter() - t0)
             metrics, subsets = _run_protocols(params, encoder, ds, mean, std, name)
-            rows[name] = _record_baseline(params, layout, tmp, ds.root, dataset, name, kind, "image", encoder,
+            if ds.modality == "image_text" and kind != "supervised":
+                metrics.update(_pair_baseline(params, layout, ds, dataset, kind, mean, std, name))
+            rows[name] = _record_baseline(params, layout, tmp, ds.root, dataset, name, kind, ds.modality, encoder,
                                           b.encoder, b.encoder_kwargs, metrics, subsets)
     out = {"rows": rows}
     write_json_atomic(layout.eval_metrics(f"baselines-{dataset}"), out)
     return out
+
+
+def _pair_baseline(params: Params, layout: Layout, ds: Any, dataset: str, kind: str, mean: Any, std: Any,
+                   name: str) -> dict[str, float]:
+    """Zero-shot / retrieval of the image-text baselines: random-init towers, or bags of words."""
+    from ssl_tasks.modalities.text.tokenizer import TextTokenizer
+    from ssl_tasks.pipeline.pair_stages import bow_metrics, build_two_tower, tower_metrics
+
+    b, ev = params.baselines, params.evaluation
+    tok = TextTokenizer.load(layout.tokenizer_dir(dataset) / "tokenizer.json")
+    log = lambda line: say(f"baselines {name}: {line}")  # noqa: E731
+    if kind == "raw_pixels":
+        return bow_metrics(ds, tok, ev.protocols, ev.zero_shot, say=log)
+    torch.manual_seed(params.seed)
+    obj = build_two_tower(b.image_text_objective, b.image_text_kwargs, b.encoder, b.encoder_kwargs, ds, tok, mean, std)
+    return tower_metrics(obj, tok, ds, ev.protocols, ev.zero_shot, say=log)
 
 
 def _record_baseline(params: Params, layout: Layout, tmp: Path, data_dir: Path, dataset: str, name: str, kind: str,

@@ -26,7 +26,9 @@ DEFAULT_MAX_LEN = 64
 
 def train_tokenizer_stage(data_dir: Path, out_dir: Path, t: Any) -> dict[str, Any]:
     """Byte-level BPE over the training split's texts: ``tokenizer.json`` + ``summary.json`` (atomically)."""
-    ds = TextDataset(data_dir)
+    from ssl_tasks.data.datasets import open_dataset
+
+    ds = open_dataset(data_dir)  # a text dataset, or the captions of an image-text dataset
     with atomic_dir(out_dir) as tmp:
         summary = train_text_tokenizer(ds.iter_texts("train"), tmp / TOKENIZER_FILE, vocab_size=t.vocab_size,
                                        num_sentinels=t.num_sentinels, min_frequency=t.min_frequency,

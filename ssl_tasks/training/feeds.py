@@ -1,6 +1,8 @@
 """What the training loop eats, per modality: a data spec for the objective, the encoder, and epoch batches.
 
 - images: uint8 (B, C, H, W) batches streamed from memory-mapped shards (``data/shards.stream_epoch``);
+- image–text pairs: the training images in memory and every caption tokenized once into padded rows; each
+  epoch draws one of an image's captions per step (``PairFeed``);
 - text: the training split's texts tokenized once by the dataset's tokenizer (the ``tokenizer@<dataset>``
   stage) into int64 rows of ``max_len`` tokens, padded or packed as the objective's ``layout`` asks. Token
   rows live in memory (16 MiB for 65,000 rows of 64 tokens); the texts are read shard by shard.
@@ -23,7 +25,7 @@ from ssl_tasks.core.config import build
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.data.datasets import dataset_modality
 from ssl_tasks.data.shards import ImageDataset, stream_epoch
-from ssl_tasks.objectives.base import DataSpec, TextDataSpec
+from ssl_tasks.objectives.base import DataSpec, PairDataSpec, TextDataSpec, objective_modality
 
 DEFAULT_MAX_LEN = 64
 
@@ -67,6 +69,38 @@ class TextFeed:
         for rows in stream_rows(self.rows, batch_size=batch_size, seed=seed, epoch=epoch, rank=rank,
                                 world_size=world_size, lengths=lengths):
             yield trim_padding(rows, self.spec.pad_id)
+
+
+@dataclass
+class PairFeed:
+    """Image–caption pairs: ``images`` (N, C, H, W) uint8 in memory, ``captions`` (M, L) token rows of every
+    caption, ``first``/``n_captions`` (N,) where image i's captions start and how many it has."""
+
+    images: np.ndarray
+    captions: np.ndarray
+    first: np.ndarray
+    n_captions: np.ndarray
+    spec: PairDataSpec
+    modality: str = "image_text"
+
+    def count(self) -> int:
+        return len(self.images)
+
+    def build_encoder(self, name: str, kwargs: dict[str, Any]) -> nn.Module:
+        from ssl_tasks.modalities.image.encoders import build_encoder
+
+        return build_encoder(name, self.spec.image.channels, self.spec.image.image_size, **kwargs)
+
+    def epoch(self, *, batch_size: int, seed: int, epoch: int, rank: int, world_size: int) -> Iterator[
+            tuple[np.ndarray, np.ndarray]]:
+        """(images (B, C, H, W), captions (B, L')) batches; one caption per image, drawn from (seed, epoch, rank)."""
+        rng = np.random.default_rng([seed, epoch, rank, 1])
+        index = np.arange(len(self.images)).reshape(-1, 1)
+        for idx in stream_rows(index, batch_size=batch_size, seed=seed, epoch=epoch, rank=rank,
+                               world_size=world_size):
+            i = idx[:, 0]
+            pick = self.first[i] + (rng.random(len(i)) * self.n_captions[i]).astype(np.int64)
+            yield self.images[i], trim_padding(self.captions[pick], self.spec.text.pad_id)
 
 
 def trim_padding(rows: np.ndarray, pad_id: int) -> np.ndarray:
@@ -123,17 +157,60 @@ def text_rows(data_dir: Path, tokenizer_path: str | Path, *, split: str, layout:
     ds = TextDataset(Path(data_dir))
     seqs = tok.encode(list(ds.iter_texts(split)))  # texts only: the label files are never opened
     rows = make_rows(seqs, layout, max_len, cls_id=tok.cls_id, sep_id=tok.sep_id, pad_id=tok.pad_id)
-    spec = TextDataSpec(vocab_size=tok.vocab_size, pad_id=tok.pad_id, cls_id=tok.cls_id, sep_id=tok.sep_id,
+    return rows, text_spec(tok, max_len)
+
+
+def text_spec(tok: Any, max_len: int) -> TextDataSpec:
+    """The data spec of a ``TextTokenizer`` for rows of ``max_len`` tokens."""
+    return TextDataSpec(vocab_size=tok.vocab_size, pad_id=tok.pad_id, cls_id=tok.cls_id, sep_id=tok.sep_id,
                         mask_id=tok.mask_id, sentinel_ids=tuple(tok.sentinel_ids),
                         special_ids=tuple(sorted(tok.special_ids)), seq_len=max_len)
-    return rows, spec
 
 
-def open_feed(job: Any) -> ImageFeed | TextFeed:
-    """The feed of a ``TrainJob``: by the dataset's modality (its manifest format)."""
+def caption_rows(captions: list[list[str]], tok: Any, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-image caption lists -> (padded token rows (M, max_len), first row (N,), captions per image (N,))."""
+    from ssl_tasks.modalities.text.batching import make_rows
+
+    n_captions = np.array([len(c) for c in captions], dtype=np.int64)
+    if len(n_captions) and n_captions.min() == 0:
+        raise UserError(f"image {int(np.argmin(n_captions))} has no caption (validation should have refused it)")
+    flat = [t for c in captions for t in c]
+    rows = make_rows(tok.encode(flat), "pad", max_len, cls_id=tok.cls_id, sep_id=tok.sep_id, pad_id=tok.pad_id)
+    first = np.concatenate([[0], np.cumsum(n_captions)[:-1]]).astype(np.int64)
+    return rows, first, n_captions
+
+
+def pair_feed(job: Any) -> PairFeed:
+    """Train images and captions of a pair dataset, tokenized by the job's tokenizer."""
+    from ssl_tasks.data.pair_shards import PairDataset
+    from ssl_tasks.modalities.text.tokenizer import TextTokenizer
+    from ssl_tasks.objectives import OBJECTIVES
+
+    if not job.tokenizer:
+        raise UserError(f"{job.data_dir} is an image–text dataset: the job needs its caption tokenizer "
+                        "(the tokenizer@<dataset> stage)")
+    ds = PairDataset(Path(job.data_dir))
+    cfg = build(OBJECTIVES.get(job.objective).Config, job.objective_kwargs, f"runs.{job.run}.objective_kwargs")
+    max_len = int(cfg.text_encoder_kwargs.get("max_len", DEFAULT_MAX_LEN))
+    tok = TextTokenizer.load(job.tokenizer)
+    images = np.concatenate([np.asarray(a) for a in ds.shard_images("train")])  # label files are never opened
+    rows, first, n_captions = caption_rows(ds.captions("train"), tok, max_len)
+    c, h, w = ds.image_shape
+    image = DataSpec(channels=c, image_size=min(h, w), mean=tuple(job.mean), std=tuple(job.std))
+    return PairFeed(images, rows, first, n_captions, PairDataSpec(image=image, text=text_spec(tok, max_len)))
+
+
+def open_feed(job: Any) -> ImageFeed | TextFeed | PairFeed:
+    """The feed of a ``TrainJob``: by the dataset's modality (its manifest format) and what the objective eats."""
+    from ssl_tasks.data.datasets import open_dataset
+    from ssl_tasks.objectives import OBJECTIVES
+
     root = Path(job.data_dir)
-    if dataset_modality(root) == "image":
-        ds = ImageDataset(root)
+    modality = objective_modality(OBJECTIVES.get(job.objective), dataset_modality(root))
+    if modality == "image_text":
+        return pair_feed(job)
+    if modality == "image":  # an image dataset, or the images of a pair dataset
+        ds = open_dataset(root)
         c, h, w = ds.image_shape
         return ImageFeed(ds, DataSpec(channels=c, image_size=min(h, w), mean=tuple(job.mean), std=tuple(job.std)))
     max_len = int(job.encoder_kwargs.get("max_len", DEFAULT_MAX_LEN))

@@ -28,7 +28,7 @@ from ssl_tasks.modalities.image.encoders import ENCODERS
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.objectives.base import Objective, check_compatible
 from ssl_tasks.training.config import TrainConfig, TrainJob
-from ssl_tasks.training.feeds import ImageFeed, TextFeed, open_feed
+from ssl_tasks.training.feeds import ImageFeed, PairFeed, TextFeed, open_feed
 from ssl_tasks.training.monitors import embedding_metrics, is_collapsed
 
 CHECKPOINT_FILE = "state.pt"
@@ -66,7 +66,7 @@ class CollapseError(RuntimeError):
     """Raised (when configured) as soon as the monitors flag a collapsed representation."""
 
 
-def build_objective(job: TrainJob, feed: ImageFeed | TextFeed) -> Objective:
+def build_objective(job: TrainJob, feed: ImageFeed | TextFeed | PairFeed) -> Objective:
     cls = OBJECTIVES.get(job.objective)
     check_compatible(cls, ENCODERS.get(job.encoder), feed.modality)
     cls.check_data(feed.spec)
@@ -137,7 +137,7 @@ def run_training(job: TrainJob, session: Session) -> None:
             _maybe_fault(job, rank, epoch, step)
             for grp in opt.param_groups:
                 grp["lr"] = lr_at(cfg, it, total, warmup)
-            x = torch.from_numpy(xb).to(device, non_blocking=True)
+            x = _to_device(xb, device)
             objective.progress = it / max(1, total)
             objective.monitoring = n_emb < cfg.monitor_samples
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -184,6 +184,13 @@ def run_training(job: TrainJob, session: Session) -> None:
         _report(session, objective, opt, epoch + 1, history, resumed, metrics)
         if cfg.stop_on_collapse and metrics.get("monitor/collapsed"):
             raise CollapseError(_collapse_message(job.run, epoch + 1, metrics))
+
+
+def _to_device(xb: Any, device: torch.device) -> Any:
+    """A feed's batch (an array, or a tuple of arrays for image–text pairs) as tensors on ``device``."""
+    if isinstance(xb, tuple):
+        return tuple(torch.from_numpy(np.ascontiguousarray(a)).to(device, non_blocking=True) for a in xb)
+    return torch.from_numpy(xb).to(device, non_blocking=True)
 
 
 def _report(session: Session, objective: Objective, opt: torch.optim.Optimizer, epoch: int,

@@ -16,7 +16,8 @@ FAST = EvalConfig(linear_epochs=30, finetune_epochs=10, finetune_batch_size=32)
 
 
 def test_registry() -> None:
-    assert PROTOCOLS.names() == sorted([*ALL, "perplexity", "pseudo_perplexity"])
+    assert PROTOCOLS.names() == sorted([*ALL, "perplexity", "pseudo_perplexity", "retrieval", "zero_shot"])
+    assert PROTOCOLS.get("retrieval").key == "retrieval/r1" and PROTOCOLS.get("zero_shot").kind == "image_text"
     assert PROTOCOLS.get("perplexity").key == "perplexity/ppl" and not PROTOCOLS.get("perplexity").higher_is_better
     assert PROTOCOLS.get("semi_1pct").fraction == 0.01 and PROTOCOLS.get("semi_10pct").kind == "finetune"
     assert PROTOCOLS.get("knn").kind == "frozen" and PROTOCOLS.get("knn").fraction is None
@@ -77,4 +78,4 @@ def test_unlabeled_train_rejected(digits) -> None:  # noqa: ANN001
 def test_unknown_protocol_rejected(digits) -> None:  # noqa: ANN001
     with pytest.raises(UserError, match="unknown protocol"):
         evaluate_encoder(None, *digits, num_classes=10, mean=MEAN, std=STD,
-                         protocols=["knn", "zero_shot"], cfg=FAST, finetune_views=None)  # fmt: skip
+                         protocols=["knn", "zero_shots"], cfg=FAST, finetune_views=None)  # fmt: skip

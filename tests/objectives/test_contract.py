@@ -61,7 +61,9 @@ def test_step_result_is_finite_with_named_terms(name: str) -> None:
     assert res.terms and all(k.endswith("_loss") for k in res.terms)
     assert all(not t.requires_grad for t in res.terms.values())
     h1, h2 = res.embeddings
-    assert h1.shape == h2.shape == (16, make(name).encoder.out_dim) and not h1.requires_grad
+    obj = make(name)
+    dim = obj.cfg.embed_dim if CASES[name].pair else obj.encoder.out_dim  # image-text: the shared space
+    assert h1.shape == h2.shape == (16, dim) and not h1.requires_grad
 
 
 def test_gradients_reach_online_network_not_target(name: str) -> None:
@@ -103,11 +105,11 @@ def test_forward_takes_views_only(name: str) -> None:
 
 def _job(name: str, data: Path, seed: int = 0, tokenizer: Path | None = None) -> TrainJob:
     case, spec = CASES[name], spec_for(name)
-    mean, std = ((), ()) if case.text else (spec.mean, spec.std)
+    mean, std = ((), ()) if case.text else (spec.image.mean, spec.image.std) if case.pair else (spec.mean, spec.std)
     return TrainJob(run=name, seed=seed, data_dir=str(data), objective=name, objective_kwargs=case.objective_kwargs,
                     encoder=case.encoder, encoder_kwargs=case.encoder_kwargs,
-                    train=TrainConfig(epochs=1, batch_size=64 if case.colour or case.text else 128), mean=mean,
-                    std=std, tokenizer=str(tokenizer or ""))
+                    train=TrainConfig(epochs=1, batch_size=64 if case.colour or case.text or case.pair else 128),
+                    mean=mean, std=std, tokenizer=str(tokenizer or ""))
 
 
 @pytest.fixture
@@ -119,6 +121,8 @@ def dataset_for(request: pytest.FixtureRequest):  # noqa: ANN201
         case = CASES[name]
         if case.text:
             return request.getfixturevalue("text_dataset"), request.getfixturevalue("text_tokenizer")
+        if case.pair:
+            return request.getfixturevalue("pair_dataset"), request.getfixturevalue("pair_tokenizer")
         return request.getfixturevalue("colour_dataset" if case.colour else "digits_dataset"), None
 
     return get

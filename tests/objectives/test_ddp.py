@@ -60,17 +60,20 @@ def _worker(rank: int, world: int, port: int, jobs: list[dict], out: dict) -> No
 
 def test_every_objective_trains_under_ddp_with_replicas_in_sync(digits_dataset: Path, colour_dataset: Path,
                                                                  beit_tokenizer: Path, text_dataset: Path,
-                                                                 text_tokenizer: Path) -> None:
+                                                                 text_tokenizer: Path, pair_dataset: Path,
+                                                                 pair_tokenizer: Path) -> None:
     jobs = []
     for name in OBJECTIVES.names():
         case, spec = CASES[name], spec_for(name)
         kwargs = {**case.objective_kwargs, **({"tokenizer": str(beit_tokenizer)} if name == "beit" else {})}
-        data = text_dataset if case.text else colour_dataset if case.colour else digits_dataset
-        mean, std = ((), ()) if case.text else (spec.mean, spec.std)
+        data = (pair_dataset if case.pair else text_dataset if case.text else colour_dataset if case.colour
+                else digits_dataset)
+        mean, std = ((), ()) if case.text else (spec.image.mean, spec.image.std) if case.pair else (spec.mean, spec.std)
+        tok = str(pair_tokenizer) if case.pair else str(text_tokenizer) if case.text else ""
         job = TrainJob(run=name, seed=0, data_dir=str(data), objective=name, objective_kwargs=kwargs,
-                       encoder=case.encoder, encoder_kwargs=case.encoder_kwargs, mean=mean, std=std,
-                       tokenizer=str(text_tokenizer) if case.text else "",
-                       train=TrainConfig(epochs=1, batch_size=32 if case.colour or case.text else 64, warmup_epochs=0))
+                       encoder=case.encoder, encoder_kwargs=case.encoder_kwargs, mean=mean, std=std, tokenizer=tok,
+                       train=TrainConfig(epochs=1, batch_size=32 if case.colour or case.text or case.pair else 64,
+                                         warmup_epochs=0))
         jobs.append(asdict(job))
     out = mp.Manager().dict()
     mp.spawn(_worker, args=(2, _free_port(), jobs, out), nprocs=2, join=True)
