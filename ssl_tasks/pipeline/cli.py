@@ -37,7 +37,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 
     print("objectives: " + ", ".join(f"{n} ({'/'.join(sorted(OBJECTIVES.get(n).modalities))})" for n in OBJECTIVES))
     print("encoders:   " + ", ".join(f"{n} ({getattr(ENCODERS.get(n), 'modality', 'image')})" for n in ENCODERS))
-    print("modalities: image, text")
+    print("modalities: image, text, image_text (image-caption pairs; image objectives also train on their images)")
     print("protocols:  " + ", ".join(PROTOCOLS.names()))
     print("sources:    " + ", ".join(SOURCES.names()))
 
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split-seed", type=int, default=0)
     s.add_argument("--shard-size", type=int, default=8192)
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="source option, repeatable (text sources), e.g. --option unit=paragraph")
+                   help="source option, repeatable (text and image-text sources), e.g. --option unit=paragraph")
     s.set_defaults(fn=cmd_ingest)
     s = sub.add_parser("validate", help="Great Expectations checks of an ingested dataset")
     s.add_argument("--dataset")
