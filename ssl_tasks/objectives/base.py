@@ -152,7 +152,8 @@ def check_compatible(objective: type[Objective], encoder_cls: type, modality: st
     """Refuse an objective/encoder/modality combination before any data loads."""
     from ssl_tasks.core.errors import UserError
 
-    wanted = objective.encoder_modality or objective_modality(objective, modality)
+    trains_in = objective_modality(objective, modality)  # refuses data the objective cannot train on
+    wanted = objective.encoder_modality or trains_in
     enc_modality = getattr(encoder_cls, "modality", "image")
     if enc_modality != wanted:
         need = f"the data is {modality}" if objective.encoder_modality is None else f"its {wanted} tower is the encoder"
