@@ -37,9 +37,13 @@ def params_for(args: argparse.Namespace):  # noqa: ANN201
         d["path"] = str((REPO / d["path"]).resolve())
     if args.epochs:
         raw["train"]["epochs"] = args.epochs
+    if args.image_size:
+        raw["datasets"]["clipart"]["options"]["image_size"] = args.image_size
     raw["runs"]["lit"] = {**raw["runs"]["clip"], "objective_kwargs": {
         **raw["runs"]["clip"]["objective_kwargs"], "lock_image": True,
         "init_image": "artifacts/runs/simclr/pretrain/seed-0/encoder.pt"}}
+    if args.runs:
+        raw["runs"] = {k: v for k, v in raw["runs"].items() if k in args.runs}
     return parse_params(raw)
 
 
@@ -47,6 +51,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="/tmp/bench-clip")
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--image-size", type=int, default=None, help="override the profile's 32")
+    ap.add_argument("--runs", nargs="+", default=None, help="a subset of clip, siglip, simclr, lit")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "clip_openclipart.json"))
     ap.add_argument("--render", metavar="JSON")
     args = ap.parse_args()
@@ -73,7 +79,7 @@ def main() -> None:
         timed(f"validate@{ds}", stages.validate, params, ds, layout)
         timed(f"tokenizer@{ds}", stages.tokenizer, params, ds, layout)
         timed(f"baselines@{ds}", stages.baselines, params, ds, layout)
-    order = ["simclr", *[r for r in params.runs if r != "simclr"]]  # LiT starts from SimCLR's encoder
+    order = sorted(params.runs, key=lambda r: r != "simclr")  # LiT starts from SimCLR's encoder
     for run in order:
         timed(f"pretrain@{run}", stages.pretrain, params, run, layout)
         timed(f"evaluate@{run}", stages.evaluate, params, run, layout)
@@ -99,7 +105,8 @@ def main() -> None:
 
 def _counts(layout) -> dict:  # noqa: ANN001
     m = json.loads((layout.data("clipart") / "manifest.json").read_text())
-    return {k: {"images": v["count"], "captions": v["n_captions"]} for k, v in m["splits"].items()}
+    return {"image_shape": m["image_shape"],
+            **{k: {"images": v["count"], "captions": v["n_captions"]} for k, v in m["splits"].items()}}
 
 
 def _adapt(images: np.ndarray, size: int, invert: bool) -> np.ndarray:
