@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -11,7 +12,6 @@ REPO = Path(__file__).resolve().parents[1]
 def copy_project(dest: Path) -> Path:
     """A throwaway copy of the project's source files (what git would check out), as a git + DVC repo."""
     import shutil
-    import subprocess
 
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout.split()
@@ -36,3 +36,16 @@ def fast_params(raw: dict, runs: tuple[str, ...] = ("simclr", "byol")) -> dict:
     raw["baselines"].update(supervised_epochs=1)
     raw["evaluation"]["settings"].update(finetune_epochs=2, linear_epochs=20)
     return raw
+
+
+def repro(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``dvc repro [args]`` in ``root`` with this venv's tools first on PATH and the project's own MLflow store
+    (any inherited ``MLFLOW_TRACKING_URI`` dropped unless ``env`` sets one)."""
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    full = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    full.pop("MLFLOW_TRACKING_URI", None)
+    full.update(env or {})
+    return subprocess.run([str(bin_dir / "dvc"), "repro", *args], cwd=root, capture_output=True, text=True, env=full,
+                          timeout=1500)

@@ -67,17 +67,9 @@ def ingest(
         return write_text_dataset(
             out, result.splits, label_names=result.label_names, source=meta, shard_size=int(shard_size)
         )
-    if isinstance(result, PairSourceResult):
-        return write_pair_dataset(
-            out,
-            result.splits,
-            image_shape=result.image_shape,
-            label_names=result.label_names,
-            source=meta,
-            shard_size=int(shard_size),
-        )
-    assert isinstance(result, SourceResult)
-    return write_dataset(
+    assert isinstance(result, (SourceResult, PairSourceResult))
+    write = write_pair_dataset if isinstance(result, PairSourceResult) else write_dataset  # both image shards
+    return write(
         out,
         result.splits,
         image_shape=result.image_shape,

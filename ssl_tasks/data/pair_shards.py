@@ -35,7 +35,7 @@ import numpy as np
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import atomic_dir, sha256_file, write_json_atomic
-from ssl_tasks.data.shards import ImageDataset
+from ssl_tasks.data.shards import ImageDataset, image_manifest
 
 FORMAT = "ssl_tasks.pair_shards/v1"
 UNLABELED = -1
@@ -117,21 +117,10 @@ def write_pair_dataset(
     """Write splits as image/pair/label shards + manifest into ``out`` atomically; return the manifest."""
     if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
         raise UserError(f"shard_size must be an integer >= 1, got {shard_size!r}")
-    shape = tuple(int(s) for s in image_shape)
-    if len(shape) != 3:
-        raise UserError(f"image_shape must be (C, H, W), got {shape}")
     if sum(len(s.records) for s in splits.values()) == 0:
         raise UserError(f"dataset from source {source.get('name')!r} is empty: no image-caption pairs found")
-    manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "modality": "image_text",
-        "image_shape": list(shape),
-        "dtype": "uint8",
-        "value_range": [0, 255],
-        "label_names": list(label_names),
-        "source": source,
-        "splits": {},
-    }
+    manifest = image_manifest(FORMAT, "image_text", image_shape, label_names, source)
+    shape = tuple(manifest["image_shape"])
     with atomic_dir(out) as tmp:
         for split, data in splits.items():
             manifest["splits"][split] = _write_split(tmp, split, data, shape, len(label_names), int(shard_size))

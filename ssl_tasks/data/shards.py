@@ -52,26 +52,25 @@ def write_dataset(
     """Write splits as shards + manifest into ``out`` atomically; return the manifest."""
     if shard_size < 1:
         raise UserError(f"shard_size must be >= 1, got {shard_size}")
-    shape = tuple(int(s) for s in image_shape)
-    if len(shape) != 3:
-        raise UserError(f"image_shape must be (C, H, W), got {shape}")
     if sum(len(s.labels) for s in splits.values()) == 0:
         raise UserError(f"dataset from source {source.get('name')!r} is empty: no samples found")
-    manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "modality": "image",
-        "image_shape": list(shape),
-        "dtype": "uint8",
-        "value_range": [0, 255],
-        "label_names": list(label_names),
-        "source": source,
-        "splits": {},
-    }
+    manifest = image_manifest(FORMAT, "image", image_shape, label_names, source)
+    shape = tuple(manifest["image_shape"])
     with atomic_dir(out) as tmp:
         for split, data in splits.items():
             manifest["splits"][split] = _write_split(tmp, split, data, shape, len(label_names), shard_size)
         write_json_atomic(tmp / "manifest.json", manifest)
     return manifest
+
+
+def image_manifest(fmt: str, modality: str, image_shape: Sequence[int], label_names: Sequence[str],
+                   source: dict[str, Any]) -> dict[str, Any]:
+    """The manifest head shared by the formats that store uint8 (C, H, W) image shards; ``splits`` to fill."""
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) != 3:
+        raise UserError(f"image_shape must be (C, H, W), got {shape}")
+    return {"format": fmt, "modality": modality, "image_shape": list(shape), "dtype": "uint8",
+            "value_range": [0, 255], "label_names": list(label_names), "source": source, "splits": {}}
 
 
 def _write_split(

@@ -25,7 +25,7 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
     return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=300)
 
 
-def params_with(tmp_path: Path, edit) -> Path:  # noqa: ANN001
+def params_with(tmp_path: Path, edit) -> Path:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     edit(raw)
     p = tmp_path / "params.yaml"
@@ -56,12 +56,12 @@ def test_wrong_param_type_subprocess(tmp_path: Path) -> None:
         (lambda r: r["runs"]["byol"]["objective_kwargs"].update(temprature=0.1), "runs.byol.objective_kwargs: unknown key(s) temprature"),
         (lambda r: r["runs"]["byol"].update(encoder="vgg"), "unknown encoder 'vgg'; valid: causal_transformer, resnet18, seq2seq_transformer, small_cnn"),
         (lambda r: r["runs"]["byol"].update(dataset="imagenet"), "unknown dataset 'imagenet'"),
-        (lambda r: r["evaluation"].update(protocols=["knn", "zero_shot"]), "unknown protocol 'zero_shot'"),
+        (lambda r: r["evaluation"].update(protocols=["knn", "zero_shots"]), "unknown protocol 'zero_shots'"),
         (lambda r: r["train"].update(lr=-1.0), "lr must be > 0"),
         (lambda r: r["runs"]["simclr"]["objective_kwargs"]["views"].update(crop_scale=[0.0, 1.0]), "crop_scale"),
     ],
 )
-def test_invalid_params_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str], edit, message: str) -> None:  # noqa: ANN001
+def test_invalid_params_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str], edit, message: str) -> None:
     p = params_with(tmp_path, edit)
     assert main(["--params", str(p), "--root", str(tmp_path), "pretrain", "--run", "simclr"]) == 2
     err = capsys.readouterr().err
@@ -98,7 +98,7 @@ class _Payload:
     def __init__(self, cmd: str) -> None:
         self.cmd = cmd
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (os.system, (self.cmd,))
 
 

@@ -3,7 +3,6 @@ lineage in MLflow, and a validation failure that stops the pipeline before pretr
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -12,23 +11,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from helpers import copy_project, fast_params
+from helpers import copy_project, fast_params, repro
 
 BIN = Path(sys.executable).parent
 
-
-def repro(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([str(BIN / "dvc"), "repro", *args], cwd=root, capture_output=True, text=True, env=env,
-                          timeout=1500)
 
 
 def ran(res: subprocess.CompletedProcess[str]) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", res.stdout))
 
 
-def edit_params(root: Path, edit) -> None:  # noqa: ANN001
+def edit_params(root: Path, edit) -> None:
     raw = yaml.safe_load((root / "params.yaml").read_text())
     edit(raw)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -5,8 +5,6 @@ one leaderboard and the MLflow runs."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,17 +12,11 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import CLIPART, clipart_table
-from helpers import copy_project
+from helpers import copy_project, repro
 
 BIN = Path(sys.executable).parent
 TINY_TEXT = {"max_len": 16, "width": 32, "depth": 1, "heads": 2}
 
-
-def repro(root: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([str(BIN / "dvc"), "repro"], cwd=root, capture_output=True, text=True, env=env,
-                          timeout=1500)
 
 
 @pytest.fixture(scope="module")
