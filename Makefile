@@ -16,7 +16,7 @@ export RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION := 0
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run run-text run-clip test bench ui ui-stop clean help
+.PHONY: install run run-text run-clip services services-stop test bench ui ui-stop clean help
 
 help:
 	@echo "make run    - install (first time) and run the default pipeline with dvc repro"
@@ -24,6 +24,7 @@ help:
 	@echo "make run-text - the language pipeline (configs/text.yaml: SST-2, Tiny Shakespeare) in workspaces/text/"
 	@echo "make run-clip - the image-text pipeline (configs/clip.yaml: CLIP, SigLIP, SimCLR on Open Clip Art) in workspaces/clip/"
 	@echo "make ui     - start the Prefect UI (:$(PREFECT_PORT)) and MLflow UI (:$(MLFLOW_PORT)) and serve the flow"
+	@echo "make services - PostgreSQL + SeaweedFS (S3) + MLflow server with basic auth on loopback (infra/SCALING.md)"
 	@echo "make bench  - benchmarks (writes bench/results/*.json)"
 
 $(STAMP): requirements.txt requirements-torch.txt pyproject.toml
@@ -65,6 +66,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/quality.py --data fashion_mnist
 	$(BIN)/python bench/quality.py --data cifar10_jpeg --objectives simclr byol dino mae colorization
 	$(BIN)/python bench/clip_quality.py
+
+services: $(STAMP)
+	bash infra/local/install-services.sh
+	bash infra/local/services.sh start
+
+services-stop:
+	bash infra/local/services.sh stop
 
 ui: $(STAMP)
 	bash infra/local/ui.sh start $(PREFECT_PORT) $(MLFLOW_PORT)
