@@ -83,7 +83,10 @@ def init_ray(address: str | None = None) -> None:
     else:
         # Keep the dashboard: without it Ray Train's placement-group cleaner cannot query the controller's
         # state and logs an error every few seconds, and start-up is no faster (../shared/STACK.md).
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+        # "local": a new cluster even when a `ray start` cluster is discoverable on this machine (plain
+        # ray.init() would join that one, then refuse num_cpus): only RAY_ADDRESS / ray.address join one.
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
+                 log_to_driver=True)
 
 
 def fit(job: TrainJob, *, storage_dir: Path, name: str, address: str | None = None) -> dict[str, Any]:

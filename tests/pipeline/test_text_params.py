@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 RAW = yaml.safe_load((REPO / "configs" / "text.yaml").read_text())
 
 
-def with_edit(edit) -> dict:  # noqa: ANN001
+def with_edit(edit) -> dict:
     raw = copy.deepcopy(RAW)
     edit(raw)
     return raw
@@ -39,7 +39,7 @@ def test_text_profile_parses() -> None:
     (lambda r: r["runs"]["mlm"].update(objective_kwargs={"nsp": True, "layout": "pad"}), "nsp builds sentence"),
     (lambda r: r["baselines"].update(text_encoder="small_cnn"), "is not a text encoder"),
 ])
-def test_text_mistakes_are_named(edit, message: str) -> None:  # noqa: ANN001
+def test_text_mistakes_are_named(edit, message: str) -> None:
     with pytest.raises(UserError) as e:
         parse_params(with_edit(edit))
     assert message in str(e.value)
