@@ -61,6 +61,13 @@ SKIP_PARTS = {"__pycache__"}
 # Stages whose tasks retry once (they read external sources: I/O).
 RETRY_STAGES = {"ingest": 1}
 
+# Task-run tags: every pretrain stage gets PRETRAIN_TAG, and GPU_TAG as well when its run trains on
+# a GPU (``train.use_gpu``, or the run's own ``train`` override). A Prefect tag concurrency limit
+# on GPU_TAG (``prefect concurrency-limit create gpu 1``) then lets only that many GPU pretraining
+# tasks run at once across all flow runs; the others wait for a slot. CPU runs never take a slot.
+PRETRAIN_TAG = "pretrain"
+GPU_TAG = "gpu"
+
 QUIET_ENV = {
     "DVC_NO_ANALYTICS": "1",
     "DO_NOT_TRACK": "true",
@@ -326,6 +333,23 @@ def _address(stage: Any, root: Path) -> str:
     return name if rel == "dvc.yaml" else f"{rel}:{name}"
 
 
+def stage_tags(stage: str, run_dir: Path) -> list[str]:
+    """Task-run tags of ``stage`` (a DVC address such as ``pretrain@simclr``) in ``run_dir``."""
+    base, _, key = stage.split(":")[-1].partition("@")
+    if base != "pretrain":
+        return []
+    from ssl_tasks.core.errors import UserError
+    from ssl_tasks.pipeline.params import load_params
+
+    tags = [PRETRAIN_TAG]
+    try:
+        if key and load_params(Path(run_dir) / "params.yaml").train_for(key).use_gpu:
+            tags.append(GPU_TAG)
+    except UserError:  # unreadable params: the stage itself reports them, with the stage's own error
+        pass
+    return tags
+
+
 @task(name="dvc-stage", task_run_name="{stage}", cache_policy=NO_CACHE)
 def run_stage(stage: str, run_dir: str, extra_env: dict[str, str]) -> dict[str, Any]:
     """``dvc repro --single-item <stage>`` in ``run_dir``; output streamed into the run log line by line."""
@@ -477,7 +501,11 @@ def _run_pipeline(root: Path, ws: Path | None, params: dict[str, Any] | None, gi
     results = []
     for stage in stages:
         retries = RETRY_STAGES.get(stage.split(":")[-1].split("@")[0], 0)
-        t = run_stage.with_options(retries=retries, retry_delay_seconds=2) if retries else run_stage
+        options: dict[str, Any] = {"retries": retries, "retry_delay_seconds": 2} if retries else {}
+        tags = stage_tags(stage, run_dir)
+        if tags:
+            options["tags"] = tags
+        t = run_stage.with_options(**options) if options else run_stage
         results.append(t(stage, str(run_dir), extra_env))
 
     from ssl_tasks.pipeline.stages import Layout

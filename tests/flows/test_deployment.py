@@ -4,72 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
+from prefect_helpers import api as _api
+from prefect_helpers import free_port as _free_port
+from prefect_helpers import stop_group as _stop
+from prefect_helpers import tails as _tails
+from prefect_helpers import wait_for as _wait
 
 DEPLOYMENT = "test"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _api(base: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read() or b"null")
-
-
-def _wait(what: str, fn: Any, timeout: float, every: float = 1.0, logs: tuple[Path, ...] = ()) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            value = fn()
-            if value:
-                return value
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n" + _tails(logs))
-
-
-def _tails(logs: tuple[Path, ...], n: int = 4000) -> str:
-    return "\n".join(f"--- {p.name} (tail)\n{p.read_text(errors='replace')[-n:]}" for p in logs if p.is_file())
-
-
-def _stop(proc: subprocess.Popen | None, grace: float = 30) -> None:
-    """SIGTERM the process group, then SIGKILL what is left."""
-    if proc is None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10)):
-        if proc.poll() is not None:
-            break
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            pass
-    try:  # children that outlived their leader (same group)
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def test_two_runs_at_once_each_in_its_own_workspace(tmp_path: Path, project_factory: Any,
