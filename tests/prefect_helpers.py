@@ -20,11 +20,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def api(base: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def api(base: str, method: str, path: str, body: dict[str, Any] | None = None, attempts: int = 5) -> Any:
+    """One REST call; a 503 (the server's SQLite busy under load on 2 cores) is retried a few times."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read() or b"null")
+    for attempt in range(attempts):
+        req = urllib.request.Request(base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            if e.code != 503 or attempt == attempts - 1:
+                raise
+            time.sleep(2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def wait_for(what: str, fn: Any, timeout: float, every: float = 1.0, logs: tuple[Path, ...] = ()) -> Any:
