@@ -49,3 +49,22 @@ def repro(root: Path, *args: str, env: dict[str, str] | None = None) -> subproce
     full.update(env or {})
     return subprocess.run([str(bin_dir / "dvc"), "repro", *args], cwd=root, capture_output=True, text=True, env=full,
                           timeout=1500)
+
+
+def validation_failure(ds: Path, tmp_path: Path, **kw: object) -> tuple[str, dict[str, dict]]:
+    """Validate ``ds`` expecting failure: the message and the failed expectations by name (report and exception
+    agree)."""
+    import json
+
+    import pytest
+
+    from ssl_tasks.validation import ValidationFailed, validate_dataset
+
+    report_path = tmp_path / "report.json"
+    with pytest.raises(ValidationFailed) as ei:
+        validate_dataset(ds, report_path, **kw)
+    report = json.loads(report_path.read_text())
+    assert report == ei.value.report and report["success"] is False
+    msg = str(ei.value)
+    assert msg.startswith(f"validation failed for {ds}: {report['n_failed']} of {report['n_expectations']}")
+    return msg, {e["name"]: e for e in report["expectations"] if not e["success"]}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CLIPART, CLIPART_OPTIONS
 from PIL import Image
 
 from ssl_tasks.core.errors import UserError
@@ -24,15 +25,8 @@ from ssl_tasks.data.text_sources import takes_options
 from ssl_tasks.pipeline.params import DatasetParams
 
 REPO = Path(__file__).resolve().parents[2]
-OPENCLIPART = REPO.parent / "shared" / "data" / "openclipart_captions"
-OPTIONS = {
-    "image_column": "filepath",
-    "caption_column": ["title", "keywords"],
-    "caption_separator": "|",
-    "label_column": "category",
-    "label_depth": 1,
-    "image_size": 32,
-}
+OPENCLIPART = CLIPART
+OPTIONS = {**CLIPART_OPTIONS, "image_size": 32}
 
 
 def openclipart_rows() -> list[dict[str, str]]:

@@ -4,29 +4,23 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import tarfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CLIPART, CLIPART_OPTIONS
+from helpers import validation_failure
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.data.ingest import ingest
 from ssl_tasks.data.pair_shards import PairDataset, PairRecord, PairSplit, write_pair_dataset
-from ssl_tasks.validation import ValidationConfig, ValidationFailed, validate_dataset
+from ssl_tasks.validation import ValidationConfig, validate_dataset
 from ssl_tasks.validation.pair_checks import build_pair_tables
 
-OPENCLIPART = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "openclipart_captions"
-OPTIONS = {
-    "image_column": "filepath",
-    "caption_column": ["title", "keywords"],
-    "caption_separator": "|",
-    "label_column": "category",
-    "label_depth": 1,
-    "image_size": 32,
-}
+OPENCLIPART = CLIPART
+OPTIONS = {**CLIPART_OPTIONS, "image_size": 32}
 ERROR = "expect_column_values_to_be_null(error is null: every image exists, decodes and lies inside the dataset root)"
 PATH = "expect_column_values_to_not_match_regex(image path is relative and has no '..' part)"
 N_CAPTIONS = "expect_column_values_to_be_between(n_captions >= 1: every image has a caption)"
@@ -37,16 +31,7 @@ PAIRS = ("expect_column_values_to_be_in_set(pair_in_train == False: at most 0 no
 IMAGES = "expect_column_values_to_be_in_set(in_train == False: at most 0 non-train rows duplicate a train image)"
 
 
-def fail(ds: Path, tmp_path: Path, **kw) -> tuple[str, dict[str, dict]]:
-    """The failure message and the failed expectations by name (report and exception agree)."""
-    report_path = tmp_path / "report.json"
-    with pytest.raises(ValidationFailed) as ei:
-        validate_dataset(ds, report_path, **kw)
-    report = json.loads(report_path.read_text())
-    assert report == ei.value.report and report["success"] is False
-    msg = str(ei.value)
-    assert msg.startswith(f"validation failed for {ds}: {report['n_failed']} of {report['n_expectations']}")
-    return msg, {e["name"]: e for e in report["expectations"] if not e["success"]}
+fail = validation_failure
 
 
 def openclipart_rows() -> list[dict[str, str]]:

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import validation_failure
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.data.ingest import ingest
 from ssl_tasks.data.text_shards import TextDataset, TextSplit, write_text_dataset
-from ssl_tasks.validation import ValidationConfig, ValidationFailed, build_text_tables, validate_dataset
+from ssl_tasks.validation import ValidationConfig, build_text_tables, validate_dataset
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SHAKESPEARE = SHARED / "tiny_shakespeare" / "input.txt"
@@ -24,16 +25,7 @@ N_CHARS = "expect_column_values_to_be_between(n_chars in [1, 20000])"
 DUPLICATES = "expect_column_values_to_be_in_set(in_train == False: at most 0 non-train rows duplicate a train text)"
 
 
-def fail(ds: Path, tmp_path: Path, **kw) -> tuple[str, dict[str, dict]]:
-    """The failure message and the failed expectations by name (report and exception agree)."""
-    report_path = tmp_path / "report.json"
-    with pytest.raises(ValidationFailed) as ei:
-        validate_dataset(ds, report_path, **kw)
-    report = json.loads(report_path.read_text())
-    assert report == ei.value.report and report["success"] is False
-    msg = str(ei.value)
-    assert msg.startswith(f"validation failed for {ds}: {report['n_failed']} of {report['n_expectations']}")
-    return msg, {e["name"]: e for e in report["expectations"] if not e["success"]}
+fail = validation_failure
 
 
 def table(tmp_path: Path, name: str, content: bytes) -> Path:
