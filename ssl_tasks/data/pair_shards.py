@@ -36,6 +36,7 @@ import numpy as np
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import atomic_dir, sha256_file, write_json_atomic
 from ssl_tasks.data.shards import ImageDataset, image_manifest
+from ssl_tasks.data.text_shards import read_json_lines
 
 FORMAT = "ssl_tasks.pair_shards/v1"
 UNLABELED = -1
@@ -185,17 +186,7 @@ class PairDataset(ImageDataset):
 
     def _read_records(self, rel: str, count: int) -> list[PairRecord]:
         path = self.root / rel
-        records: list[PairRecord] = []
-        try:
-            with open(path, "rb") as f:
-                for n, line in enumerate(f, 1):
-                    try:
-                        obj = json.loads(line)
-                    except ValueError as e:  # also invalid UTF-8
-                        raise UserError(f"{path}:{n}: not a JSON object ({e})") from None
-                    records.append(PairRecord.from_json(obj, f"{path}:{n}"))
-        except OSError as e:
-            raise UserError(f"cannot read shard {path}: {e}") from None
+        records = [PairRecord.from_json(obj, where) for where, obj in read_json_lines(path, "a JSON object")]
         if len(records) != count:
             raise UserError(f"{path}: {len(records)} records but the manifest says the shard holds {count} images")
         return records

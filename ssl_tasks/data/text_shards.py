@@ -121,6 +121,21 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+def read_json_lines(path: Path, what: str) -> list[tuple[str, Any]]:
+    """(``path:line``, parsed value) of every line of a JSON-lines shard; a UserError names a bad line."""
+    out: list[tuple[str, Any]] = []
+    try:
+        with open(path, "rb") as f:
+            for n, line in enumerate(f, 1):
+                try:
+                    out.append((f"{path}:{n}", json.loads(line)))
+                except ValueError as e:  # also invalid UTF-8
+                    raise UserError(f"{path}:{n}: not {what} ({e})") from None
+    except OSError as e:
+        raise UserError(f"cannot read shard {path}: {e}") from None
+    return out
+
+
 class TextDataset(ManifestDataset):
     """Read access to an ingested text dataset directory (shards are read one at a time)."""
 
@@ -137,20 +152,11 @@ class TextDataset(ManifestDataset):
 
 
     def _read_texts(self, rel: str) -> list[str]:
-        path = self.root / rel
         texts: list[str] = []
-        try:
-            with open(path, "rb") as f:
-                for n, line in enumerate(f, 1):
-                    try:
-                        text = json.loads(line)
-                    except ValueError as e:  # also invalid UTF-8
-                        raise UserError(f"{path}:{n}: not a JSON string ({e})") from None
-                    if not isinstance(text, str):
-                        raise UserError(f"{path}:{n}: expected a JSON string, got {type(text).__name__}")
-                    texts.append(text)
-        except OSError as e:
-            raise UserError(f"cannot read shard {path}: {e}") from None
+        for where, text in read_json_lines(self.root / rel, "a JSON string"):
+            if not isinstance(text, str):
+                raise UserError(f"{where}: expected a JSON string, got {type(text).__name__}")
+            texts.append(text)
         return texts
 
     def iter_shards(self, split: str) -> Iterator[tuple[list[str], np.ndarray]]:
