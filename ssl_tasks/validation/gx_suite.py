@@ -155,6 +155,20 @@ def _image_checks(tables: DatasetTables) -> list[_Check]:
     return checks
 
 
+def _string_checks(table: str, noun: str, label: str, lo: int, hi: int) -> list[_Check]:
+    """Decoding, blank and length checks of a table of strings (texts, or captions)."""
+    import great_expectations.expectations as gxe
+
+    return [
+        _Check(table, "decode_error", f"decode_error == False: {noun} decode as UTF-8",
+               gxe.ExpectColumnValuesToBeInSet(column="decode_error", value_set=[False])),
+        _Check(table, "blank", f"blank == False: no empty or whitespace-only {noun}",
+               gxe.ExpectColumnValuesToBeInSet(column="blank", value_set=[False])),
+        _Check(table, "n_chars", f"{label}n_chars in [{lo}, {hi}]",
+               gxe.ExpectColumnValuesToBeBetween(column="n_chars", min_value=lo, max_value=hi)),
+    ]
+
+
 def _build_text_checks(tables: DatasetTables, config: ValidationConfig) -> list[_Check]:
     """The text suite: decoding, blanks, length bounds per text and on average, then the shared checks."""
     import great_expectations.expectations as gxe
@@ -162,24 +176,7 @@ def _build_text_checks(tables: DatasetTables, config: ValidationConfig) -> list[
     lo, hi = int(config.min_chars), int(config.max_chars)
     checks = [
         _row_count_check(tables),
-        _Check(
-            SAMPLES,
-            "decode_error",
-            "decode_error == False: texts decode as UTF-8",
-            gxe.ExpectColumnValuesToBeInSet(column="decode_error", value_set=[False]),
-        ),
-        _Check(
-            SAMPLES,
-            "blank",
-            "blank == False: no empty or whitespace-only texts",
-            gxe.ExpectColumnValuesToBeInSet(column="blank", value_set=[False]),
-        ),
-        _Check(
-            SAMPLES,
-            "n_chars",
-            f"n_chars in [{lo}, {hi}]",
-            gxe.ExpectColumnValuesToBeBetween(column="n_chars", min_value=lo, max_value=hi),
-        ),
+        *_string_checks(SAMPLES, "texts", "", lo, hi),
     ]
     wlo, whi = config.min_mean_words, config.max_mean_words
     if wlo is not None or whi is not None:
@@ -225,24 +222,7 @@ def _build_pair_checks(tables: PairTables, config: ValidationConfig) -> list[_Ch
             gxe.ExpectColumnValuesToBeBetween(column="n_captions", min_value=1),
         ),
         _row_count_check(tables, CAPTIONS, "n_captions"),
-        _Check(
-            CAPTIONS,
-            "decode_error",
-            "decode_error == False: captions decode as UTF-8",
-            gxe.ExpectColumnValuesToBeInSet(column="decode_error", value_set=[False]),
-        ),
-        _Check(
-            CAPTIONS,
-            "blank",
-            "blank == False: no empty or whitespace-only captions",
-            gxe.ExpectColumnValuesToBeInSet(column="blank", value_set=[False]),
-        ),
-        _Check(
-            CAPTIONS,
-            "n_chars",
-            f"caption n_chars in [{lo}, {hi}]",
-            gxe.ExpectColumnValuesToBeBetween(column="n_chars", min_value=lo, max_value=hi),
-        ),
+        *_string_checks(CAPTIONS, "captions", "caption ", lo, hi),
         _duplicate_check(
             CAPTIONS,
             "pair_in_train",
