@@ -23,17 +23,17 @@ from ssl_tasks.evaluation.protocols import PROTOCOLS
 from ssl_tasks.modalities.text.tokenizer import TextTokenizer
 from ssl_tasks.objectives import OBJECTIVES, DataSpec, PairDataSpec
 from ssl_tasks.objectives.image_text import ImageTextObjective
+from ssl_tasks.pipeline.text_stages import TOKENIZER_FILE
 from ssl_tasks.training.feeds import DEFAULT_MAX_LEN, caption_rows, text_spec
-
-TOKENIZER_FILE = "tokenizer.json"
 
 
 def wanted(protocols: Sequence[str]) -> list[str]:
     return [p for p in protocols if PROTOCOLS.get(p).kind == "image_text"]
 
 
-def is_image_text(objective: str) -> bool:
-    return issubclass(OBJECTIVES.get(objective), ImageTextObjective)
+def trains_two_towers(objective: str, data_modality: str) -> bool:
+    """Whether a run of ``objective`` on data of ``data_modality`` trains (and keeps) a text tower."""
+    return data_modality == "image_text" and issubclass(OBJECTIVES.get(objective), ImageTextObjective)
 
 
 def build_two_tower(objective: str, objective_kwargs: dict[str, Any], encoder: str, encoder_kwargs: dict[str, Any],

@@ -229,7 +229,9 @@ def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layo
     spec, train = params.run(run), params.train_for(run)
     data_dir = ds.root
     text = ds.modality == "text"
-    two_tower = ds.modality == "image_text" and "image_text" in OBJECTIVES.get(spec.objective).modalities
+    from ssl_tasks.pipeline.pair_stages import trains_two_towers
+
+    two_tower = trains_two_towers(spec.objective, ds.modality)
     with_tok = text or two_tower  # the run reads the dataset's BPE tokenizer and keeps a copy with its weights
     tokenizer_file = (layout.tokenizer_dir(spec.dataset) / "tokenizer.json").resolve() if with_tok else None
     if with_tok and not tokenizer_file.is_file():
@@ -428,9 +430,9 @@ def evaluate(params: Params, run: str, layout: Layout) -> dict[str, Any]:
             metrics.update(lm)
         else:
             metrics, subsets = _run_protocols(params, encoder, ds, meta["mean"], meta["std"], label)
-            if ds.modality == "image_text" and "image_text" in OBJECTIVES.get(spec.objective).modalities:
-                from ssl_tasks.pipeline.pair_stages import load_two_tower, tower_metrics
+            from ssl_tasks.pipeline.pair_stages import load_two_tower, tower_metrics, trains_two_towers
 
+            if trains_two_towers(spec.objective, ds.modality):
                 obj, tok = load_two_tower(meta, pdir, ds)
                 metrics.update(tower_metrics(obj, tok, ds, params.evaluation.protocols, params.evaluation.zero_shot,
                                              say=lambda line, lb=label: say(f"evaluate {lb}: {line}")))
