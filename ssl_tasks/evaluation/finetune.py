@@ -5,6 +5,12 @@ SimCLRv2 (Chen et al. 2020, arXiv:2006.10029): the pretrained encoder plus a new
 head are trained end to end with cross entropy on the labelled subset only, then scored
 top-1 on the full test set. Here: AdamW (one lr for encoder and head, weight decay
 1e-4), per-step cosine schedule, light augmentation supplied by the caller.
+
+Before scoring, batch-norm running statistics are recomputed over the labelled subset with the fine-tuned
+weights ("precise BN", Wu & Johnson 2021, arXiv:2105.07576): with a few dozen labels a fine-tuning run
+takes a handful of steps, so the momentum-averaged statistics still mostly reflect the starting weights
+(for a random-init encoder, the initial 0/1), and eval-mode outputs would be scored with statistics of a
+network that no longer exists.
 """
 
 from __future__ import annotations
@@ -97,10 +103,30 @@ def finetune_top1(
             loss.backward()
             opt.step()
             step += 1
+    recalibrate_batchnorm(model, x_all, mean_t, std_t, batch_size=max(batch_size, 256))
     h = extract_features(model, test_images, mean, std, batch_size=max(batch_size, 512), device=device)  # (M, D)
     with torch.no_grad():
         pred = head(h.to(device)).argmax(dim=1).cpu()  # (M,)
     return (pred == torch.as_tensor(np.asarray(test_labels)).long()).float().mean().item()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, *,
+                          batch_size: int = 256) -> None:
+    """Replace every batch-norm layer's running statistics by their average over ``images`` (uint8 (N, C, H, W),
+    normalised here, unaugmented) under the current weights; the model is left in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if norms and len(images):
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches below
+        model.train()
+        for chunk in images.tensor_split(math.ceil(len(images) / batch_size)):  # near-equal: no batch of one
+            model(prepare(chunk, mean, std))
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+    model.eval()
 
 
 def raw_semi_top1(

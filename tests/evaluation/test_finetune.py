@@ -74,3 +74,46 @@ def test_raw_semi_baseline(digits) -> None:  # noqa: ANN001
     idx = balanced_subset(y_tr, 0.1, seed=0)
     acc = raw_semi_top1(x_tr[idx], y_tr[idx], x_te, y_te, num_classes=10, seed=0, epochs=50)
     assert acc > 0.7
+
+
+def test_recalibrate_batchnorm_matches_a_slow_reference(digits) -> None:  # noqa: ANN001
+    """Precise BN: every batch-norm layer ends with the mean (and unbiased variance) of its input over all
+    the images, whatever its statistics were, and its momentum is restored."""
+    from ssl_tasks.evaluation.features import prepare
+    from ssl_tasks.evaluation.finetune import recalibrate_batchnorm
+
+    (x_tr, _), _ = digits
+    x = torch.from_numpy(np.ascontiguousarray(x_tr[:96]))
+    mean, std = torch.tensor(MEAN), torch.tensor(STD)
+    enc = _encoder()
+    bns = [m for m in enc.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns
+    inputs: dict[torch.nn.Module, list[torch.Tensor]] = {m: [] for m in bns}
+    hooks = [m.register_forward_hook(lambda m, a, _o: inputs[m].append(a[0].detach())) for m in bns]
+    enc.train()
+    with torch.no_grad():  # the reference: the same three batches of 32, one at a time
+        for chunk in x.tensor_split(3):
+            enc(prepare(chunk, mean, std))
+    for h in hooks:
+        h.remove()
+    for m in bns:
+        m.running_mean.fill_(5.0)
+        m.running_var.fill_(7.0)
+    recalibrate_batchnorm(enc, x, mean, std, batch_size=32)
+    assert not enc.training
+    for m in bns:
+        assert m.momentum == 0.1
+        ref_mean = torch.stack([a.mean(dim=(0, 2, 3)) for a in inputs[m]]).mean(0)
+        ref_var = torch.stack([a.var(dim=(0, 2, 3)) for a in inputs[m]]).mean(0)  # unbiased, per batch
+        torch.testing.assert_close(m.running_mean, ref_mean, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(m.running_var, ref_var, atol=1e-5, rtol=1e-4)
+
+
+def test_few_step_finetune_scores_with_its_own_statistics(digits) -> None:  # noqa: ANN001
+    """One step of fine-tuning on 10 labels: without recalibration a random-init CNN would be scored with its
+    initial 0/1 statistics (near chance); with it, well above chance."""
+    (x_tr, y_tr), (x_te, y_te) = digits
+    idx = balanced_subset(y_tr, 0.01, seed=0)  # 10 images, one per class
+    acc = finetune_top1(_encoder(), x_tr[idx], y_tr[idx], x_te, y_te, num_classes=10, views=None,
+                        mean=MEAN, std=STD, epochs=3, lr=3e-3, batch_size=32, seed=0)
+    assert acc > 0.3
