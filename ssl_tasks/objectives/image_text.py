@@ -7,6 +7,10 @@ tokenizer (the ``tokenizer@<dataset>`` stage). Each tower's pooled features are 
 bias) to a shared ``embed_dim`` and L2-normalised; the subclass holds the learnable temperature (and bias)
 and the loss.
 
+``word_dropout`` is a text view: each time a training caption is drawn, each of its words is dropped with
+that probability (whole words, at least one kept; ``training/feeds.drop_words``). Short tag-like captions
+then also appear as the one- or two-word phrases that zero-shot prompts are made of.
+
 ``lock_image: true`` is LiT (Zhai et al. 2022, arXiv:2111.07991): the image tower is frozen (its parameters
 do not train and it runs in eval mode, so batch-norm statistics stay put) and only the text tower and both
 projections learn. Start it from an encoder the pipeline already pretrained with ``init_image`` (a path to
@@ -39,6 +43,7 @@ class ImageTextConfig:
     lock_image: bool = False
     init_image: str = ""  # LiT: an encoder.pt (or run:<name>) to start the image tower from
     views: ImageViewConfig = field(default_factory=_pair_views)
+    word_dropout: float = 0.0  # training captions lose each word with this probability (at least one stays)
 
     def __post_init__(self) -> None:
         from ssl_tasks.core.errors import UserError
@@ -48,6 +53,8 @@ class ImageTextConfig:
             raise UserError(f"text_encoder {self.text_encoder!r} is not a text encoder")
         if self.embed_dim < 1:
             raise UserError(f"embed_dim must be >= 1, got {self.embed_dim}")
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise UserError(f"word_dropout must be in [0, 1), got {self.word_dropout}")
 
 
 class ImageTextObjective(Objective):

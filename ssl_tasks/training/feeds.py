@@ -82,6 +82,8 @@ class PairFeed:
     n_captions: np.ndarray
     spec: PairDataSpec
     modality: str = "image_text"
+    words: np.ndarray | None = None  # (M, L) word index of each caption token, -1 elsewhere (word dropout)
+    word_dropout: float = 0.0
 
     def count(self) -> int:
         return len(self.images)
@@ -93,14 +95,40 @@ class PairFeed:
 
     def epoch(self, *, batch_size: int, seed: int, epoch: int, rank: int, world_size: int) -> Iterator[
             tuple[np.ndarray, np.ndarray]]:
-        """(images (B, C, H, W), captions (B, L')) batches; one caption per image, drawn from (seed, epoch, rank)."""
+        """(images (B, C, H, W), captions (B, L')) batches; one caption per image, drawn from (seed, epoch, rank),
+        its words dropped afresh with probability ``word_dropout`` when that is set."""
         rng = np.random.default_rng([seed, epoch, rank, 1])
         index = np.arange(len(self.images)).reshape(-1, 1)
+        pad = self.spec.text.pad_id
         for idx in stream_rows(index, batch_size=batch_size, seed=seed, epoch=epoch, rank=rank,
                                world_size=world_size):
             i = idx[:, 0]
             pick = self.first[i] + (rng.random(len(i)) * self.n_captions[i]).astype(np.int64)
-            yield self.images[i], trim_padding(self.captions[pick], self.spec.text.pad_id)
+            rows = self.captions[pick]
+            if self.word_dropout > 0 and self.words is not None:
+                rows = drop_words(rows, self.words[pick], self.word_dropout, rng, pad)
+            yield self.images[i], trim_padding(rows, pad)
+
+
+def drop_words(rows: np.ndarray, words: np.ndarray, p: float, rng: np.random.Generator, pad_id: int) -> np.ndarray:
+    """Drop each word of each padded row with probability ``p``, whole words at a time, keeping at least one.
+
+    ``rows`` (B, L) ``[CLS] tokens [SEP] [PAD]...``; ``words`` (B, L) the word index of each token (-1 for
+    specials and padding). Kept tokens move left in order, ``[CLS]``/``[SEP]`` stay, the rest is padding: a
+    caption "flag europe sign" may come out as "flag sign" or "europe", so single-word prompts at zero-shot
+    time are no longer out of distribution.
+    """
+    b = len(rows)
+    n_words = words.max(axis=1, initial=-1) + 1  # (B,)
+    keep_word = rng.random((b, max(1, int(n_words.max(initial=0))))) >= p  # (B, W)
+    keep_word &= np.arange(keep_word.shape[1]) < n_words[:, None]
+    lost = np.flatnonzero((n_words > 0) & ~keep_word.any(axis=1))
+    keep_word[lost, (rng.random(len(lost)) * n_words[lost]).astype(np.int64)] = True
+    keep = np.where(words >= 0, np.take_along_axis(keep_word, words.clip(0), axis=1), rows != pad_id)  # (B, L)
+    order = np.argsort(~keep, axis=1, kind="stable")
+    out = np.take_along_axis(rows, order, axis=1)
+    out[~np.take_along_axis(keep, order, axis=1)] = pad_id
+    return out
 
 
 def trim_padding(rows: np.ndarray, pad_id: int) -> np.ndarray:
@@ -180,6 +208,16 @@ def caption_rows(captions: list[list[str]], tok: Any, max_len: int) -> tuple[np.
     return rows, first, n_captions
 
 
+def caption_words(captions: list[list[str]], tok: Any, max_len: int) -> np.ndarray:
+    """(M, max_len) int16 word index of every token of :func:`caption_rows`' rows, -1 for specials and padding."""
+    _, word_ids = tok.encode_words([t for c in captions for t in c])
+    out = np.full((len(word_ids), max_len), -1, dtype=np.int16)
+    for r, w in enumerate(word_ids):
+        body = w[: max_len - 2]
+        out[r, 1 : 1 + len(body)] = body
+    return out
+
+
 def pair_feed(job: Any) -> PairFeed:
     """Train images and captions of a pair dataset, tokenized by the job's tokenizer."""
     from ssl_tasks.data.pair_shards import PairDataset
@@ -194,10 +232,13 @@ def pair_feed(job: Any) -> PairFeed:
     max_len = int(cfg.text_encoder_kwargs.get("max_len", DEFAULT_MAX_LEN))
     tok = TextTokenizer.load(job.tokenizer)
     images = np.concatenate([np.asarray(a) for a in ds.shard_images("train")])  # label files are never opened
-    rows, first, n_captions = caption_rows(ds.captions("train"), tok, max_len)
+    captions = ds.captions("train")
+    rows, first, n_captions = caption_rows(captions, tok, max_len)
+    words = caption_words(captions, tok, max_len) if cfg.word_dropout > 0 else None
     c, h, w = ds.image_shape
     image = DataSpec(channels=c, image_size=min(h, w), mean=tuple(job.mean), std=tuple(job.std))
-    return PairFeed(images, rows, first, n_captions, PairDataSpec(image=image, text=text_spec(tok, max_len)))
+    return PairFeed(images, rows, first, n_captions, PairDataSpec(image=image, text=text_spec(tok, max_len)),
+                    words=words, word_dropout=cfg.word_dropout)
 
 
 def open_feed(job: Any) -> ImageFeed | TextFeed | PairFeed:

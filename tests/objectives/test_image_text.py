@@ -19,7 +19,7 @@ from ssl_tasks.data.pair_shards import PairDataset
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.pipeline.params import load_params, parse_params
 from ssl_tasks.training.config import TrainConfig, TrainJob
-from ssl_tasks.training.feeds import PairFeed, open_feed
+from ssl_tasks.training.feeds import PairFeed, caption_rows, caption_words, drop_words, open_feed
 from ssl_tasks.training.loop import LocalSession, run_training
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,6 +43,7 @@ def test_clip_profile_parses() -> None:
     (lambda r: r["runs"]["clip"].update(encoder="text_transformer"), "encodes text, but its image tower is the encoder"),
     (lambda r: r["runs"]["clip"]["objective_kwargs"].update(text_encoder="small_cnn"), "is not a text encoder"),
     (lambda r: r["runs"]["clip"]["objective_kwargs"].update(embed_dim=0), "embed_dim must be >= 1"),
+    (lambda r: r["runs"]["clip"]["objective_kwargs"].update(word_dropout=1.0), "word_dropout must be in [0, 1)"),
     (lambda r: r["runs"]["clip"]["objective_kwargs"].update(init_temperature=0.001), "init_temperature must be"),
     (lambda r: r["runs"]["siglip"]["objective_kwargs"].update(bias=1.0), "unknown key(s) bias"),
     (lambda r: r["evaluation"].update(zero_shot={"templates": ["a photo"]}), "needs a {} for the class name"),
@@ -83,6 +84,66 @@ def test_feed_draws_one_of_each_images_captions_per_epoch(pair_dataset: Path, pa
     a = list(feed.epoch(batch_size=32, seed=0, epoch=3, rank=0, world_size=1))
     b = list(feed.epoch(batch_size=32, seed=0, epoch=3, rank=0, world_size=1))
     assert all(np.array_equal(x[1], y[1]) for x, y in zip(a, b))  # seeded
+
+
+def _words_of(row: np.ndarray, tok) -> list[str]:  # noqa: ANN001
+    return tok.decode([int(t) for t in row if t not in tok.special_ids]).split()
+
+
+def test_word_dropout_drops_whole_words_and_keeps_one(pair_tokenizer: Path) -> None:
+    """Against a slow reference: each word of a caption survives with probability 1 - p, all its tokens
+    together and in order; [CLS]/[SEP] stay; a caption never loses every word; an empty caption stays empty."""
+    from ssl_tasks.modalities.text.tokenizer import TextTokenizer
+
+    tok = TextTokenizer.load(pair_tokenizer)
+    captions = [["flag europe sign", "Cubo verde", ""], ["Bandiera della Sardegna|flag|italy", "a drawing of food."]]
+    rows, _, _ = caption_rows(captions, tok, 16)
+    words = caption_words(captions, tok, 16)
+    assert words.shape == rows.shape and ((words >= 0) == ~np.isin(rows, list(tok.special_ids))).all()
+    rng = np.random.default_rng(0)
+    kept_share, trials = [], 400
+    for _ in range(trials):
+        out = drop_words(rows, words, 0.5, rng, tok.pad_id)
+        assert out.shape == rows.shape
+        for src, w, got in zip(rows, words, out):
+            assert got[0] == tok.cls_id
+            body = got[1 : int(np.flatnonzero(got == tok.sep_id)[0])]
+            n_words = int(w.max()) + 1
+            if n_words == 0:
+                assert len(body) == 0
+                continue
+            # the slow reference: the kept tokens are the concatenation of some non-empty subset of whole words
+            spans = [src[w == k].tolist() for k in range(n_words)]
+            chosen, rest = [], body.tolist()
+            for span in spans:
+                if rest[: len(span)] == span:
+                    chosen.append(span)
+                    rest = rest[len(span):]
+            assert not rest and chosen, (src, got)
+            kept_share.append(len(chosen) / n_words)
+            assert (got[1 + len(body) + 1 :] == tok.pad_id).all()
+    assert abs(np.mean(kept_share) - 0.55) < 0.06  # ~0.5 kept, plus the one rescued word of fully dropped rows
+    assert np.array_equal(drop_words(rows, words, 0.0, rng, tok.pad_id), rows)  # p = 0: nothing changes
+
+
+def test_feed_applies_word_dropout_only_when_asked(pair_dataset: Path, pair_tokenizer: Path) -> None:
+    from ssl_tasks.modalities.text.tokenizer import TextTokenizer
+
+    tok = TextTokenizer.load(pair_tokenizer)
+    plain = open_feed(_job("clip", pair_dataset, pair_tokenizer))
+    assert plain.words is None and plain.word_dropout == 0.0
+    feed = open_feed(_job("clip", pair_dataset, pair_tokenizer, word_dropout=0.5))
+    assert feed.word_dropout == 0.5 and feed.words.shape == feed.captions.shape
+    originals = {tuple(_words_of(r, tok)) for r in feed.captions}
+    shorter = 0
+    for _, captions in feed.epoch(batch_size=32, seed=0, epoch=0, rank=0, world_size=1):
+        for cap in captions:
+            got = _words_of(cap, tok)
+            shorter += tuple(got) not in originals
+    assert shorter > 50  # most multi-word captions lose words
+    a = [c for _, c in feed.epoch(batch_size=32, seed=0, epoch=1, rank=0, world_size=1)]
+    b = [c for _, c in feed.epoch(batch_size=32, seed=0, epoch=1, rank=0, world_size=1)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))  # seeded
 
 
 def test_image_objectives_train_on_the_images_of_a_pair_dataset(pair_dataset: Path, tmp_path: Path) -> None:

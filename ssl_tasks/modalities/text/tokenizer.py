@@ -112,6 +112,11 @@ class TextTokenizer:
         """Token ids of each text, no specials added."""
         return [e.ids for e in self.tok.encode_batch(list(texts), add_special_tokens=False)]
 
+    def encode_words(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
+        """Token ids of each text and, per token, the index of the word it belongs to (0, 1, ...)."""
+        enc = self.tok.encode_batch(list(texts), add_special_tokens=False)
+        return [e.ids for e in enc], [[-1 if w is None else w for w in e.word_ids] for e in enc]
+
     def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=skip_special)
 
