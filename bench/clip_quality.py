@@ -37,6 +37,8 @@ def params_for(args: argparse.Namespace):  # noqa: ANN201
         d["path"] = str((REPO / d["path"]).resolve())
     if args.epochs:
         raw["train"]["epochs"] = args.epochs
+    if args.cpus_per_worker:  # two bench processes side by side: one core each, no oversubscribed torch threads
+        raw["train"]["cpus_per_worker"] = args.cpus_per_worker
     if args.image_size:
         raw["datasets"]["clipart"]["options"]["image_size"] = args.image_size
     raw["runs"]["lit"] = {**raw["runs"]["clip"], "objective_kwargs": {
@@ -44,6 +46,9 @@ def params_for(args: argparse.Namespace):  # noqa: ANN201
         "init_image": "artifacts/runs/simclr/pretrain/seed-0/encoder.pt"}}
     if args.runs:
         raw["runs"] = {k: v for k, v in raw["runs"].items() if k in args.runs}
+    for name in raw["runs"]:
+        if args.seeds and name in IMAGE_TEXT:  # the image-only SimCLR run (LiT's starting point) keeps one seed
+            raw["runs"][name]["seeds"] = args.seeds
     return parse_params(raw)
 
 
@@ -52,10 +57,20 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/bench-clip")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--image-size", type=int, default=None, help="override the profile's 32")
+    ap.add_argument("--cpus-per-worker", type=int, default=0, help="Ray worker CPUs = torch threads (0: all cores)")
     ap.add_argument("--runs", nargs="+", default=None, help="a subset of clip, siglip, simclr, lit")
+    ap.add_argument("--seeds", nargs="+", type=int, default=None, help="train each image-text run once per seed "
+                    "(mean ± 95%% CI)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "clip_openclipart.json"))
     ap.add_argument("--render", metavar="JSON")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="combine result files of runs split over processes "
+                    "(e.g. --runs clip siglip and --runs simclr lit) into --out")
     args = ap.parse_args()
+    if args.merge:
+        record = merge([json.loads(Path(f).read_text()) for f in args.merge])
+        Path(args.out).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        print(render(record))
+        return
     if args.render:
         print(render(json.loads(Path(args.render).read_text())))
         return
@@ -94,13 +109,28 @@ def main() -> None:
         throughput[run] = {"samples_per_s": round(float(np.median([h["train/samples_per_s"] for h in hist])), 1),
                            "epochs": len(hist), "final_loss": round(hist[-1]["train/loss"], 4),
                            "train_seconds": round(sum(h["train/epoch_time_s"] for h in hist), 1)}
-    record = {"rows": rows, "throughput": throughput, "timings_s": timings,
+    record = {"rows": rows, "throughput": throughput, "timings_s": timings, **diagnostics(params, layout),
               "out_of_domain_zero_shot": out_of_domain(params, layout),
               "meta": {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
                        "epochs": params.train.epochs, "counts": _counts(layout)}}
     Path(args.out).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     print(table.to_string())
     print(render(record))
+
+
+def merge(records: list[dict]) -> dict:
+    """One record from several: every row, run and out-of-domain score the first file lacks is taken from the next
+    (the baselines are seeded, so each file holds the same baseline rows)."""
+    out = json.loads(json.dumps(records[0]))
+    for r in records[1:]:
+        for key in ("rows", "throughput", "timings_s", "centroid_ceiling", "template_sets"):
+            for k, v in r.get(key, {}).items():
+                out.setdefault(key, {}).setdefault(k, v)
+        for name, scores in r.get("out_of_domain_zero_shot", {}).items():
+            for k, v in scores.items():
+                out.setdefault("out_of_domain_zero_shot", {}).setdefault(name, {}).setdefault(k, v)
+    out["meta"]["merged_from"] = len(records)
+    return out
 
 
 def _counts(layout) -> dict:  # noqa: ANN001
@@ -155,17 +185,79 @@ def out_of_domain(params, layout) -> dict:  # noqa: ANN001
     return out
 
 
+def diagnostics(params, layout) -> dict:  # noqa: ANN001
+    """Per two-tower run and seed, on the test split:
+
+    - ``template_sets``: zero-shot with the profile's templates and with the protocol's default 5-template
+      ensemble (for the record: the profile's choice was made on a validation split);
+    - ``centroid_ceiling``: a diagnostic that uses labels (not zero-shot): each test image takes the class whose
+      mean *training* image embedding is nearest. Zero-shot with perfect class prompts could do about this well
+      with the same image tower.
+    """
+    import torch.nn.functional as F  # noqa: N812
+
+    from ssl_tasks.data.pair_shards import PairDataset
+    from ssl_tasks.evaluation import zero_shot as zs
+    from ssl_tasks.pipeline.pair_stages import embed_images, embed_texts, load_two_tower
+
+    pairs = PairDataset(layout.data("clipart"))
+    (x_tr, y_tr), (x_te, y_te) = pairs.load("train"), pairs.load("test")
+    sets = {"profile": list(params.evaluation.zero_shot.templates), "5 templates": list(zs.DEFAULT_TEMPLATES)}
+    out: dict = {"template_sets": {}, "centroid_ceiling": {}}
+
+    def scores(zi: torch.Tensor, cls: torch.Tensor) -> dict:
+        s = zs.zero_shot_scores(zi, cls, y_te)
+        return {"top1": round(s["top1"], 4), "balanced_top1": round(s["balanced_top1"], 4)}
+
+    for run in params.runs:
+        for pdir in sorted(layout.pretrain_dir(run).glob("seed-*")):
+            meta = json.loads((pdir / "meta.json").read_text())
+            if meta["objective"] not in ("clip", "siglip"):
+                continue
+            obj, tok = load_two_tower(meta, pdir, pairs)
+            z_tr, z_te = embed_images(obj, x_tr), embed_images(obj, x_te)
+            for name, templates in sets.items():
+                prompts = zs.class_prompts(pairs.label_names, templates)
+                cls = zs.ensemble(embed_texts(obj, tok, [p for ps in prompts for p in ps]), len(templates))
+                out["template_sets"].setdefault(run, {}).setdefault(name, {})[pdir.name] = scores(z_te, cls)
+            cent = F.normalize(torch.stack([z_tr[y_tr == k].mean(0) for k in range(pairs.num_classes)]), dim=-1)
+            out["centroid_ceiling"].setdefault(run, {})[pdir.name] = scores(z_te, cent)
+    return out
+
+
+def _mean_ci(row: dict, col: str) -> str:
+    from ssl_tasks.pipeline.leaderboard import mean_ci95
+
+    vals = [m[col] for m in row.get("seed_metrics", {"-": row["metrics"]}).values() if m.get(col) is not None]
+    if not vals:
+        return "-"
+    mean, ci = mean_ci95(vals)
+    return f"{mean:.3f} ± {ci:.3f}" if len(vals) > 1 else f"{mean:.3f}"
+
+
 def render(r: dict) -> str:
     cols = ["knn/top1", "linear/top1", "semi_1pct/top1", "semi_10pct/top1", "zero_shot/top1",
             "zero_shot/balanced_top1", "retrieval/i2t_r1", "retrieval/i2t_r5", "retrieval/i2t_r10",
             "retrieval/t2i_r1", "retrieval/t2i_r5", "retrieval/t2i_r10"]
     lines = ["| row | " + " | ".join(c.replace("retrieval/", "") for c in cols) + " |", "|---|" + "---:|" * len(cols)]
     for name, row in sorted(r["rows"].items()):
-        m = row["metrics"]
-        lines.append(f"| {name} | " + " | ".join(f"{m[c]:.3f}" if c in m else "-" for c in cols) + " |")
+        lines.append(f"| {name} | " + " | ".join(_mean_ci(row, c) for c in cols) + " |")
     lines += ["", "| run | samples/s | epochs | train s | final loss |", "|---|---:|---:|---:|---:|"]
     for run, t in r["throughput"].items():
         lines.append(f"| {run} | {t['samples_per_s']} | {t['epochs']} | {t['train_seconds']} | {t['final_loss']} |")
+    if r.get("template_sets"):
+        from ssl_tasks.pipeline.leaderboard import mean_ci95
+
+        lines += ["", "| run | templates | zero-shot top-1 | balanced |", "|---|---|---:|---:|"]
+        for run, sets in r["template_sets"].items():
+            for name, seeds in sets.items():
+                cells = [mean_ci95([v[k] for v in seeds.values()]) for k in ("top1", "balanced_top1")]
+                lines.append(f"| {run} | {name} | " + " | ".join(f"{m:.3f} ± {ci:.3f}" for m, ci in cells) + " |")
+    if r.get("centroid_ceiling"):
+        lines += ["", "| run | nearest labelled class mean top-1 (per seed) | balanced |", "|---|---|---|"]
+        for run, seeds in r["centroid_ceiling"].items():
+            lines.append(f"| {run} | {', '.join(str(v['top1']) for v in seeds.values())} | "
+                         f"{', '.join(str(v['balanced_top1']) for v in seeds.values())} |")
     ood = r.get("out_of_domain_zero_shot", {})
     if ood:
         lines += ["", "| zero-shot, out of domain | n | chance | " + " | ".join(IMAGE_TEXT[:2]) + " | lit |",

@@ -59,13 +59,24 @@ def main() -> None:
                     "not retrained (their training record is kept from the results file)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--work", default=None, help="work dir to reuse (ingested data, tokenizer)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the pretraining runs (rows get a -s<seed> suffix "
+                    "when it is not 0)")
+    ap.add_argument("--random-seeds", nargs="+", type=int, default=[],
+                    help="only evaluate random-init encoders of these seeds (rows random_init-s<seed>)")
+    ap.add_argument("--encoder-kwargs", default="{}", help="JSON merged into the encoder's kwargs for --objectives")
+    ap.add_argument("--tag", default="", help="suffix of the objectives' row names (a variant)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "text_sst2.json"))
     ap.add_argument("--render", metavar="JSON")
+    ap.add_argument("--render-seeds", nargs="+", metavar="JSON", help="one table over result files whose rows "
+                    "repeat an objective with other seeds (name-s<seed>): mean ± 95%% CI per objective")
     ap.add_argument("--throughput", metavar="JSON", help="only measure steady-state training tokens/s per objective "
                     "(needs --work with the data and tokenizer) and write them to this file")
     args = ap.parse_args()
     if args.render:
         print(render(json.loads(Path(args.render).read_text())))
+        return
+    if args.render_seeds:
+        print(render_seeds([json.loads(Path(f).read_text()) for f in args.render_seeds]))
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -103,6 +114,14 @@ def main() -> None:
         print(f"{label}: {m} (eval {time.perf_counter() - t0:.0f} s)", flush=True)
         return m
 
+    if args.random_seeds:  # how much random init alone moves with its seed: the noise floor of the comparison
+        for seed in args.random_seeds:
+            torch.manual_seed(seed)
+            enc = build_text_encoder("text_transformer", tok.vocab_size, tok.pad_id, **ENCODER)
+            results[f"random_init-s{seed}"] = {"metrics": evaluate(enc, f"random_init-s{seed}"),
+                                              "encoder": "text_transformer", "seed": seed}
+            write()
+        return
     if not args.skip_baselines:
         torch.manual_seed(0)
         enc = build_text_encoder("text_transformer", tok.vocab_size, tok.pad_id, **ENCODER)
@@ -125,10 +144,13 @@ def main() -> None:
         results["supervised"] = {"metrics": evaluate(enc, "supervised"), "encoder": "text_transformer",
                                  "epochs": args.supervised_epochs, "train_seconds": round(time.perf_counter() - t0, 1)}
         write()
-    for name in args.objectives:
-        epochs, batch, lr = RECIPES[name] if args.epochs == 0 else (args.epochs, args.batch_size, args.lr)
-        job = TrainJob(run=name, seed=0, data_dir=str(data), objective=name, objective_kwargs={},
-                       encoder=OBJECTIVES[name], encoder_kwargs=ENCODER, mean=(), std=(), tokenizer=str(tok_file),
+    enc_kwargs = {**ENCODER, **json.loads(args.encoder_kwargs)}
+    for objective in args.objectives:
+        name = objective + args.tag + (f"-s{args.seed}" if args.seed else "")
+        epochs, batch, lr = RECIPES[objective] if args.epochs == 0 else (args.epochs, args.batch_size, args.lr)
+        job = TrainJob(run=name, seed=args.seed, data_dir=str(data), objective=objective, objective_kwargs={},
+                       encoder=OBJECTIVES[objective], encoder_kwargs=enc_kwargs, mean=(), std=(),
+                       tokenizer=str(tok_file),
                        train=TrainConfig(epochs=epochs, batch_size=batch, lr=lr, weight_decay=0.01, warmup_epochs=1))
         session = LocalSession(work / f"ckpt-{name}")
         reuse = args.reuse and session.latest_checkpoint() is not None and name in results
@@ -137,12 +159,12 @@ def main() -> None:
             run_training(job, session)
         train_s = time.perf_counter() - t0
         state = torch.load(session.latest_checkpoint() / "state.pt", weights_only=True)
-        enc = build_text_encoder(OBJECTIVES[name], tok.vocab_size, tok.pad_id, **ENCODER)
+        enc = build_text_encoder(OBJECTIVES[objective], tok.vocab_size, tok.pad_id, **enc_kwargs)
         enc.load_state_dict(state["eval_encoder"])
         metrics = evaluate(enc, name)
-        if name == "causal_lm":
+        if objective == "causal_lm":
             metrics["perplexity/ppl"] = causal_perplexity(enc, lm_test, pad_id=tok.pad_id)
-        if name == "mlm":  # the pseudo-perplexity needs the MLM head: rebuild the whole objective
+        if objective == "mlm":  # the pseudo-perplexity needs the MLM head: rebuild the whole objective
             from ssl_tasks.training.feeds import open_feed
             from ssl_tasks.training.loop import build_objective
 
@@ -155,10 +177,11 @@ def main() -> None:
             write()
             continue
         reports = session.reports
-        rows = train[0] if name == "simcse" else lm_train  # what the objective trained on (pad vs pack)
+        rows = train[0] if objective == "simcse" else lm_train  # what the objective trained on (pad vs pack)
         tokens_per_row = float((rows != tok.pad_id).sum(1).mean())
         sps = float(np.mean([r["train/samples_per_s"] for r in reports]))
-        results[name] = {"metrics": metrics, "encoder": OBJECTIVES[name], "epochs": epochs, "batch_size": batch, "lr": lr,
+        results[name] = {"metrics": metrics, "encoder": OBJECTIVES[objective], "encoder_kwargs": enc_kwargs,
+                         "seed": args.seed, "epochs": epochs, "batch_size": batch, "lr": lr,
                          "train_seconds": round(train_s, 1), "rows_per_s": round(sps, 1),
                          "tokens_per_s": round(sps * tokens_per_row), "final_loss": round(reports[-1]["train/loss"], 4),
                          "report": {k: round(v, 4) for k, v in reports[-1].items() if k.startswith("train/")}}
@@ -217,6 +240,34 @@ def render(result: dict) -> str:
         beat = "-" if base or "linear/top1" not in ref else ("yes" if m["linear/top1"] > ref["linear/top1"] else "**no**")
         lines.append(f"| {name} | {r.get('encoder', '-')} | " + " | ".join(cells) +
                      f" | {ppl} | {beat} | {r.get('train_seconds', '-')} | {r.get('tokens_per_s', '-')} |")
+    return "\n".join(lines)
+
+
+def render_seeds(results: list[dict]) -> str:
+    """Rows ``x``, ``x-s1``, ``x-s2`` ... of several result files grouped as one objective (or random init)."""
+    import re
+
+    from ssl_tasks.pipeline.leaderboard import mean_ci95
+
+    groups: dict[str, dict[str, dict]] = {}
+    for r in results:
+        for name, row in r["rows"].items():
+            base = re.sub(r"-s\d+$", "", name)
+            groups.setdefault(base, {}).setdefault(name, row)
+    ref = [row["metrics"]["linear/top1"] for row in groups.get("random_init", {}).values()]
+    ref_mean = mean_ci95(ref)[0] if ref else None
+    lines = ["| row | seeds | linear/top1 (mean ± 95% CI) | k-NN top-1 | linear − random init | per seed (linear) |",
+             "|---|---:|---|---|---:|---|"]
+    for base in ("random_init", "mlm", "causal_lm", "span_corruption", "simcse"):
+        rows = groups.get(base)
+        if not rows:
+            continue
+        lin = [row["metrics"]["linear/top1"] for row in rows.values()]
+        knn = [row["metrics"]["knn/top1"] for row in rows.values()]
+        (lm, lc), (km, kc) = mean_ci95(lin), mean_ci95(knn)
+        delta = "-" if base == "random_init" or ref_mean is None else f"{lm - ref_mean:+.4f}"
+        lines.append(f"| {base} | {len(lin)} | {lm:.4f} ± {lc:.4f} | {km:.4f} ± {kc:.4f} | {delta} | "
+                     + ", ".join(f"{v:.4f}" for v in lin) + " |")
     return "\n".join(lines)
 
 
