@@ -75,7 +75,7 @@ def embed_texts(obj: ImageTextObjective, tok: TextTokenizer, texts: list[str], b
     """Texts -> (M, E) unit embeddings (padded rows of the tower's length; batches trimmed of padding)."""
     from ssl_tasks.training.feeds import trim_padding
 
-    rows, _, _ = caption_rows([[t] for t in texts], tok, obj.data.text.seq_len)
+    rows, *_ = caption_rows([[t] for t in texts], tok, obj.data.text.seq_len)
     obj.eval()
     out = [obj.embed_texts(torch.from_numpy(trim_padding(rows[s : s + batch_size], tok.pad_id)))
            for s in range(0, len(rows), batch_size)]
@@ -140,7 +140,7 @@ def bow_metrics(ds: PairDataset, tok: TextTokenizer, protocols: Sequence[str], z
     v = tok.vocab_size
 
     def bows(texts: list[str]) -> torch.Tensor:
-        rows, _, _ = caption_rows([[t] for t in texts], tok, DEFAULT_MAX_LEN)
+        rows, *_ = caption_rows([[t] for t in texts], tok, DEFAULT_MAX_LEN)
         return zs.bow_vectors(rows, v)
 
     tr_bow = torch.stack([bows(c).mean(0) for c in tr_caps])  # (N_tr, V): an image's captions averaged

@@ -105,7 +105,7 @@ class PairFeed:
             i = idx[:, 0]
             pick = self.first[i] + (rng.random(len(i)) * self.n_captions[i]).astype(np.int64)
             rows = self.captions[pick]
-            if self.word_dropout > 0 and self.words is not None:
+            if self.words is not None:  # set exactly when word_dropout > 0
                 rows = drop_words(rows, self.words[pick], self.word_dropout, rng, pad)
             yield self.images[i], trim_padding(rows, pad)
 
@@ -195,27 +195,29 @@ def text_spec(tok: Any, max_len: int) -> TextDataSpec:
                         special_ids=tuple(sorted(tok.special_ids)), seq_len=max_len)
 
 
-def caption_rows(captions: list[list[str]], tok: Any, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-image caption lists -> (padded token rows (M, max_len), first row (N,), captions per image (N,))."""
+def caption_rows(captions: list[list[str]], tok: Any, max_len: int, *, with_words: bool = False) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per-image caption lists -> (padded token rows (M, max_len), first row (N,), captions per image (N,), words).
+
+    ``words`` (only ``with_words``, from the same tokenization; else None) is the (M, max_len) int16 word index of
+    every token of the rows, -1 for specials and padding: what word dropout needs.
+    """
     from ssl_tasks.modalities.text.batching import make_rows
 
     n_captions = np.array([len(c) for c in captions], dtype=np.int64)
     if len(n_captions) and n_captions.min() == 0:
         raise UserError(f"image {int(np.argmin(n_captions))} has no caption (validation should have refused it)")
     flat = [t for c in captions for t in c]
-    rows = make_rows(tok.encode(flat), "pad", max_len, cls_id=tok.cls_id, sep_id=tok.sep_id, pad_id=tok.pad_id)
+    ids, word_ids = tok.encode_words(flat) if with_words else (tok.encode(flat), None)
+    rows = make_rows(ids, "pad", max_len, cls_id=tok.cls_id, sep_id=tok.sep_id, pad_id=tok.pad_id)
     first = np.concatenate([[0], np.cumsum(n_captions)[:-1]]).astype(np.int64)
-    return rows, first, n_captions
-
-
-def caption_words(captions: list[list[str]], tok: Any, max_len: int) -> np.ndarray:
-    """(M, max_len) int16 word index of every token of :func:`caption_rows`' rows, -1 for specials and padding."""
-    _, word_ids = tok.encode_words([t for c in captions for t in c])
-    out = np.full((len(word_ids), max_len), -1, dtype=np.int16)
-    for r, w in enumerate(word_ids):
-        body = w[: max_len - 2]
-        out[r, 1 : 1 + len(body)] = body
-    return out
+    words = None
+    if word_ids is not None:
+        words = np.full(rows.shape, -1, dtype=np.int16)
+        for r, w in enumerate(word_ids):  # laid out like pad_rows: [CLS] body[: max_len - 2] [SEP]
+            body = w[: max_len - 2]
+            words[r, 1 : 1 + len(body)] = body
+    return rows, first, n_captions, words
 
 
 def pair_feed(job: Any) -> PairFeed:
@@ -232,9 +234,8 @@ def pair_feed(job: Any) -> PairFeed:
     max_len = int(cfg.text_encoder_kwargs.get("max_len", DEFAULT_MAX_LEN))
     tok = TextTokenizer.load(job.tokenizer)
     images = np.concatenate([np.asarray(a) for a in ds.shard_images("train")])  # label files are never opened
-    captions = ds.captions("train")
-    rows, first, n_captions = caption_rows(captions, tok, max_len)
-    words = caption_words(captions, tok, max_len) if cfg.word_dropout > 0 else None
+    rows, first, n_captions, words = caption_rows(ds.captions("train"), tok, max_len,
+                                                  with_words=cfg.word_dropout > 0)
     c, h, w = ds.image_shape
     image = DataSpec(channels=c, image_size=min(h, w), mean=tuple(job.mean), std=tuple(job.std))
     return PairFeed(images, rows, first, n_captions, PairDataSpec(image=image, text=text_spec(tok, max_len)),

@@ -19,7 +19,7 @@ from ssl_tasks.data.pair_shards import PairDataset
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.pipeline.params import load_params, parse_params
 from ssl_tasks.training.config import TrainConfig, TrainJob
-from ssl_tasks.training.feeds import PairFeed, caption_rows, caption_words, drop_words, open_feed
+from ssl_tasks.training.feeds import PairFeed, caption_rows, drop_words, open_feed
 from ssl_tasks.training.loop import LocalSession, run_training
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,8 +97,8 @@ def test_word_dropout_drops_whole_words_and_keeps_one(pair_tokenizer: Path) -> N
 
     tok = TextTokenizer.load(pair_tokenizer)
     captions = [["flag europe sign", "Cubo verde", ""], ["Bandiera della Sardegna|flag|italy", "a drawing of food."]]
-    rows, _, _ = caption_rows(captions, tok, 16)
-    words = caption_words(captions, tok, 16)
+    rows, _, _, words = caption_rows(captions, tok, 16, with_words=True)
+    assert np.array_equal(rows, caption_rows(captions, tok, 16)[0])  # the same rows with or without word ids
     assert words.shape == rows.shape and ((words >= 0) == ~np.isin(rows, list(tok.special_ids))).all()
     rng = np.random.default_rng(0)
     kept_share, trials = [], 400
