@@ -68,3 +68,22 @@ def validation_failure(ds: Path, tmp_path: Path, **kw: object) -> tuple[str, dic
     msg = str(ei.value)
     assert msg.startswith(f"validation failed for {ds}: {report['n_failed']} of {report['n_expectations']}")
     return msg, {e["name"]: e for e in report["expectations"] if not e["success"]}
+
+
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def needs_shared(path: Path, what: str):  # noqa: ANN201
+    """Mark a test that reads ``../shared/data``: it fails with a readable message when the data is missing
+    (these are core tests, so a missing dataset must turn CI red, not skip them)."""
+    import functools
+
+    def deco(fn):  # noqa: ANN001, ANN202
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            assert path.exists(), f"{what} is missing at {path}: the tests read the shared datasets beside the repo"
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return deco

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SHARED_DATA, needs_shared
 from PIL import Image
 
 from ssl_tasks.core.errors import UserError
@@ -21,11 +22,10 @@ from ssl_tasks.data.ingest import ingest
 from ssl_tasks.data.shards import FORMAT, ImageDataset
 from ssl_tasks.data.sources import FASHION_MNIST_NAMES, SOURCES, stratified_split
 
-SHARED = Path("/work/shared/data")
-FASHION = SHARED / "fashion_mnist"
-CIFAR_JPEG_TAR = SHARED / "cifar10_jpeg" / "cifar10_test_jpeg.tar"
-needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="shared Fashion-MNIST not available")
-needs_cifar_jpeg = pytest.mark.skipif(not CIFAR_JPEG_TAR.is_file(), reason="shared CIFAR-10 JPEG tar not available")
+FASHION = SHARED_DATA / "fashion_mnist"
+CIFAR_JPEG_TAR = SHARED_DATA / "cifar10_jpeg" / "cifar10_test_jpeg.tar"
+needs_fashion = needs_shared(FASHION, "shared Fashion-MNIST")
+needs_cifar_jpeg = needs_shared(CIFAR_JPEG_TAR, "shared CIFAR-10 JPEG tar")
 
 
 def all_files(root: Path) -> dict[str, bytes]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import needs_shared
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.data.datasets import dataset_modality, open_dataset
@@ -21,8 +22,8 @@ SHARED = REPO.parent / "shared" / "data"
 SHAKESPEARE = SHARED / "tiny_shakespeare" / "input.txt"
 SST2 = SHARED / "sst2"
 SST2_OPTIONS = {"test_file": "dev.tsv", "text_column": "sentence", "label_column": "label"}
-needs_shakespeare = pytest.mark.skipif(not SHAKESPEARE.is_file(), reason="shared Tiny Shakespeare not available")
-needs_sst2 = pytest.mark.skipif(not SST2.is_dir(), reason="shared SST-2 not available")
+needs_shakespeare = needs_shared(SHAKESPEARE, "shared Tiny Shakespeare")
+needs_sst2 = needs_shared(SST2, "shared SST-2")
 
 
 def all_files(root: Path) -> dict[str, bytes]:

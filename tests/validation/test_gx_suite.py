@@ -256,7 +256,8 @@ def test_importing_the_package_does_not_import_gx() -> None:
 
 def test_sklearn_digits(tmp_path: Path) -> None:
     """Real data: the 1,797 sklearn digits, stratified 80/20 with a fixed seed, pass the defaults."""
-    datasets = pytest.importorskip("sklearn.datasets")
+    from sklearn import datasets  # a pinned dependency: the default pipeline's data
+
     digits = datasets.load_digits()
     images = np.round(digits.images * 255 / 16).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
     y = digits.target.astype(np.int64)
