@@ -7,6 +7,12 @@ starting its own local Ray, and once with one Ray cluster shared by all stages o
 wall time minus compute: process start-up and imports, DVC hashing, Ray start-up, MLflow logging.
 
     python bench/overhead.py --out bench/results/overhead.json
+
+`--modes floor` measures the fixed costs the pipeline's shape implies with no work at all: `dvc repro` of as
+many no-op stages as the default pipeline has, one Python process importing what a stage imports, and one
+pretrain stage's Ray (local `ray.init`, a `TorchTrainer.fit` whose loop only reports, shutdown). The default
+pipeline's overhead cannot fall below dvc + stages x imports + pretrain stages x Ray without changing its
+shape, so the compute a run needs for a given overhead share follows from these figures.
 """
 
 from __future__ import annotations
@@ -72,13 +78,84 @@ def run_once(shared_ray: bool) -> dict:
             "stages": stages, "processes": processes}
 
 
+FIT_NOOP = """
+import os, tempfile, time
+t0 = time.perf_counter()
+from ssl_tasks.training.ray_runner import init_ray
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+import ray
+t1 = time.perf_counter()
+init_ray()
+t2 = time.perf_counter()
+def loop(cfg):
+    import ray.train
+    ray.train.report({"x": 1.0})
+TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": os.cpu_count()}),
+             run_config=RunConfig(name="noop", storage_path=tempfile.mkdtemp())).fit()
+t3 = time.perf_counter()
+ray.shutdown()
+print(t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3)
+"""
+
+
+def floor(n_stages: int, n_pretrain: int, repeats: int = 3) -> dict:
+    """Fixed costs with no work: DVC per stage, a stage process's imports, Ray per pretrain stage (medians)."""
+    import statistics
+
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+
+    def timed(cmd: list[str], cwd: Path | None = None) -> tuple[float, str]:
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=True)
+        return time.perf_counter() - t0, res.stdout
+
+    stage_imports = "import ssl_tasks.pipeline.stages, ssl_tasks.tracking.mlflow_tracking, ssl_tasks.pipeline.cli"
+    imports = [timed([sys.executable, "-c", stage_imports])[0] for _ in range(repeats)]
+    dvc = []
+    for _ in range(repeats):
+        root = Path(tempfile.mkdtemp(prefix="bench-dvc-floor-"))
+        subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+        subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=root, env=env, check=True)
+        stages = {f"s{i}": {"cmd": f"mkdir -p out{i} && echo {i} > out{i}/x", "deps": [f"out{i - 1}"] if i else [],
+                            "outs": [f"out{i}"]} for i in range(n_stages)}
+        (root / "dvc.yaml").write_text(json.dumps({"stages": stages}))  # JSON is YAML
+        dvc.append(timed([str(BIN / "dvc"), "repro"], cwd=root)[0])
+        shutil.rmtree(root, ignore_errors=True)
+    ray_parts = [[float(x) for x in timed([sys.executable, "-c", FIT_NOOP], cwd=REPO)[1].split()[-4:]]
+                 for _ in range(repeats)]
+    ray_total = [sum(r[1:]) for r in ray_parts]
+    med = statistics.median
+    out = {"stages": n_stages, "pretrain_stages": n_pretrain, "repeats": repeats,
+           "dvc_repro_s": round(med(dvc), 2), "dvc_per_stage_s": round(med(dvc) / n_stages, 2),
+           "stage_imports_s": round(med(imports), 2),
+           "ray_per_pretrain_stage_s": round(med(ray_total), 2),
+           "ray_parts_s": {k: round(med(r[i] for r in ray_parts), 2)
+                           for i, k in enumerate(["ray_imports", "ray_init", "fit_noop", "shutdown"])}}
+    total = med(dvc) + n_stages * med(imports) + n_pretrain * med(ray_total)
+    warm = med(dvc) + med(imports) + med(ray_total)  # one warm process for every stage, one Ray start
+    out.update({"floor_s": round(total, 1), "floor_one_warm_process_s": round(warm, 1),
+                "compute_needed_for_10pct_s": round(9 * total, 0),
+                "compute_needed_for_10pct_one_warm_process_s": round(9 * warm, 0)})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "overhead.json"))
-    ap.add_argument("--modes", nargs="+", default=["per-stage", "shared"])
+    ap.add_argument("--modes", nargs="+", default=["per-stage", "shared", "floor"],
+                    choices=["per-stage", "shared", "floor"])
+    ap.add_argument("--floor-stages", type=int, default=11, help="stage count of the default pipeline")
+    ap.add_argument("--floor-pretrain", type=int, default=3, help="pretrain stages of the default pipeline")
     args = ap.parse_args()
     rows = []
     for mode in args.modes:
+        if mode == "floor":
+            r = {"floor": floor(args.floor_stages, args.floor_pretrain)}
+            print(json.dumps(r), flush=True)
+            rows.append(r)
+            continue
         r = run_once(shared_ray=(mode == "shared"))
         print(json.dumps({k: v for k, v in r.items() if k != "stages"}), flush=True)
         rows.append(r)
