@@ -62,6 +62,9 @@ def main() -> None:
     ap.add_argument("--objective-encoder", choices=["recipe", "vit"], default="recipe",
                     help="objectives table: each recipe's encoder, or the same small ViT for every objective")
     ap.add_argument("--no-contenders", action="store_true", help="only the --objectives table")
+    ap.add_argument("--layouts", nargs="*", default=None, metavar="OBJECTIVE",
+                    help="also time our loop per objective with the encoder's weights channels-last (the default) "
+                         "vs NCHW (no names: simclr)")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "throughput.json"))
     args = ap.parse_args()
@@ -115,6 +118,16 @@ def measure(args: argparse.Namespace, objectives: list[str] | None, work: Path) 
         rows = interleave(contenders, args.steps, args.rounds)
         result["contenders"] = rows
         result.update(_ratios(rows))
+    if args.layouts is not None:
+        result["layouts"] = {}
+        for n in args.layouts or ["simclr"]:
+            base = job(n, recipe_encoder=True)
+            nchw = replace(base, encoder_kwargs={**base.encoder_kwargs, "channels_last": False})
+            rows = interleave({"channels_last": ours_round(base, work), "nchw": ours_round(nchw, work)},
+                              args.steps, args.rounds)
+            speedup = rows["channels_last"]["median_samples_per_s"] / rows["nchw"]["median_samples_per_s"]
+            result["layouts"][n] = {**rows, "encoder": base.encoder, "encoder_kwargs": base.encoder_kwargs,
+                                    "channels_last/nchw": round(speedup, 3)}
     if objectives:
         result["objectives"] = interleave({n: ours_round(job(n, recipe_encoder=True), work) for n in objectives},
                                           args.steps, args.rounds)
@@ -291,6 +304,9 @@ def _print_summary(result: dict[str, Any]) -> None:
     for label, r in result.get("ratios", {}).items():
         print(f"{label}: {r['of_medians']:.3f} (paired {r['median_paired']:.3f}; goal >= {r['goal']}, "
               f"{'met' if r['met'] else 'NOT met'})")
+    for name, r in result.get("layouts", {}).items():
+        print(f"layout {name}: channels_last {r['channels_last']['median_samples_per_s']:.1f} vs nchw "
+              f"{r['nchw']['median_samples_per_s']:.1f} samples/s -> {r['channels_last/nchw']:.3f}x")
 
 
 if __name__ == "__main__":

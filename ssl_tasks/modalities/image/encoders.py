@@ -24,6 +24,16 @@ class Encoder(nn.Module):
     out_dim: int
 
 
+def _memory_format(module: nn.Module, channels_last: bool) -> torch.memory_format:
+    """Store conv weights NHWC when ``channels_last``: oneDNN's CPU convolutions run faster on that layout
+    (bench/RESULTS.md section 4b); the math is unchanged, and ``forward`` converts its input to match."""
+    if not isinstance(channels_last, bool):
+        raise ValueError(f"channels_last must be true or false, got {channels_last!r}")
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    module.to(memory_format=fmt)
+    return fmt
+
+
 def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
@@ -35,9 +45,11 @@ class SmallCNN(Encoder):
     Sized for 8x8 to 32x32 inputs; ``width`` sets the first stage's channels (x1, x2, x4 after).
     ``pool`` > 1 average-pools the last feature map to a ``pool`` x ``pool`` grid and flattens it, so the
     features keep coarse layout (where a garment's sleeves are), which global pooling throws away.
+    ``channels_last`` (default) stores activations NHWC, the faster layout for CPU convolutions.
     """
 
-    def __init__(self, in_channels: int, image_size: int, width: int = 32, pool: int = 1) -> None:
+    def __init__(self, in_channels: int, image_size: int, width: int = 32, pool: int = 1,
+                 channels_last: bool = True) -> None:
         super().__init__()
         if not isinstance(pool, int) or pool < 1:
             raise ValueError(f"pool must be a positive int, got {pool!r}")
@@ -50,17 +62,18 @@ class SmallCNN(Encoder):
             nn.AdaptiveAvgPool2d(pool), nn.Flatten(),
         )  # fmt: skip
         self.out_dim = 4 * w * pool * pool
+        self._fmt = _memory_format(self, channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, 4*width*pool**2)"""
-        return self.features(x)
+        return self.features(x.contiguous(memory_format=self._fmt))
 
 
 @ENCODERS.register("resnet18")
 class CifarResNet18(Encoder):
     """torchvision ResNet-18 with the CIFAR stem (3x3 stride-1 conv, no max-pool), He et al. 2016."""
 
-    def __init__(self, in_channels: int, image_size: int, width: int = 64) -> None:
+    def __init__(self, in_channels: int, image_size: int, width: int = 64, channels_last: bool = True) -> None:
         import torchvision  # imported here: ~1.5 s that no other encoder needs
 
         super().__init__()
@@ -72,10 +85,11 @@ class CifarResNet18(Encoder):
         net.fc = nn.Identity()
         self.net = net
         self.out_dim = 512
+        self._fmt = _memory_format(self, channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, 512)"""
-        return self.net(x)
+        return self.net(x.contiguous(memory_format=self._fmt))
 
 
 def build_encoder(name: str, in_channels: int, image_size: int, **kwargs: object) -> Encoder:
