@@ -194,5 +194,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The ``ssl-tasks`` console script: ``main``, then an exit that skips the interpreter's module teardown.
+
+    Once a command has finished, tearing down torch, MLflow and Great Expectations costs 0.6-1.4 s each on this
+    CPU (about 2 s per pipeline stage, ~20 s of the default pipeline; bench/RESULTS.md section 3b) and does no
+    work anyone needs: the exit handlers still run (Ray's shutdown of its local cluster, logging's flush,
+    ``weakref.finalize`` clean-ups), then the standard streams are flushed and the process ends. Every output a
+    stage writes is complete and renamed into place before ``main`` returns. An uncaught exception takes the
+    ordinary exit, traceback and all.
+    """
+    import atexit
+
+    code = main()
+    atexit._run_exitfuncs()  # noqa: SLF001 - what the interpreter would run first on its way out
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

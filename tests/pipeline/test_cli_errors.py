@@ -127,3 +127,24 @@ def test_list_shows_registries(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for word in ("simclr", "moco_v2", "byol", "small_cnn", "resnet18", "knn", "semi_10pct", "idx", "cifar"):
         assert word in out
+
+
+def test_console_script_fast_exit_keeps_exit_handlers_and_output(tmp_path: Path) -> None:
+    """``entry`` skips module teardown but still runs atexit handlers, flushes both streams, keeps the status."""
+    marker = tmp_path / "atexit-ran"
+    code = ("import atexit, sys\n"
+            "from ssl_tasks.pipeline.cli import entry\n"
+            f"atexit.register(lambda: open({str(marker)!r}, 'w').write('ok'))\n"
+            "print('buffered line without newline flush', end='')\n"
+            "sys.argv = ['ssl-tasks', *sys.argv[1:]]\n"
+            "entry()\n")
+    ok = subprocess.run([sys.executable, "-c", code, "list"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("buffered line without newline flush") and "simclr" in ok.stdout
+    assert marker.read_text() == "ok"
+    marker.unlink()
+    bad = subprocess.run([sys.executable, "-c", code, "--root", str(tmp_path), "pretrain", "--run", "nope"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+    assert marker.read_text() == "ok"
