@@ -141,18 +141,87 @@ def floor(n_stages: int, n_pretrain: int, repeats: int = 3) -> dict:
     return out
 
 
+ONE_FIT = """
+import json, os, sys, tempfile, time
+from pathlib import Path
+t0 = time.perf_counter()
+from ssl_tasks.pipeline.params import load_params
+from ssl_tasks.pipeline.stages import Layout, objective_kwargs
+from ssl_tasks.data.ingest import ingest
+from ssl_tasks.data.shards import ImageDataset
+from ssl_tasks.training.config import TrainJob
+from ssl_tasks.training.loop import channel_stats, job_to_dict
+from ssl_tasks.training.ray_runner import init_ray
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+import ray
+work = Path(tempfile.mkdtemp(prefix="bench-one-fit-"))
+params, layout = load_params(Path("params.yaml")), Layout(work)
+d = params.dataset("digits")
+ingest(d.source, d.path, layout.data("digits"), test_fraction=d.test_fraction, split_seed=d.split_seed)
+mean, std = channel_stats(ImageDataset(layout.data("digits")))
+jobs = [job_to_dict(TrainJob(run=r, seed=params.seed, data_dir=str(layout.data("digits")), objective=params.run(r).objective,
+                             objective_kwargs=objective_kwargs(params, r, layout), encoder=params.run(r).encoder,
+                             encoder_kwargs=params.run(r).encoder_kwargs, train=params.train_for(r), mean=mean, std=std))
+        for r in params.runs]
+t1 = time.perf_counter()
+init_ray()
+t2 = time.perf_counter()
+def loop(cfg):
+    import time, torch
+    from pathlib import Path
+    from ssl_tasks.training.loop import LocalSession, job_from_dict, run_training
+    torch.set_num_threads(os.cpu_count())
+    out = []
+    for j in cfg["jobs"]:
+        s = time.perf_counter()
+        session = LocalSession(Path(cfg["work"]) / ("ckpt-" + j["run"]))
+        run_training(job_from_dict(j), session)
+        out.append({"run": j["run"], "job_s": time.perf_counter() - s,
+                    "epochs_s": sum(r["train/epoch_time_s"] for r in session.reports)})
+    (Path(cfg["work"]) / "jobs.json").write_text(json.dumps(out))
+TorchTrainer(loop, train_loop_config={"jobs": jobs, "work": str(work)},
+             scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": os.cpu_count()}),
+             run_config=RunConfig(name="one-fit", storage_path=str(work / "ray"))).fit()
+t3 = time.perf_counter()
+ray.shutdown()
+t4 = time.perf_counter()
+print(json.dumps({"imports_and_setup_s": t1 - t0, "ray_init_s": t2 - t1, "fit_s": t3 - t2, "shutdown_s": t4 - t3,
+                  "jobs": json.loads((work / "jobs.json").read_text())}))
+"""
+
+
+def one_fit() -> dict:
+    """Prototype of the warm design's Ray part: the default pipeline's pretrain jobs back to back in ONE ``fit``.
+
+    Same jobs as the pretrain stages (params.yaml), one worker, a per-job local checkpoint dir; no MLflow. What
+    it measures is how much of a ``fit`` is start-up when it is paid once for every pretrain job of a run.
+    """
+    env = {**os.environ}
+    env.pop("RAY_ADDRESS", None)
+    res = subprocess.run([sys.executable, "-c", ONE_FIT], cwd=REPO, env=env, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(res.stderr[-4000:])
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    epochs = sum(j["epochs_s"] for j in r["jobs"])
+    r.update({"epochs_total_s": round(epochs, 1),
+              "fit_overhead_s": round(r["fit_s"] - epochs, 1),
+              "ray_overhead_s": round(r["ray_init_s"] + r["fit_s"] - epochs + r["shutdown_s"], 1)})
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "overhead.json"))
     ap.add_argument("--modes", nargs="+", default=["per-stage", "shared", "floor"],
-                    choices=["per-stage", "shared", "floor"])
+                    choices=["per-stage", "shared", "floor", "one-fit"])
     ap.add_argument("--floor-stages", type=int, default=11, help="stage count of the default pipeline")
     ap.add_argument("--floor-pretrain", type=int, default=3, help="pretrain stages of the default pipeline")
     args = ap.parse_args()
     rows = []
     for mode in args.modes:
-        if mode == "floor":
-            r = {"floor": floor(args.floor_stages, args.floor_pretrain)}
+        if mode in ("floor", "one-fit"):
+            r = {"floor": floor(args.floor_stages, args.floor_pretrain)} if mode == "floor" else {"one_fit": one_fit()}
             print(json.dumps(r), flush=True)
             rows.append(r)
             continue
