@@ -207,7 +207,7 @@ def entry() -> None:
     import atexit
 
     code = main()
-    atexit._run_exitfuncs()  # noqa: SLF001 - what the interpreter would run first on its way out
+    atexit._run_exitfuncs()  # what the interpreter would run first on its way out
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

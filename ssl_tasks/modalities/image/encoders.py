@@ -28,7 +28,7 @@ def _memory_format(module: nn.Module, channels_last: bool) -> torch.memory_forma
     """Store conv weights NHWC when ``channels_last``: oneDNN's CPU convolutions run faster on that layout
     (bench/RESULTS.md section 4b); the math is unchanged, and ``forward`` converts its input to match."""
     if not isinstance(channels_last, bool):
-        raise ValueError(f"channels_last must be true or false, got {channels_last!r}")
+        raise TypeError(f"channels_last must be true or false, got {channels_last!r}")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     module.to(memory_format=fmt)
     return fmt
