@@ -146,10 +146,9 @@ import json, os, sys, tempfile, time
 from pathlib import Path
 t0 = time.perf_counter()
 from ssl_tasks.pipeline.params import load_params
-from ssl_tasks.pipeline.stages import Layout, objective_kwargs
+from ssl_tasks.pipeline.stages import Layout, train_job
 from ssl_tasks.data.ingest import ingest
 from ssl_tasks.data.shards import ImageDataset
-from ssl_tasks.training.config import TrainJob
 from ssl_tasks.training.loop import channel_stats, job_to_dict
 from ssl_tasks.training.ray_runner import init_ray
 from ray.train import RunConfig, ScalingConfig
@@ -160,10 +159,7 @@ params, layout = load_params(Path("params.yaml")), Layout(work)
 d = params.dataset("digits")
 ingest(d.source, d.path, layout.data("digits"), test_fraction=d.test_fraction, split_seed=d.split_seed)
 mean, std = channel_stats(ImageDataset(layout.data("digits")))
-jobs = [job_to_dict(TrainJob(run=r, seed=params.seed, data_dir=str(layout.data("digits")), objective=params.run(r).objective,
-                             objective_kwargs=objective_kwargs(params, r, layout), encoder=params.run(r).encoder,
-                             encoder_kwargs=params.run(r).encoder_kwargs, train=params.train_for(r), mean=mean, std=std))
-        for r in params.runs]
+jobs = [job_to_dict(train_job(params, r, params.seed, layout, layout.data("digits"), mean, std)) for r in params.runs]
 t1 = time.perf_counter()
 init_ray()
 t2 = time.perf_counter()
@@ -220,12 +216,12 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for mode in args.modes:
-        if mode in ("floor", "one-fit"):
-            r = {"floor": floor(args.floor_stages, args.floor_pretrain)} if mode == "floor" else {"one_fit": one_fit()}
-            print(json.dumps(r), flush=True)
-            rows.append(r)
-            continue
-        r = run_once(shared_ray=(mode == "shared"))
+        if mode == "floor":
+            r = {"floor": floor(args.floor_stages, args.floor_pretrain)}
+        elif mode == "one-fit":
+            r = {"one_fit": one_fit()}
+        else:
+            r = run_once(shared_ray=(mode == "shared"))
         print(json.dumps({k: v for k, v in r.items() if k != "stages"}), flush=True)
         rows.append(r)
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()

@@ -222,6 +222,16 @@ def pretrain(params: Params, run: str, layout: Layout) -> Path:
     return out
 
 
+def train_job(params: Params, run: str, seed: int, layout: Layout, data_dir: Path, mean: tuple[float, ...],
+              std: tuple[float, ...], tokenizer_file: Path | None = None) -> TrainJob:
+    """The training job a pretrain stage hands to Ray Train for ``run`` and ``seed`` (no tracking, no faults)."""
+    spec = params.run(run)
+    return TrainJob(run=run, seed=seed, data_dir=str(Path(data_dir).resolve()), objective=spec.objective,
+                    objective_kwargs=objective_kwargs(params, run, layout), encoder=spec.encoder,
+                    encoder_kwargs=spec.encoder_kwargs, train=params.train_for(run), mean=mean, std=std,
+                    tokenizer=str(tokenizer_file or ""))
+
+
 def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layout, ds: Any,
                    mean: tuple[float, ...], std: tuple[float, ...]) -> Path:
     from ssl_tasks.training.ray_runner import fit
@@ -236,10 +246,7 @@ def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layo
     tokenizer_file = (layout.tokenizer_dir(spec.dataset) / "tokenizer.json").resolve() if with_tok else None
     if with_tok and not tokenizer_file.is_file():
         raise UserError(f"{tokenizer_file} is missing: run the tokenizer@{spec.dataset} stage first (dvc repro)")
-    job = TrainJob(run=run, seed=seed, data_dir=str(data_dir.resolve()), objective=spec.objective,
-                   objective_kwargs=objective_kwargs(params, run, layout), encoder=spec.encoder,
-                   encoder_kwargs=spec.encoder_kwargs, train=train, mean=mean, std=std,
-                   tokenizer=str(tokenizer_file or ""))
+    job = train_job(params, run, seed, layout, data_dir, mean, std, tokenizer_file)
     name = f"{run}-{_job_key(job)}"
     storage = layout.ray_storage
     finished = storage / f"{name}.done"

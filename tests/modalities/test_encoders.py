@@ -28,13 +28,15 @@ def test_channels_last_matches_contiguous(name: str, channels: int, size: int, k
     plain = build_encoder(name, channels, size, **kwargs, channels_last=False)
     plain.load_state_dict(copy.deepcopy(fast.state_dict()))  # same weights, NCHW storage
     assert _conv(plain).weight.is_contiguous()
-    fast.double().eval(), plain.double().eval()  # float64: the layouts' different summation orders vanish
+    fast.double().eval()  # float64: the layouts' different summation orders vanish
+    plain.double().eval()
     assert _conv(fast).weight.is_contiguous(memory_format=torch.channels_last)  # .double() keeps the layout
     x = torch.randn(4, channels, size, size, dtype=torch.float64)
     a, b = fast(x), plain(x)
     assert a.shape == (4, fast.out_dim)
     torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
-    a.sum().backward(), b.sum().backward()  # gradients agree too
+    a.sum().backward()  # gradients agree too
+    b.sum().backward()
     torch.testing.assert_close(conv.weight.grad, _conv(plain).weight.grad, rtol=1e-9, atol=1e-9)
 
 

@@ -12,6 +12,8 @@ from ssl_tasks.core.errors import UserError
 from ssl_tasks.modalities.text.corruption import IGNORE, reconstruct
 from ssl_tasks.modalities.text.encoders import build_text_encoder
 from ssl_tasks.objectives import OBJECTIVES
+from ssl_tasks.objectives.base import TextDataSpec
+from ssl_tasks.objectives.mlm import MLM, MLMConfig
 
 
 def make(name: str, encoder: str, **kwargs: object):  # noqa: ANN201
@@ -42,9 +44,6 @@ def test_mlm_learns_to_read_context() -> None:
     Trained briefly, the model must predict most masked tokens; with no context to use the best possible is
     chance (1 in 32). This catches a model that learns only token frequencies (the unigram plateau).
     """
-    from ssl_tasks.objectives.base import TextDataSpec
-    from ssl_tasks.objectives.mlm import MLM, MLMConfig
-
     torch.manual_seed(0)
     vocab, length = 36, 16
     spec = TextDataSpec(vocab_size=vocab, pad_id=0, cls_id=1, sep_id=2, mask_id=3, sentinel_ids=(),
