@@ -62,9 +62,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the pretraining runs (rows get a -s<seed> suffix "
                     "when it is not 0)")
     ap.add_argument("--random-seeds", nargs="+", type=int, default=[],
-                    help="only evaluate random-init encoders of these seeds (rows random_init-s<seed>)")
-    ap.add_argument("--encoder-kwargs", default="{}", help="JSON merged into the encoder's kwargs for --objectives")
+                    help="only evaluate random-init encoders of these seeds (rows random_init<tag>-s<seed>)")
+    ap.add_argument("--encoder-kwargs", default="{}", help="JSON merged into the encoder's kwargs for --objectives and --random-seeds")
     ap.add_argument("--tag", default="", help="suffix of the objectives' row names (a variant)")
+    ap.add_argument("--init-from", default="", metavar="ROW", help="start the objectives' encoder from this earlier "
+                    "row's trained encoder (its checkpoint in --work), as the pipeline's init_encoder does")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "text_sst2.json"))
     ap.add_argument("--render", metavar="JSON")
     ap.add_argument("--render-seeds", nargs="+", metavar="JSON", help="one table over result files whose rows "
@@ -114,12 +116,14 @@ def main() -> None:
         print(f"{label}: {m} (eval {time.perf_counter() - t0:.0f} s)", flush=True)
         return m
 
+    enc_kwargs = {**ENCODER, **json.loads(args.encoder_kwargs)}
     if args.random_seeds:  # how much random init alone moves with its seed: the noise floor of the comparison
         for seed in args.random_seeds:
             torch.manual_seed(seed)
-            enc = build_text_encoder("text_transformer", tok.vocab_size, tok.pad_id, **ENCODER)
-            results[f"random_init-s{seed}"] = {"metrics": evaluate(enc, f"random_init-s{seed}"),
-                                              "encoder": "text_transformer", "seed": seed}
+            enc = build_text_encoder("text_transformer", tok.vocab_size, tok.pad_id, **enc_kwargs)
+            results[f"random_init{args.tag}-s{seed}"] = {"metrics": evaluate(enc, f"random_init{args.tag}-s{seed}"),
+                                                        "encoder": "text_transformer", "encoder_kwargs": enc_kwargs,
+                                                        "seed": seed}
             write()
         return
     if not args.skip_baselines:
@@ -144,13 +148,19 @@ def main() -> None:
         results["supervised"] = {"metrics": evaluate(enc, "supervised"), "encoder": "text_transformer",
                                  "epochs": args.supervised_epochs, "train_seconds": round(time.perf_counter() - t0, 1)}
         write()
-    enc_kwargs = {**ENCODER, **json.loads(args.encoder_kwargs)}
+    init = ""
+    if args.init_from:  # e.g. SimCSE from the MLM encoder, as the SimCSE paper starts from BERT
+        ckpt = LocalSession(work / f"ckpt-{args.init_from}").latest_checkpoint()
+        if ckpt is None:
+            raise SystemExit(f"--init-from {args.init_from}: no checkpoint in {work} (train that row first)")
+        init = str(work / f"{args.init_from}-encoder.pt")
+        torch.save(torch.load(ckpt / "state.pt", weights_only=True)["eval_encoder"], init)
     for objective in args.objectives:
         name = objective + args.tag + (f"-s{args.seed}" if args.seed else "")
         epochs, batch, lr = RECIPES[objective] if args.epochs == 0 else (args.epochs, args.batch_size, args.lr)
         job = TrainJob(run=name, seed=args.seed, data_dir=str(data), objective=objective, objective_kwargs={},
                        encoder=OBJECTIVES[objective], encoder_kwargs=enc_kwargs, mean=(), std=(),
-                       tokenizer=str(tok_file),
+                       tokenizer=str(tok_file), init_encoder=init,
                        train=TrainConfig(epochs=epochs, batch_size=batch, lr=lr, weight_decay=0.01, warmup_epochs=1))
         session = LocalSession(work / f"ckpt-{name}")
         reuse = args.reuse and session.latest_checkpoint() is not None and name in results
@@ -181,6 +191,7 @@ def main() -> None:
         tokens_per_row = float((rows != tok.pad_id).sum(1).mean())
         sps = float(np.mean([r["train/samples_per_s"] for r in reports]))
         results[name] = {"metrics": metrics, "encoder": OBJECTIVES[objective], "encoder_kwargs": enc_kwargs,
+                         "init_from": args.init_from or None,
                          "seed": args.seed, "epochs": epochs, "batch_size": batch, "lr": lr,
                          "train_seconds": round(train_s, 1), "rows_per_s": round(sps, 1),
                          "tokens_per_s": round(sps * tokens_per_row), "final_loss": round(reports[-1]["train/loss"], 4),

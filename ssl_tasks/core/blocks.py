@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -16,3 +18,105 @@ def transformer_blocks(width: int, depth: int, heads: int, mlp_ratio: float, dro
                                    batch_first=True, norm_first=True)
         for _ in range(depth)
     )
+
+
+def rotate_half_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE's rotation (Su et al. "RoFormer", arXiv:2104.09864): (..., L, Dh) with (L, Dh/2) angles' cos/sin.
+
+    Channel pairs (i, i + Dh/2) are rotated by the angle of their position, so the dot product of a query at
+    position m and a key at n depends on m - n only.
+    """
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+
+
+def rope_angles(length: int, head_dim: int, device: torch.device, base: float = 10000.0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L, Dh/2) cos and sin of position x frequency, frequencies ``base ** (-2i / Dh)``."""
+    freq = base ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)  # (Dh/2,)
+    ang = torch.arange(length, device=device, dtype=torch.float32)[:, None] * freq  # (L, Dh/2)
+    return ang.cos(), ang.sin()
+
+
+class PositionBlock(nn.Module):
+    """Pre-norm transformer block (GELU MLP) whose self-attention sees relative positions: rotary embeddings
+    (RoPE) and/or an additive bias per offset (:class:`RelativePositionBias`).
+
+    The same layout as ``nn.TransformerEncoderLayer(norm_first=True)``: dropout on the attention weights and on
+    both residual branches, and after the MLP's activation. Positions enter only through the attention, so a
+    token's attention to its neighbours does not have to be learned from absolute positions first.
+    """
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float = 0.0) -> None:
+        super().__init__()
+        if (width // heads) % 2:  # checked for every position kind: RoPE pairs channels
+            raise ValueError(f"rotary embeddings need an even head width; width {width} / heads {heads} is odd")
+        self.heads, self.dropout = heads, dropout
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, width))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor | None = None, causal: bool = False,
+                bias: torch.Tensor | None = None, rotary: bool = True, window: int = 0) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D). ``pad``: optional (B, L) bool, True at padding; ``bias``: optional (H, L, L)
+        additive attention bias (relative positions); ``rotary=False`` leaves queries and keys unrotated;
+        ``window > 0`` lets a query see keys at most that many positions away (sliding-window attention)."""
+        b, length, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if rotary:
+            cos, sin = rope_angles(length, d // self.heads, x.device)
+            q, k = rotate_half_pairs(q, cos.to(q.dtype), sin.to(q.dtype)), rotate_half_pairs(k, cos.to(k.dtype),
+                                                                                            sin.to(k.dtype))
+        allowed = attention_allowed(length, x.device, pad, causal, window) if pad is not None or window or (
+            causal and bias is not None) else None
+        mask = allowed
+        if bias is not None:  # one float mask: the bias, -inf where a key may not be attended to
+            mask = bias[None].to(q.dtype)
+            mask = mask if allowed is None else mask.masked_fill(~allowed, float("-inf"))
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=causal and mask is None)  # (B, H, L, Dh)
+        x = x + self.drop(self.proj(o.transpose(1, 2).reshape(b, length, d)))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+def attention_allowed(length: int, device: torch.device, pad: torch.Tensor | None, causal: bool, window: int
+                      ) -> torch.Tensor:
+    """Boolean (B or 1, 1, L, L): True where query i may attend to key j (not padding, not the future when causal,
+    within ``window`` when > 0). Every query may attend to itself, so a padding query whose window holds only
+    padding still has a key (its output is never pooled, but a row of -inf would be NaN)."""
+    pos = torch.arange(length, device=device)
+    ok = torch.ones(1, 1, length, length, dtype=torch.bool, device=device)
+    if pad is not None:
+        ok = ok & ~pad[:, None, None, :]
+    if causal:
+        ok = ok & (pos[None, :] <= pos[:, None])
+    if window:
+        ok = ok & ((pos[None, :] - pos[:, None]).abs() <= window)
+    return ok | torch.eye(length, dtype=torch.bool, device=device)
+
+
+def position_blocks(width: int, depth: int, heads: int, mlp_ratio: float, dropout: float = 0.0) -> nn.ModuleList:
+    """``depth`` :class:`PositionBlock`s."""
+    return nn.ModuleList(PositionBlock(width, heads, mlp_ratio, dropout) for _ in range(depth))
+
+
+class RelativePositionBias(nn.Module):
+    """A learned attention bias per head and relative offset (Shaw et al. 2018, arXiv:1803.02155; T5, Raffel et
+    al. 2020, which shares one table across a stack's layers as here). Offsets beyond ``max_len - 1`` do not occur.
+
+    Starting at zero, the bias for "the key one to the left" is a single number per head that every query's
+    gradient moves, so attending to neighbours is learned in a few steps instead of being read off absolute
+    positions.
+    """
+
+    def __init__(self, heads: int, max_len: int) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.table = nn.Parameter(torch.zeros(heads, 2 * max_len - 1))
+
+    def forward(self, length: int) -> torch.Tensor:
+        """(H, L, L): entry [h, i, j] is head h's bias for a query at i attending to a key at j."""
+        pos = torch.arange(length, device=self.table.device)
+        return self.table[:, pos[None, :] - pos[:, None] + self.max_len - 1]

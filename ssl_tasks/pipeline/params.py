@@ -82,6 +82,7 @@ class RunParams:
     objective_kwargs: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # overrides of the shared ``train`` section
     seeds: tuple[int, ...] | None = None  # overrides the top-level ``seeds`` for this run
+    init_encoder: str = ""  # an encoder.pt to start from (e.g. another run's pretrain/seed-0/encoder.pt)
 
 
 @dataclass(frozen=True)

@@ -226,10 +226,17 @@ def train_job(params: Params, run: str, seed: int, layout: Layout, data_dir: Pat
               std: tuple[float, ...], tokenizer_file: Path | None = None) -> TrainJob:
     """The training job a pretrain stage hands to Ray Train for ``run`` and ``seed`` (no tracking, no faults)."""
     spec = params.run(run)
+    init = ""
+    if spec.init_encoder:  # a pretrained start (e.g. SimCSE from an MLM run), relative to the project
+        path = Path(spec.init_encoder)
+        path = (path if path.is_absolute() else layout.root / path).resolve()
+        if not path.is_file():
+            raise UserError(f"runs.{run}.init_encoder: {path} does not exist (pretrain that run first)")
+        init = str(path)
     return TrainJob(run=run, seed=seed, data_dir=str(Path(data_dir).resolve()), objective=spec.objective,
                     objective_kwargs=objective_kwargs(params, run, layout), encoder=spec.encoder,
                     encoder_kwargs=spec.encoder_kwargs, train=params.train_for(run), mean=mean, std=std,
-                    tokenizer=str(tokenizer_file or ""))
+                    tokenizer=str(tokenizer_file or ""), init_encoder=init)
 
 
 def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layout, ds: Any,

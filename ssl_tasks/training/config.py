@@ -47,5 +47,6 @@ class TrainJob:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     tokenizer: str = ""  # text datasets: the tokenizer.json of the dataset's tokenizer stage
+    init_encoder: str = ""  # an encoder state dict (encoder.pt) the encoder starts from instead of random init
     tracking: dict[str, str] = field(default_factory=dict)  # {"uri": ..., "run_id": ...}
     fault: dict[str, Any] = field(default_factory=dict)  # test-only fault injection

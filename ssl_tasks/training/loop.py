@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import signal
 import tempfile
 import time
@@ -71,12 +72,29 @@ def build_objective(job: TrainJob, feed: ImageFeed | TextFeed | PairFeed) -> Obj
     check_compatible(cls, ENCODERS.get(job.encoder), feed.modality)
     cls.check_data(feed.spec)
     cfg = build(cls.Config, job.objective_kwargs, f"runs.{job.run}.objective_kwargs")
+    encoder = feed.build_encoder(job.encoder, job.encoder_kwargs)
+    if job.init_encoder:  # before the objective is built, so EMA teachers start from the same weights
+        load_encoder(encoder, job.init_encoder, f"runs.{job.run}.init_encoder")
     try:
-        return cls(feed.build_encoder(job.encoder, job.encoder_kwargs), cfg, feed.spec)
+        return cls(encoder, cfg, feed.spec)
     except ValueError as e:  # a combination the objective refuses (e.g. SimCSE without dropout)
         from ssl_tasks.core.errors import UserError
 
         raise UserError(f"runs.{job.run}: {job.objective}: {e}") from None
+
+
+def load_encoder(encoder: nn.Module, path: str | Path, where: str) -> None:
+    """Load an ``encoder.pt`` state dict (``weights_only``) into ``encoder``; a mismatch is a UserError."""
+    from ssl_tasks.core.errors import UserError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        encoder.load_state_dict(state)
+    except FileNotFoundError:
+        raise UserError(f"{where}: {path} does not exist") from None
+    except (RuntimeError, pickle.UnpicklingError, AttributeError) as e:  # wrong architecture, or not a state dict
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"{where}: {path} does not fit the run's encoder: {first}") from None
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

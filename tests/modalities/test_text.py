@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -134,10 +135,13 @@ def test_noise_mask_density_and_span_length() -> None:
 # ----------------------------------------------------------------------------- encoders
 
 
+@pytest.mark.parametrize("position", ["learned", "rope", "relative", "relative+window"])
 @pytest.mark.parametrize("name", ["causal_transformer", "seq2seq_transformer", "text_transformer"])
-def test_causal_model_cannot_see_the_future(name: str) -> None:
+def test_causal_model_cannot_see_the_future(name: str, position: str) -> None:
     torch.manual_seed(0)
-    enc = build_text_encoder(name, 1000, 0, max_len=32, width=32, heads=2, depth=2).eval()
+    kind, _, win = position.partition("+")
+    enc = build_text_encoder(name, 1000, 0, max_len=32, width=32, heads=2, depth=2, position=kind,
+                             window=3 if win else 0).eval()
     ids = torch.randint(21, 1000, (4, 32))
     later = ids.clone()
     later[:, 20] = (later[:, 20] + 1) % 1000
@@ -147,6 +151,11 @@ def test_causal_model_cannot_see_the_future(name: str) -> None:
         assert not torch.allclose(h[:, 20:], h2[:, 20:])
     else:  # bidirectional: earlier positions do see a later change
         assert not torch.allclose(h[:, :20], h2[:, :20])
+    if win:  # two layers of a 3-token window: position 20 reaches 6 either way, no further
+        reach = slice(14, 27) if name != "causal_transformer" else slice(20, 27)
+        assert not torch.allclose(h[:, reach], h2[:, reach])
+        torch.testing.assert_close(h[:, :14], h2[:, :14])
+        torch.testing.assert_close(h[:, 27:], h2[:, 27:])
     if name == "seq2seq_transformer":  # the decoder is causal too
         dec = torch.randint(21, 1000, (4, 12))
         dec2 = dec.clone()
@@ -156,12 +165,92 @@ def test_causal_model_cannot_see_the_future(name: str) -> None:
         assert not torch.allclose(d[:, 8:], d2[:, 8:])
 
 
-def test_pooling_ignores_padding() -> None:
+@pytest.mark.parametrize("name", ["causal_transformer", "text_transformer"])
+@pytest.mark.parametrize("position", ["learned", "rope", "relative", "relative+window"])
+def test_pooling_ignores_padding(position: str, name: str) -> None:
     torch.manual_seed(0)
-    enc = build_text_encoder("text_transformer", 1000, 0, max_len=16, width=32, heads=2).eval()
+    kind, _, win = position.partition("+")
+    enc = build_text_encoder(name, 1000, 0, max_len=16, width=32, heads=2, position=kind, window=2 if win else 0).eval()
     ids = torch.randint(21, 1000, (2, 8))
     padded = torch.cat([ids, torch.zeros(2, 8, dtype=torch.long)], dim=1)
     torch.testing.assert_close(enc(ids), enc(padded), atol=1e-5, rtol=1e-5)
+
+
+def _slow_block(blk: torch.nn.Module, x: torch.Tensor, pad: torch.Tensor, causal: bool,
+                bias: torch.Tensor | None = None, rotary: bool = True, window: int = 0) -> torch.Tensor:
+    """RoPE attention written out per position: rotate each (x_{2i}, x_{2i+1}) pair of the RoFormer paper,
+    with pairs taken as (i, i + Dh/2) channels, by angle pos * 10000^(-2i/Dh); add bias[h, i, j] to the score of
+    query i and key j; softmax over allowed keys."""
+    b, n, d = x.shape
+    h = blk.heads
+    dh = d // h
+    q, k, v = blk.qkv(blk.norm1(x)).view(b, n, 3, h, dh).unbind(2)  # (B, L, H, Dh) each
+
+    def rot(t: torch.Tensor) -> torch.Tensor:
+        out = torch.empty_like(t)
+        for pos in range(n):
+            for i in range(dh // 2):
+                a = pos * 10000.0 ** (-2 * i / dh)
+                c, s = math.cos(a), math.sin(a)
+                x1, x2 = t[:, pos, :, i], t[:, pos, :, i + dh // 2]
+                out[:, pos, :, i], out[:, pos, :, i + dh // 2] = x1 * c - x2 * s, x1 * s + x2 * c
+        return out
+
+    if rotary:
+        q, k = rot(q), rot(k)
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(dh)
+    if bias is not None:
+        scores = scores + bias[None]
+    allowed = ~pad[:, None, None, :]
+    if causal:
+        allowed = allowed & torch.ones(n, n, dtype=torch.bool).tril()
+    if window:
+        allowed = allowed & torch.tensor([[abs(i - j) <= window for j in range(n)] for i in range(n)])
+    o = torch.einsum("bhqk,bkhd->bqhd", scores.masked_fill(~allowed, float("-inf")).softmax(-1), v)
+    x = x + blk.proj(o.reshape(b, n, d))
+    return x + blk.mlp(blk.norm2(x))
+
+
+@pytest.mark.parametrize("window", [0, 2])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("position", ["rope", "relative"])
+def test_position_block_matches_a_slow_reference(causal: bool, position: str, window: int) -> None:
+    from ssl_tasks.core.blocks import PositionBlock, RelativePositionBias
+
+    torch.manual_seed(0)
+    blk = PositionBlock(16, 2, 2.0).double().eval()
+    x = torch.randn(3, 7, 16, dtype=torch.float64)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[1, 3:] = True  # with window 2, query 6 has only padding in reach
+    rotary, bias = position == "rope", None
+    if position == "relative":
+        rel = RelativePositionBias(2, 9).double()
+        torch.nn.init.normal_(rel.table)
+        bias = rel(7)
+        for h, i, j in [(0, 0, 0), (1, 2, 5), (0, 6, 1)]:  # [h, i, j] is the table's entry for offset j - i
+            assert bias[h, i, j] == rel.table[h, j - i + 8]
+    got = blk(x, pad, causal, bias=bias, rotary=rotary, window=window)
+    assert not got.isnan().any()  # a padding query also sees itself, so none is an all -inf row
+    keep = ~pad  # and padding queries are never pooled
+    torch.testing.assert_close(got[keep], _slow_block(blk, x, pad, causal, bias, rotary, window)[keep])
+    # no padding: the fused path without a boolean mask gives the same
+    torch.testing.assert_close(blk(x[:1], None, causal, bias=bias, rotary=rotary, window=window),
+                               _slow_block(blk, x[:1], pad[:1], causal, bias, rotary, window))
+
+
+def test_rotary_attention_depends_on_offsets_only() -> None:
+    from ssl_tasks.core.blocks import rope_angles, rotate_half_pairs
+
+    torch.manual_seed(0)
+    q, k = torch.randn(8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+    cos, sin = (t.double() for t in rope_angles(40, 8, torch.device("cpu")))
+
+    def score(m: int, n: int) -> float:
+        return float(rotate_half_pairs(q, cos[m], sin[m]) @ rotate_half_pairs(k, cos[n], sin[n]))
+
+    assert score(3, 1) == pytest.approx(score(30, 28), abs=1e-5)  # angles are float32
+    assert score(5, 5) == pytest.approx(float(q @ k), abs=1e-5)  # offset 0: the plain dot product
+    assert score(3, 1) != pytest.approx(score(1, 3), abs=1e-6)  # direction matters, unlike |m - n| biases
 
 
 def test_text_encoder_errors() -> None:
@@ -169,6 +258,14 @@ def test_text_encoder_errors() -> None:
         build_text_encoder("small_cnn", 1000, 0)
     with pytest.raises(UserError, match="multiple of heads"):
         build_text_encoder("text_transformer", 1000, 0, width=30, heads=4)
+    with pytest.raises(UserError, match="unknown position 'sinusoid'; valid: learned, rope, relative"):
+        build_text_encoder("text_transformer", 1000, 0, position="sinusoid")
+    with pytest.raises(UserError, match="window .* needs position 'rope' or 'relative'"):
+        build_text_encoder("text_transformer", 1000, 0, window=2)
+    with pytest.raises(UserError, match="window must be an int >= 0"):
+        build_text_encoder("text_transformer", 1000, 0, position="rope", window=-1)
+    with pytest.raises(UserError, match="even head width"):
+        build_text_encoder("causal_transformer", 1000, 0, width=12, heads=4, position="rope")
     enc = build_text_encoder("text_transformer", 1000, 0, max_len=8, width=16, heads=2)
     with pytest.raises(ValueError, match="exceeds the encoder's max_len"):
         enc(torch.ones(1, 9, dtype=torch.long))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -38,23 +40,29 @@ def test_mlm_loss_is_cross_entropy_over_selected_positions_only() -> None:
     torch.testing.assert_close(obj([inputs, other, second]).loss, res.loss)
 
 
-def test_mlm_learns_to_read_context() -> None:
-    """Rows of doubled tokens (a a b b ...): a masked token is its neighbour, which only attention can see.
+@pytest.mark.parametrize("position", ["learned", "rope", "rope+window"])
+def test_mlm_learns_to_read_context(position: str) -> None:
+    """Counting rows (a, a+1, a+2, ... mod 32 from a random a): a masked token is its left neighbour plus one (and
+    its right neighbour minus one), which only attention can see.
 
     Trained briefly, the model must predict most masked tokens; with no context to use the best possible is
-    chance (1 in 32). This catches a model that learns only token frequencies (the unigram plateau).
+    chance (1 in 32). This catches a model that learns only token frequencies (the unigram plateau). (Doubled
+    tokens, ``a a b b``, would not do for RoPE: whether the twin is left or right depends on the absolute
+    position, which rotary attention does not see.)
     """
     torch.manual_seed(0)
     vocab, length = 36, 16
     spec = TextDataSpec(vocab_size=vocab, pad_id=0, cls_id=1, sep_id=2, mask_id=3, sentinel_ids=(),
                         special_ids=(0, 1, 2, 3), seq_len=length)
-    obj = MLM(build_text_encoder("text_transformer", vocab, 0, max_len=length, width=32, depth=1, heads=2),
-              MLMConfig(), spec).train()
+    kind, _, win = position.partition("+")
+    obj = MLM(build_text_encoder("text_transformer", vocab, 0, max_len=length, width=32, depth=1, heads=2,
+                                 position=kind, window=2 if win else 0), MLMConfig(), spec).train()
     opt = torch.optim.AdamW(obj.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
 
     def rows() -> torch.Tensor:
-        return torch.randint(4, vocab, (64, length // 2), generator=g).repeat_interleave(2, dim=1)
+        start = torch.randint(0, vocab - 4, (64, 1), generator=g)
+        return 4 + (start + torch.arange(length)) % (vocab - 4)
 
     for step in range(250):
         for group in opt.param_groups:
@@ -138,3 +146,34 @@ def test_objectives_refuse_the_wrong_encoder(name: str, encoder: str, needs: str
 
     with pytest.raises(UserError, match=needs):
         check_compatible(OBJECTIVES.get(name), ENCODERS.get(encoder), "text")
+
+
+def test_a_run_starts_from_another_runs_encoder(text_dataset: Path, text_tokenizer: Path, tmp_path: Path) -> None:
+    """``init_encoder`` (SimCSE from an MLM encoder, as the SimCSE paper starts from BERT): the objective's encoder
+    starts from the saved weights, then trains; a file for another architecture, or none, is a clear error."""
+    from ssl_tasks.training.config import TrainConfig, TrainJob
+    from ssl_tasks.training.feeds import open_feed
+    from ssl_tasks.training.loop import LocalSession, build_objective, run_training
+
+    def job(init: str, **enc: object) -> TrainJob:
+        return TrainJob(run="simcse", seed=0, data_dir=str(text_dataset), objective="simcse", objective_kwargs={},
+                        encoder="text_transformer", encoder_kwargs={**TINY_TEXT, **enc},
+                        train=TrainConfig(epochs=1, batch_size=64), mean=(), std=(), tokenizer=str(text_tokenizer),
+                        init_encoder=init)
+
+    feed = open_feed(job(""))
+    torch.manual_seed(7)
+    pre = feed.build_encoder("text_transformer", TINY_TEXT)
+    torch.save(pre.state_dict(), tmp_path / "encoder.pt")
+    obj = build_objective(job(str(tmp_path / "encoder.pt")), feed)
+    for k, v in pre.state_dict().items():
+        assert torch.equal(obj.encoder.state_dict()[k], v), k
+    assert not torch.equal(build_objective(job(""), feed).encoder.tok_embed.weight, pre.tok_embed.weight)
+    session = LocalSession(tmp_path / "ckpt")
+    run_training(job(str(tmp_path / "encoder.pt")), session)
+    trained = torch.load(session.latest_checkpoint() / "state.pt", weights_only=True)["eval_encoder"]
+    assert not torch.equal(trained["tok_embed.weight"], pre.tok_embed.weight)  # it trained from there
+    with pytest.raises(UserError, match=r"runs.simcse.init_encoder: .* does not fit the run's encoder"):
+        build_objective(job(str(tmp_path / "encoder.pt"), position="rope"), feed)
+    with pytest.raises(UserError, match=r"runs.simcse.init_encoder: .*missing.pt does not exist"):
+        build_objective(job(str(tmp_path / "missing.pt")), feed)

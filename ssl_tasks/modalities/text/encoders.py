@@ -13,8 +13,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ssl_tasks.core.blocks import transformer_blocks
+from ssl_tasks.core.blocks import RelativePositionBias, position_blocks, transformer_blocks
 from ssl_tasks.modalities.image.encoders import ENCODERS, Encoder
+
+POSITIONS = ("learned", "rope", "relative")  # absolute table; rotary; learned bias per relative offset
 
 
 class _TextTransformer(Encoder):
@@ -22,8 +24,15 @@ class _TextTransformer(Encoder):
     causal: ClassVar[bool] = False
 
     def __init__(self, vocab_size: int, pad_id: int, max_len: int = 64, width: int = 128, depth: int = 2,
-                 heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.1) -> None:
+                 heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.1, position: str = "learned",
+                 window: int = 0) -> None:
         super().__init__()
+        if position not in POSITIONS:
+            raise ValueError(f"unknown position {position!r}; valid: {', '.join(POSITIONS)}")
+        if not isinstance(window, int) or window < 0:
+            raise ValueError(f"window must be an int >= 0 (0: every token sees the whole row), got {window!r}")
+        if window and position == "learned":
+            raise ValueError("window (sliding-window attention) needs position 'rope' or 'relative'")
         if width % heads:
             raise ValueError(f"width {width} is not a multiple of heads {heads}")
         if not 0 <= dropout < 1:
@@ -31,22 +40,35 @@ class _TextTransformer(Encoder):
         if max_len < 3:
             raise ValueError(f"max_len must be >= 3, got {max_len}")
         self.vocab_size, self.pad_id, self.max_len, self.width = vocab_size, pad_id, max_len, width
+        self.position, self.window = position, window
         self.tok_embed = nn.Embedding(vocab_size, width)
-        self.pos_embed = nn.Parameter(torch.zeros(1, max_len, width))
         self.drop = nn.Dropout(dropout)
-        self.blocks = transformer_blocks(width, depth, heads, mlp_ratio, dropout)
+        self.rel_bias = RelativePositionBias(heads, max_len) if position == "relative" else None
+        if position in ("rope", "relative"):  # positions enter through the attention: no absolute table
+            self.pos_embed = None
+            self.blocks = position_blocks(width, depth, heads, mlp_ratio, dropout)
+        else:
+            self.pos_embed = nn.Parameter(torch.zeros(1, max_len, width))
+            self.blocks = transformer_blocks(width, depth, heads, mlp_ratio, dropout)
+            nn.init.normal_(self.pos_embed, std=0.02)
         self.norm = nn.LayerNorm(width)
         self.out_dim = width
         nn.init.normal_(self.tok_embed.weight, std=0.02)
-        nn.init.normal_(self.pos_embed, std=0.02)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, L) ids -> (B, L, D) token + position embeddings (after dropout)."""
         if ids.shape[1] > self.max_len:
             raise ValueError(f"sequence of {ids.shape[1]} tokens exceeds the encoder's max_len {self.max_len}")
-        return self.drop(self.tok_embed(ids) + self.pos_embed[:, : ids.shape[1]])
+        z = self.tok_embed(ids)
+        return self.drop(z if self.pos_embed is None else z + self.pos_embed[:, : ids.shape[1]])
 
     def run_blocks(self, z: torch.Tensor, pad: torch.Tensor | None, causal: bool) -> torch.Tensor:
+        if self.pos_embed is None:
+            pad = pad if pad is not None and pad.any() else None
+            bias = self.rel_bias(z.shape[1]) if self.rel_bias is not None else None
+            for blk in self.blocks:
+                z = blk(z, pad, causal, bias=bias, rotary=self.position == "rope", window=self.window)
+            return self.norm(z)
         mask = nn.Transformer.generate_square_subsequent_mask(z.shape[1], device=z.device, dtype=z.dtype) \
             if causal else None
         if pad is not None and not pad.any():
@@ -99,8 +121,9 @@ class Seq2SeqTransformer(_TextTransformer):
     capabilities: ClassVar[frozenset[str]] = frozenset({"pooled", "tokens", "bidirectional", "seq2seq"})
 
     def __init__(self, vocab_size: int, pad_id: int, max_len: int = 64, width: int = 128, depth: int = 2,
-                 heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.1, decoder_depth: int | None = None) -> None:
-        super().__init__(vocab_size, pad_id, max_len, width, depth, heads, mlp_ratio, dropout)
+                 heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.1, decoder_depth: int | None = None,
+                 position: str = "learned", window: int = 0) -> None:
+        super().__init__(vocab_size, pad_id, max_len, width, depth, heads, mlp_ratio, dropout, position, window)
         self.dec_pos_embed = nn.Parameter(torch.zeros(1, max_len, width))
         self.dec_blocks = nn.ModuleList(
             nn.TransformerDecoderLayer(width, heads, int(width * mlp_ratio), dropout=dropout, activation="gelu",
