@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,27 +60,44 @@ class PositionBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, width))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, pad: torch.Tensor | None = None, causal: bool = False,
-                bias: torch.Tensor | None = None, rotary: bool = True, window: int = 0) -> torch.Tensor:
-        """(B, L, D) -> (B, L, D). ``pad``: optional (B, L) bool, True at padding; ``bias``: optional (H, L, L)
-        additive attention bias (relative positions); ``rotary=False`` leaves queries and keys unrotated;
-        ``window > 0`` lets a query see keys at most that many positions away (sliding-window attention)."""
+    def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D), with the mask and rotary angles that every block of the pass shares."""
         b, length, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        if rotary:
-            cos, sin = rope_angles(length, d // self.heads, x.device)
-            q, k = rotate_half_pairs(q, cos.to(q.dtype), sin.to(q.dtype)), rotate_half_pairs(k, cos.to(k.dtype),
-                                                                                            sin.to(k.dtype))
-        allowed = attention_allowed(length, x.device, pad, causal, window) if pad is not None or window or (
-            causal and bias is not None) else None
-        mask = allowed
-        if bias is not None:  # one float mask: the bias, -inf where a key may not be attended to
-            mask = bias[None].to(q.dtype)
-            mask = mask if allowed is None else mask.masked_fill(~allowed, float("-inf"))
+        if ctx.rope is not None:
+            cos, sin = (t.to(q.dtype) for t in ctx.rope)
+            q, k = rotate_half_pairs(q, cos, sin), rotate_half_pairs(k, cos, sin)
+        mask = None if ctx.mask is None else ctx.mask.to(q.dtype) if ctx.mask.is_floating_point() else ctx.mask
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=causal and mask is None)  # (B, H, L, Dh)
+                                           is_causal=ctx.is_causal)  # (B, H, L, Dh)
         x = x + self.drop(self.proj(o.transpose(1, 2).reshape(b, length, d)))
         return x + self.drop(self.mlp(self.norm2(x)))
+
+
+@dataclass(frozen=True)
+class AttentionContext:
+    """What the :class:`PositionBlock`s of one forward pass share: the attention mask (None, boolean or an
+    additive float bias with -inf where a key is not allowed), whether SDPA applies its own causal mask instead,
+    and RoPE's (L, Dh/2) cos and sin (None: queries and keys are not rotated)."""
+
+    mask: torch.Tensor | None
+    is_causal: bool
+    rope: tuple[torch.Tensor, torch.Tensor] | None
+
+
+def attention_context(length: int, head_dim: int, device: torch.device, pad: torch.Tensor | None = None,
+                      causal: bool = False, bias: torch.Tensor | None = None, rotary: bool = True, window: int = 0
+                      ) -> AttentionContext:
+    """Build the shared attention inputs once per pass. ``pad``: optional (B, L) bool, True at padding; ``bias``:
+    optional (H, L, L) additive bias (relative positions); ``window > 0`` lets a query see keys at most that many
+    positions away (sliding-window attention)."""
+    allowed = attention_allowed(length, device, pad, causal, window) if pad is not None or window or (
+        causal and bias is not None) else None
+    mask = allowed
+    if bias is not None:  # one float mask: the bias, -inf where a key may not be attended to
+        mask = bias[None] if allowed is None else bias[None].masked_fill(~allowed, float("-inf"))
+    rope = rope_angles(length, head_dim, device) if rotary else None
+    return AttentionContext(mask=mask, is_causal=causal and mask is None, rope=rope)
 
 
 def attention_allowed(length: int, device: torch.device, pad: torch.Tensor | None, causal: bool, window: int

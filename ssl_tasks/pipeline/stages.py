@@ -171,13 +171,18 @@ def objective_kwargs(params: Params, run: str, layout: Layout) -> dict[str, Any]
     if OBJECTIVES.get(spec.objective).needs_tokenizer:
         path = Path(kwargs.get("tokenizer") or layout.tokenizer_dir(spec.dataset) / "tokenizer.pt")
         kwargs["tokenizer"] = str((path if path.is_absolute() else layout.root / path).resolve())
-    if kwargs.get("init_image"):  # LiT: a pretrained image tower, relative to the project
-        path = Path(kwargs["init_image"])
-        path = (path if path.is_absolute() else layout.root / path).resolve()
-        if not path.is_file():
-            raise UserError(f"runs.{run}.objective_kwargs.init_image: {path} does not exist (pretrain that run first)")
-        kwargs["init_image"] = str(path)
+    if kwargs.get("init_image"):  # LiT: a pretrained image tower
+        kwargs["init_image"] = _pretrained_file(kwargs["init_image"], f"runs.{run}.objective_kwargs.init_image", layout)
     return kwargs
+
+
+def _pretrained_file(value: str, key: str, layout: Layout) -> str:
+    """A params path to an earlier run's encoder.pt, relative to the project, as an absolute path that exists."""
+    path = Path(value)
+    path = (path if path.is_absolute() else layout.root / path).resolve()
+    if not path.is_file():
+        raise UserError(f"{key}: {path} does not exist (pretrain that run first)")
+    return str(path)
 
 
 # ----------------------------------------------------------------------------- pretrain
@@ -226,13 +231,8 @@ def train_job(params: Params, run: str, seed: int, layout: Layout, data_dir: Pat
               std: tuple[float, ...], tokenizer_file: Path | None = None) -> TrainJob:
     """The training job a pretrain stage hands to Ray Train for ``run`` and ``seed`` (no tracking, no faults)."""
     spec = params.run(run)
-    init = ""
-    if spec.init_encoder:  # a pretrained start (e.g. SimCSE from an MLM run), relative to the project
-        path = Path(spec.init_encoder)
-        path = (path if path.is_absolute() else layout.root / path).resolve()
-        if not path.is_file():
-            raise UserError(f"runs.{run}.init_encoder: {path} does not exist (pretrain that run first)")
-        init = str(path)
+    # a pretrained start (e.g. SimCSE from an MLM run)
+    init = _pretrained_file(spec.init_encoder, f"runs.{run}.init_encoder", layout) if spec.init_encoder else ""
     return TrainJob(run=run, seed=seed, data_dir=str(Path(data_dir).resolve()), objective=spec.objective,
                     objective_kwargs=objective_kwargs(params, run, layout), encoder=spec.encoder,
                     encoder_kwargs=spec.encoder_kwargs, train=params.train_for(run), mean=mean, std=std,

@@ -215,7 +215,7 @@ def _slow_block(blk: torch.nn.Module, x: torch.Tensor, pad: torch.Tensor, causal
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("position", ["rope", "relative"])
 def test_position_block_matches_a_slow_reference(causal: bool, position: str, window: int) -> None:
-    from ssl_tasks.core.blocks import PositionBlock, RelativePositionBias
+    from ssl_tasks.core.blocks import PositionBlock, RelativePositionBias, attention_context
 
     torch.manual_seed(0)
     blk = PositionBlock(16, 2, 2.0).double().eval()
@@ -229,12 +229,13 @@ def test_position_block_matches_a_slow_reference(causal: bool, position: str, wi
         bias = rel(7)
         for h, i, j in [(0, 0, 0), (1, 2, 5), (0, 6, 1)]:  # [h, i, j] is the table's entry for offset j - i
             assert bias[h, i, j] == rel.table[h, j - i + 8]
-    got = blk(x, pad, causal, bias=bias, rotary=rotary, window=window)
+    got = blk(x, attention_context(7, 8, x.device, pad, causal, bias=bias, rotary=rotary, window=window))
     assert not got.isnan().any()  # a padding query also sees itself, so none is an all -inf row
     keep = ~pad  # and padding queries are never pooled
     torch.testing.assert_close(got[keep], _slow_block(blk, x, pad, causal, bias, rotary, window)[keep])
     # no padding: the fused path without a boolean mask gives the same
-    torch.testing.assert_close(blk(x[:1], None, causal, bias=bias, rotary=rotary, window=window),
+    ctx = attention_context(7, 8, x.device, None, causal, bias=bias, rotary=rotary, window=window)
+    torch.testing.assert_close(blk(x[:1], ctx),
                                _slow_block(blk, x[:1], pad[:1], causal, bias, rotary, window))
 
 

@@ -50,3 +50,16 @@ def test_patch_size_mismatch_is_refused_when_params_are_read(tmp_path: Path) -> 
 def test_non_tokenizer_objectives_are_untouched(tmp_path: Path) -> None:
     params = load_params(REPO / "params.yaml")
     assert objective_kwargs(params, "simclr", Layout(tmp_path)) == params.run("simclr").objective_kwargs
+
+
+def test_pretrained_files_resolve_against_the_project_or_say_which_key_is_missing(tmp_path: Path) -> None:
+    raw = yaml.safe_load((REPO / "configs" / "clip.yaml").read_text())
+    raw["runs"]["lit"] = {**raw["runs"]["clip"], "objective_kwargs": {
+        **raw["runs"]["clip"]["objective_kwargs"], "init_image": "artifacts/pretrain/simclr/seed-0/encoder.pt"}}
+    params, layout = parse_params(raw), Layout(tmp_path)
+    with pytest.raises(UserError, match=r"runs.lit.objective_kwargs.init_image: .*encoder.pt does not exist"):
+        objective_kwargs(params, "lit", layout)
+    enc = tmp_path / "artifacts" / "pretrain" / "simclr" / "seed-0" / "encoder.pt"
+    enc.parent.mkdir(parents=True)
+    enc.write_bytes(b"")
+    assert objective_kwargs(params, "lit", layout)["init_image"] == str(enc.resolve())

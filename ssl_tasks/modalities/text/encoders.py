@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ssl_tasks.core.blocks import RelativePositionBias, position_blocks, transformer_blocks
+from ssl_tasks.core.blocks import RelativePositionBias, attention_context, position_blocks, transformer_blocks
 from ssl_tasks.modalities.image.encoders import ENCODERS, Encoder
 
 POSITIONS = ("learned", "rope", "relative")  # absolute table; rotary; learned bias per relative offset
@@ -40,7 +40,7 @@ class _TextTransformer(Encoder):
         if max_len < 3:
             raise ValueError(f"max_len must be >= 3, got {max_len}")
         self.vocab_size, self.pad_id, self.max_len, self.width = vocab_size, pad_id, max_len, width
-        self.position, self.window = position, window
+        self.position, self.window, self.heads = position, window, heads
         self.tok_embed = nn.Embedding(vocab_size, width)
         self.drop = nn.Dropout(dropout)
         self.rel_bias = RelativePositionBias(heads, max_len) if position == "relative" else None
@@ -66,8 +66,10 @@ class _TextTransformer(Encoder):
         if self.pos_embed is None:
             pad = pad if pad is not None and pad.any() else None
             bias = self.rel_bias(z.shape[1]) if self.rel_bias is not None else None
+            ctx = attention_context(z.shape[1], self.width // self.heads, z.device, pad, causal, bias=bias,
+                                    rotary=self.position == "rope", window=self.window)
             for blk in self.blocks:
-                z = blk(z, pad, causal, bias=bias, rotary=self.position == "rope", window=self.window)
+                z = blk(z, ctx)
             return self.norm(z)
         mask = nn.Transformer.generate_square_subsequent_mask(z.shape[1], device=z.device, dtype=z.dtype) \
             if causal else None
