@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--random-seeds", nargs="+", type=int, default=[],
                     help="only evaluate random-init encoders of these seeds (rows random_init<tag>-s<seed>)")
     ap.add_argument("--encoder-kwargs", default="{}", help="JSON merged into the encoder's kwargs for --objectives and --random-seeds")
+    ap.add_argument("--objective-kwargs", default="{}", help="JSON passed as the objectives' kwargs (their Config)")
     ap.add_argument("--tag", default="", help="suffix of the objectives' row names (a variant)")
     ap.add_argument("--init-from", default="", metavar="ROW", help="start the objectives' encoder from this earlier "
                     "row's trained encoder (its checkpoint in --work), as the pipeline's init_encoder does")
@@ -158,7 +159,7 @@ def main() -> None:
     for objective in args.objectives:
         name = objective + args.tag + (f"-s{args.seed}" if args.seed else "")
         epochs, batch, lr = RECIPES[objective] if args.epochs == 0 else (args.epochs, args.batch_size, args.lr)
-        job = TrainJob(run=name, seed=args.seed, data_dir=str(data), objective=objective, objective_kwargs={},
+        job = TrainJob(run=name, seed=args.seed, data_dir=str(data), objective=objective, objective_kwargs=json.loads(args.objective_kwargs),
                        encoder=OBJECTIVES[objective], encoder_kwargs=enc_kwargs, mean=(), std=(),
                        tokenizer=str(tok_file), init_encoder=init,
                        train=TrainConfig(epochs=epochs, batch_size=batch, lr=lr, weight_decay=0.01, warmup_epochs=1))
@@ -191,7 +192,7 @@ def main() -> None:
         tokens_per_row = float((rows != tok.pad_id).sum(1).mean())
         sps = float(np.mean([r["train/samples_per_s"] for r in reports]))
         results[name] = {"metrics": metrics, "encoder": OBJECTIVES[objective], "encoder_kwargs": enc_kwargs,
-                         "init_from": args.init_from or None,
+                         "objective_kwargs": json.loads(args.objective_kwargs), "init_from": args.init_from or None,
                          "seed": args.seed, "epochs": epochs, "batch_size": batch, "lr": lr,
                          "train_seconds": round(train_s, 1), "rows_per_s": round(sps, 1),
                          "tokens_per_s": round(sps * tokens_per_row), "final_loss": round(reports[-1]["train/loss"], 4),
@@ -265,19 +266,23 @@ def render_seeds(results: list[dict]) -> str:
         for name, row in r["rows"].items():
             base = re.sub(r"-s\d+$", "", name)
             groups.setdefault(base, {}).setdefault(name, row)
-    ref = [row["metrics"]["linear/top1"] for row in groups.get("random_init", {}).values()]
+    ref_base = next((b for b in groups if b.startswith("random_init")), None)  # the first file's random init
+    ref = [row["metrics"]["linear/top1"] for row in groups.get(ref_base, {}).values()]
     ref_mean = mean_ci95(ref)[0] if ref else None
     lines = ["| row | seeds | linear/top1 (mean ± 95% CI) | k-NN top-1 | linear − random init | per seed (linear) |",
              "|---|---:|---|---|---:|---|"]
-    for base in ("random_init", "mlm", "causal_lm", "span_corruption", "simcse"):
-        rows = groups.get(base)
-        if not rows:
+    order = ("random_init", "mlm", "causal_lm", "span_corruption", "simcse")
+    for base in sorted(groups, key=lambda b: (b != ref_base, next((i for i, o in enumerate(order)
+                                                                   if b.startswith(o)), len(order)), b)):
+        rows = groups[base]
+        if base in ("bag_of_words", "supervised", "unigram", "random_init_causal"):  # baselines, not seed groups
             continue
         lin = [row["metrics"]["linear/top1"] for row in rows.values()]
         knn = [row["metrics"]["knn/top1"] for row in rows.values()]
         (lm, lc), (km, kc) = mean_ci95(lin), mean_ci95(knn)
-        delta = "-" if base == "random_init" or ref_mean is None else f"{lm - ref_mean:+.4f}"
-        lines.append(f"| {base} | {len(lin)} | {lm:.4f} ± {lc:.4f} | {km:.4f} ± {kc:.4f} | {delta} | "
+        delta = "-" if base == ref_base or ref_mean is None else f"{lm - ref_mean:+.4f}"
+        ci = (lambda m, c: f"{m:.4f}") if len(lin) == 1 else (lambda m, c: f"{m:.4f} ± {c:.4f}")
+        lines.append(f"| {base} | {len(lin)} | {ci(lm, lc)} | {ci(km, kc)} | {delta} | "
                      + ", ".join(f"{v:.4f}" for v in lin) + " |")
     return "\n".join(lines)
 

@@ -34,7 +34,9 @@ CASES: dict[str, Case] = {
     "beit": Case({"tokenizer": ""}, encoder="vit", encoder_kwargs=TINY_VIT),  # path set by the `name` fixture
     "mlm": Case(encoder="text_transformer", encoder_kwargs=TINY_TEXT, text=True),
     "causal_lm": Case(encoder="causal_transformer", encoder_kwargs=TINY_TEXT, text=True),
-    "span_corruption": Case(encoder="seq2seq_transformer", encoder_kwargs=TINY_TEXT, text=True),
+    # as configs/text.yaml runs it: RoPE (encoder and decoder) and a window; the learned table is tested elsewhere
+    "span_corruption": Case(encoder="seq2seq_transformer", encoder_kwargs={**TINY_TEXT, "position": "rope", "window": 2},
+                            text=True),
     "simcse": Case(encoder="text_transformer", encoder_kwargs=TINY_TEXT, text=True),
     "clip": Case({"text_encoder_kwargs": TINY_TEXT, "embed_dim": 16}, pair=True),
     "siglip": Case({"text_encoder_kwargs": TINY_TEXT, "embed_dim": 16}, pair=True),

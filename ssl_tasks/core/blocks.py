@@ -62,6 +62,11 @@ class PositionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         """(B, L, D) -> (B, L, D), with the mask and rotary angles that every block of the pass shares."""
+        x = self.self_attend(x, ctx)
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+    def self_attend(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+        """The attention half of the block, residual included."""
         b, length, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         if ctx.rope is not None:
@@ -70,7 +75,34 @@ class PositionBlock(nn.Module):
         mask = None if ctx.mask is None else ctx.mask.to(q.dtype) if ctx.mask.is_floating_point() else ctx.mask
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=ctx.is_causal)  # (B, H, L, Dh)
-        x = x + self.drop(self.proj(o.transpose(1, 2).reshape(b, length, d)))
+        return x + self.drop(self.proj(o.transpose(1, 2).reshape(b, length, d)))
+
+
+class PositionDecoderBlock(PositionBlock):
+    """:class:`PositionBlock` with cross-attention to an encoder's states between its self-attention and MLP, as
+    in ``nn.TransformerDecoderLayer(norm_first=True)``. Only the self-attention sees positions (rotary or
+    relative bias, through ``ctx``); the cross-attention is by content, as in T5."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float = 0.0) -> None:
+        super().__init__(width, heads, mlp_ratio, dropout)
+        self.norm_cross = nn.LayerNorm(width)
+        self.q_cross, self.kv_cross, self.proj_cross = (nn.Linear(width, width), nn.Linear(width, 2 * width),
+                                                        nn.Linear(width, width))
+
+    def forward(self, x: torch.Tensor, ctx: AttentionContext, memory: torch.Tensor | None = None,
+                memory_pad: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) decoder states, ``memory`` (B, L, D) encoder states, ``memory_pad`` optional (B, L) bool,
+        True at padding -> (B, T, D)."""
+        if memory is None:
+            raise ValueError("a decoder block needs the encoder's states (memory)")
+        x = self.self_attend(x, ctx)
+        b, t, d = x.shape
+        dh = d // self.heads
+        q = self.q_cross(self.norm_cross(x)).view(b, t, self.heads, dh).transpose(1, 2)  # (B, H, T, Dh)
+        k, v = self.kv_cross(memory).view(b, memory.shape[1], 2, self.heads, dh).permute(2, 0, 3, 1, 4)
+        mask = None if memory_pad is None else ~memory_pad[:, None, None, :]  # (B, 1, 1, L) True: attend
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.proj_cross(o.transpose(1, 2).reshape(b, t, d)))
         return x + self.drop(self.mlp(self.norm2(x)))
 
 

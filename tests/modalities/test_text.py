@@ -178,6 +178,12 @@ def test_pooling_ignores_padding(position: str, name: str) -> None:
 
 def _slow_block(blk: torch.nn.Module, x: torch.Tensor, pad: torch.Tensor, causal: bool,
                 bias: torch.Tensor | None = None, rotary: bool = True, window: int = 0) -> torch.Tensor:
+    x = _slow_self_attention(blk, x, pad, causal, bias, rotary, window)
+    return x + blk.mlp(blk.norm2(x))
+
+
+def _slow_self_attention(blk: torch.nn.Module, x: torch.Tensor, pad: torch.Tensor, causal: bool,
+                         bias: torch.Tensor | None = None, rotary: bool = True, window: int = 0) -> torch.Tensor:
     """RoPE attention written out per position: rotate each (x_{2i}, x_{2i+1}) pair of the RoFormer paper,
     with pairs taken as (i, i + Dh/2) channels, by angle pos * 10000^(-2i/Dh); add bias[h, i, j] to the score of
     query i and key j; softmax over allowed keys."""
@@ -207,8 +213,7 @@ def _slow_block(blk: torch.nn.Module, x: torch.Tensor, pad: torch.Tensor, causal
     if window:
         allowed = allowed & torch.tensor([[abs(i - j) <= window for j in range(n)] for i in range(n)])
     o = torch.einsum("bhqk,bkhd->bqhd", scores.masked_fill(~allowed, float("-inf")).softmax(-1), v)
-    x = x + blk.proj(o.reshape(b, n, d))
-    return x + blk.mlp(blk.norm2(x))
+    return x + blk.proj(o.reshape(b, n, d))
 
 
 @pytest.mark.parametrize("window", [0, 2])
@@ -237,6 +242,42 @@ def test_position_block_matches_a_slow_reference(causal: bool, position: str, wi
     ctx = attention_context(7, 8, x.device, None, causal, bias=bias, rotary=rotary, window=window)
     torch.testing.assert_close(blk(x[:1], ctx),
                                _slow_block(blk, x[:1], pad[:1], causal, bias, rotary, window))
+
+
+@pytest.mark.parametrize("position", ["rope", "relative"])
+def test_position_decoder_block_matches_a_slow_reference(position: str) -> None:
+    """Causal self-attention with positions, then cross-attention by content to the encoder's non-pad states,
+    then the MLP; padded memory positions change nothing."""
+    from ssl_tasks.core.blocks import PositionDecoderBlock, RelativePositionBias, attention_context
+
+    torch.manual_seed(0)
+    blk = PositionDecoderBlock(16, 2, 2.0).double().eval()
+    x, memory = torch.randn(3, 5, 16, dtype=torch.float64), torch.randn(3, 7, 16, dtype=torch.float64)
+    pad, mem_pad = torch.zeros(3, 5, dtype=torch.bool), torch.zeros(3, 7, dtype=torch.bool)
+    pad[2, 4:], mem_pad[1, 4:] = True, True
+    bias = None
+    if position == "relative":
+        rel = RelativePositionBias(2, 9).double()
+        torch.nn.init.normal_(rel.table)
+        bias = rel(5)
+    got = blk(x, attention_context(5, 8, x.device, pad, True, bias=bias, rotary=position == "rope"), memory, mem_pad)
+
+    ref = _slow_self_attention(blk, x, pad, True, bias, position == "rope")
+    q = blk.q_cross(blk.norm_cross(ref)).view(3, 5, 2, 8)
+    k, v = blk.kv_cross(memory).view(3, 7, 2, 2, 8).unbind(2)
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(8)
+    att = scores.masked_fill(mem_pad[:, None, None, :], float("-inf")).softmax(-1)
+    ref = ref + blk.proj_cross(torch.einsum("bhqk,bkhd->bqhd", att, v).reshape(3, 5, 16))
+    ref = ref + blk.mlp(blk.norm2(ref))
+    keep = ~pad
+    torch.testing.assert_close(got[keep], ref[keep])
+    changed = memory.clone()
+    changed[1, 4:] = torch.randn(3, 16, dtype=torch.float64)
+    ctx = attention_context(5, 8, x.device, pad, True, bias=bias, rotary=position == "rope")
+    torch.testing.assert_close(blk(x, ctx, changed, mem_pad), got)
+    assert not torch.allclose(blk(x, ctx, changed, None), got)
+    with pytest.raises(ValueError, match="memory"):
+        blk(x, ctx)
 
 
 def test_rotary_attention_depends_on_offsets_only() -> None:

@@ -13,7 +13,13 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ssl_tasks.core.blocks import RelativePositionBias, attention_context, position_blocks, transformer_blocks
+from ssl_tasks.core.blocks import (
+    PositionDecoderBlock,
+    RelativePositionBias,
+    attention_context,
+    position_blocks,
+    transformer_blocks,
+)
 from ssl_tasks.modalities.image.encoders import ENCODERS, Encoder
 
 POSITIONS = ("learned", "rope", "relative")  # absolute table; rotary; learned bias per relative offset
@@ -126,25 +132,41 @@ class Seq2SeqTransformer(_TextTransformer):
                  heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.1, decoder_depth: int | None = None,
                  position: str = "learned", window: int = 0) -> None:
         super().__init__(vocab_size, pad_id, max_len, width, depth, heads, mlp_ratio, dropout, position, window)
-        self.dec_pos_embed = nn.Parameter(torch.zeros(1, max_len, width))
-        self.dec_blocks = nn.ModuleList(
-            nn.TransformerDecoderLayer(width, heads, int(width * mlp_ratio), dropout=dropout, activation="gelu",
-                                       batch_first=True, norm_first=True)
-            for _ in range(depth if decoder_depth is None else decoder_depth)
-        )
+        n_dec = depth if decoder_depth is None else decoder_depth
+        if self.pos_embed is None:  # rope / relative: the decoder's self-attention sees offsets too (no window)
+            self.dec_pos_embed = None
+            self.dec_rel_bias = RelativePositionBias(heads, max_len) if position == "relative" else None
+            self.dec_blocks = nn.ModuleList(PositionDecoderBlock(width, heads, mlp_ratio, dropout)
+                                            for _ in range(n_dec))
+        else:
+            self.dec_pos_embed = nn.Parameter(torch.zeros(1, max_len, width))
+            self.dec_blocks = nn.ModuleList(
+                nn.TransformerDecoderLayer(width, heads, int(width * mlp_ratio), dropout=dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+                for _ in range(n_dec)
+            )
+            nn.init.normal_(self.dec_pos_embed, std=0.02)
         self.dec_norm = nn.LayerNorm(width)
-        nn.init.normal_(self.dec_pos_embed, std=0.02)
 
     def decode(self, dec_ids: torch.Tensor, memory: torch.Tensor, memory_ids: torch.Tensor) -> torch.Tensor:
         """Decoder inputs (B, T), encoder states (B, L, D) of ``memory_ids`` (B, L) -> (B, T, D)."""
         if dec_ids.shape[1] > self.max_len:
             raise ValueError(f"decoder sequence of {dec_ids.shape[1]} tokens exceeds max_len {self.max_len}")
-        z = self.drop(self.tok_embed(dec_ids) + self.dec_pos_embed[:, : dec_ids.shape[1]])
-        t = z.shape[1]
+        mem_pad = memory_ids == self.pad_id
+        t = dec_ids.shape[1]
+        if self.dec_pos_embed is None:
+            z = self.drop(self.tok_embed(dec_ids))
+            dec_pad = dec_ids == self.pad_id
+            bias = self.dec_rel_bias(t) if self.dec_rel_bias is not None else None
+            ctx = attention_context(t, self.width // self.heads, z.device, dec_pad if dec_pad.any() else None,
+                                    causal=True, bias=bias, rotary=self.position == "rope")
+            for blk in self.dec_blocks:
+                z = blk(z, ctx, memory, mem_pad if mem_pad.any() else None)
+            return self.dec_norm(z)
+        z = self.drop(self.tok_embed(dec_ids) + self.dec_pos_embed[:, :t])
         causal = nn.Transformer.generate_square_subsequent_mask(t, device=z.device, dtype=z.dtype)
         dec_pad = torch.zeros(dec_ids.shape, dtype=z.dtype, device=z.device).masked_fill(
             dec_ids == self.pad_id, float("-inf"))
-        mem_pad = memory_ids == self.pad_id
         for blk in self.dec_blocks:
             z = blk(z, memory, tgt_mask=causal, tgt_key_padding_mask=dec_pad, memory_key_padding_mask=mem_pad,
                     tgt_is_causal=True)
