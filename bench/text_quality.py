@@ -118,6 +118,7 @@ def main() -> None:
         return m
 
     enc_kwargs = {**ENCODER, **json.loads(args.encoder_kwargs)}
+    obj_kwargs = json.loads(args.objective_kwargs)
     if args.random_seeds:  # how much random init alone moves with its seed: the noise floor of the comparison
         for seed in args.random_seeds:
             torch.manual_seed(seed)
@@ -159,7 +160,7 @@ def main() -> None:
     for objective in args.objectives:
         name = objective + args.tag + (f"-s{args.seed}" if args.seed else "")
         epochs, batch, lr = RECIPES[objective] if args.epochs == 0 else (args.epochs, args.batch_size, args.lr)
-        job = TrainJob(run=name, seed=args.seed, data_dir=str(data), objective=objective, objective_kwargs=json.loads(args.objective_kwargs),
+        job = TrainJob(run=name, seed=args.seed, data_dir=str(data), objective=objective, objective_kwargs=obj_kwargs,
                        encoder=OBJECTIVES[objective], encoder_kwargs=enc_kwargs, mean=(), std=(),
                        tokenizer=str(tok_file), init_encoder=init,
                        train=TrainConfig(epochs=epochs, batch_size=batch, lr=lr, weight_decay=0.01, warmup_epochs=1))
@@ -192,7 +193,7 @@ def main() -> None:
         tokens_per_row = float((rows != tok.pad_id).sum(1).mean())
         sps = float(np.mean([r["train/samples_per_s"] for r in reports]))
         results[name] = {"metrics": metrics, "encoder": OBJECTIVES[objective], "encoder_kwargs": enc_kwargs,
-                         "objective_kwargs": json.loads(args.objective_kwargs), "init_from": args.init_from or None,
+                         "objective_kwargs": obj_kwargs, "init_from": args.init_from or None,
                          "seed": args.seed, "epochs": epochs, "batch_size": batch, "lr": lr,
                          "train_seconds": round(train_s, 1), "rows_per_s": round(sps, 1),
                          "tokens_per_s": round(sps * tokens_per_row), "final_loss": round(reports[-1]["train/loss"], 4),
