@@ -122,6 +122,25 @@ def test_span_corruption_reconstructs_the_original_exactly() -> None:
     assert not torch.isin(enc[:, 0], torch.tensor(SENTINELS)).any()  # rows start with kept text, as in T5
 
 
+@pytest.mark.parametrize(("density", "mean_span"), [(0.15, 1.0), (0.5, 1.0), (0.9, 1.0), (0.15, 3.0)])
+def test_span_corruption_fits_the_row_width(density: float, mean_span: float) -> None:
+    """Spans of one token make a full row's input L + 1 long (and dense noise its target): a row that would not
+    fit loses its last token, and what is left still reconstructs exactly."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(100, 1000, (50, 64), generator=g)  # ids 5..99 are sentinels here
+    ids[25:, 40:] = 0  # short rows fit as they are
+    enc, dec, tgt = span_corrupt(ids, g, pad_id=0, eos_id=3, bos_id=2, sentinel_ids=list(range(5, 100)),
+                                 noise_density=density, mean_span_length=mean_span)
+    assert enc.shape[1] <= 64 and tgt.shape[1] <= 64 and dec.shape == tgt.shape
+    trimmed = 0
+    for i in range(len(ids)):
+        orig = ids[i][ids[i] != 0].tolist()
+        back = reconstruct(enc[i].tolist(), tgt[i].tolist(), list(range(5, 100)), 3)
+        assert back == orig or (len(orig) == 64 and back == orig[:-1])
+        trimmed += back != orig
+    assert trimmed == (25 if (density, mean_span) != (0.15, 3.0) else 0)  # only the full rows, only when needed
+
+
 def test_noise_mask_density_and_span_length() -> None:
     rng = np.random.default_rng(0)
     masks = [noise_mask(100, 0.15, 3.0, rng) for _ in range(500)]

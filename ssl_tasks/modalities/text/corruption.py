@@ -89,6 +89,9 @@ def span_corrupt(ids: torch.Tensor, g: torch.Generator, *, pad_id: int, eos_id: 
 
     Decoder inputs are the targets shifted right behind ``bos_id`` (teacher forcing); all three are padded
     with ``pad_id``. The draws come from ``g`` (one seed per batch), so a seeded run repeats exactly.
+    Neither side is longer than ``ids`` (L): where a full row's corruption would be L + 1 tokens (spans of
+    about one token, where each sentinel stands for one token and the closing ``eos_id`` adds one), the row's
+    last token is dropped and the row corrupted again, as T5 sizes its inputs so that both sides fit.
     """
     if not 0 < noise_density < 1 or mean_span_length < 1:
         raise ValueError(f"need 0 < noise_density < 1 and mean_span_length >= 1, got {noise_density}, "
@@ -103,6 +106,12 @@ def span_corrupt(ids: torch.Tensor, g: torch.Generator, *, pad_id: int, eos_id: 
             raise UserError("span corruption needs sequences of at least 2 tokens")
         inp, out = span_corrupt_one(toks, noise_mask(len(toks), noise_density, mean_span_length, rng), sentinel_ids,
                                     eos_id)
+        if max(len(inp), len(out)) > ids.shape[1]:  # both sides are <= len(toks) + 1: one token fewer fits
+            if len(toks) < 3:
+                raise UserError(f"span corruption of a {len(toks)}-token row does not fit in {ids.shape[1]} tokens")
+            toks = toks[:-1]
+            inp, out = span_corrupt_one(toks, noise_mask(len(toks), noise_density, mean_span_length, rng),
+                                        sentinel_ids, eos_id)
         enc.append(inp)
         tgt.append(out)
 
