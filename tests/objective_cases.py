@@ -35,7 +35,8 @@ CASES: dict[str, Case] = {
     "mlm": Case(encoder="text_transformer", encoder_kwargs=TINY_TEXT, text=True),
     "causal_lm": Case(encoder="causal_transformer", encoder_kwargs=TINY_TEXT, text=True),
     # as configs/text.yaml runs it: RoPE (encoder and decoder) and a window; the learned table is tested elsewhere
-    "span_corruption": Case(encoder="seq2seq_transformer", encoder_kwargs={**TINY_TEXT, "position": "rope", "window": 2},
+    "span_corruption": Case(encoder="seq2seq_transformer",
+                            encoder_kwargs={**TINY_TEXT, "position": "rope", "window": 2, "embed_norm": True},
                             text=True),
     "simcse": Case(encoder="text_transformer", encoder_kwargs=TINY_TEXT, text=True),
     "clip": Case({"text_encoder_kwargs": TINY_TEXT, "embed_dim": 16}, pair=True),

@@ -314,6 +314,29 @@ def test_rotary_attention_depends_on_offsets_only() -> None:
     assert score(3, 1) != pytest.approx(score(1, 3), abs=1e-6)  # direction matters, unlike |m - n| biases
 
 
+@pytest.mark.parametrize("name", ["text_transformer", "seq2seq_transformer"])
+def test_embed_norm_brings_tokens_to_the_blocks_scale(name: str) -> None:
+    """BERT's embedding LayerNorm: each token's embedding has zero mean and unit variance over the width (the
+    table alone has std 0.02, so its tokens are ~45x shorter than the first block's output); the decoder's too."""
+    torch.manual_seed(0)
+    ids = torch.randint(21, 1000, (4, 12))
+    plain = build_text_encoder(name, 1000, 0, width=64, heads=4, position="rope").eval()
+    normed = build_text_encoder(name, 1000, 0, width=64, heads=4, position="rope", embed_norm=True).eval()
+    normed.load_state_dict(plain.state_dict(), strict=False)  # same table; the norms start at gain 1, bias 0
+    z = normed.embed(ids)  # (4, 12, 64)
+    assert torch.allclose(z.mean(-1), torch.zeros(4, 12), atol=1e-5)
+    assert ((z.var(-1, unbiased=False) > 0.95) & (z.var(-1, unbiased=False) < 1.0)).all()  # LayerNorm's eps 1e-5
+    raw = plain.embed(ids)
+    assert torch.allclose(z, torch.nn.functional.layer_norm(raw, (64,)), atol=1e-5)
+    assert raw.norm(dim=-1).mean() < 0.03 * z.norm(dim=-1).mean()  # 0.02 * sqrt(64) vs ~sqrt(64)
+    if name == "seq2seq_transformer":
+        memory = normed.forward_tokens(ids)
+        before = normed.decode(ids[:, :5], memory, ids)
+        with torch.no_grad():
+            normed.dec_embed_norm.weight.mul_(2.0)
+        assert not torch.allclose(before, normed.decode(ids[:, :5], memory, ids))  # the decoder goes through its own
+
+
 def test_text_encoder_errors() -> None:
     with pytest.raises(UserError, match="not a text encoder"):
         build_text_encoder("small_cnn", 1000, 0)
@@ -327,6 +350,8 @@ def test_text_encoder_errors() -> None:
         build_text_encoder("text_transformer", 1000, 0, position="rope", window=-1)
     with pytest.raises(UserError, match="even head width"):
         build_text_encoder("causal_transformer", 1000, 0, width=12, heads=4, position="rope")
+    with pytest.raises(UserError, match="embed_norm must be true or false, got 'yes'"):
+        build_text_encoder("seq2seq_transformer", 1000, 0, embed_norm="yes")
     enc = build_text_encoder("text_transformer", 1000, 0, max_len=8, width=16, heads=2)
     with pytest.raises(ValueError, match="exceeds the encoder's max_len"):
         enc(torch.ones(1, 9, dtype=torch.long))

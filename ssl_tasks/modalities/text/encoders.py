@@ -31,7 +31,7 @@ class _TextTransformer(Encoder):
 
     def __init__(self, vocab_size: int, pad_id: int, max_len: int = 64, width: int = 128, depth: int = 2,
                  heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.1, position: str = "learned",
-                 window: int = 0) -> None:
+                 window: int = 0, embed_norm: bool = False) -> None:
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"unknown position {position!r}; valid: {', '.join(POSITIONS)}")
@@ -43,6 +43,8 @@ class _TextTransformer(Encoder):
             raise ValueError(f"width {width} is not a multiple of heads {heads}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if not isinstance(embed_norm, bool):
+            raise TypeError(f"embed_norm must be true or false, got {embed_norm!r}")
         if max_len < 3:
             raise ValueError(f"max_len must be >= 3, got {max_len}")
         self.vocab_size, self.pad_id, self.max_len, self.width = vocab_size, pad_id, max_len, width
@@ -57,6 +59,9 @@ class _TextTransformer(Encoder):
             self.pos_embed = nn.Parameter(torch.zeros(1, max_len, width))
             self.blocks = transformer_blocks(width, depth, heads, mlp_ratio, dropout)
             nn.init.normal_(self.pos_embed, std=0.02)
+        # BERT's LayerNorm on the embeddings: token identity enters the residual stream at the blocks' scale
+        # (~sqrt(width)) rather than at the table's (std 0.02), where the first block's output drowns it
+        self.embed_norm = nn.LayerNorm(width) if embed_norm else None
         self.norm = nn.LayerNorm(width)
         self.out_dim = width
         nn.init.normal_(self.tok_embed.weight, std=0.02)
@@ -66,7 +71,8 @@ class _TextTransformer(Encoder):
         if ids.shape[1] > self.max_len:
             raise ValueError(f"sequence of {ids.shape[1]} tokens exceeds the encoder's max_len {self.max_len}")
         z = self.tok_embed(ids)
-        return self.drop(z if self.pos_embed is None else z + self.pos_embed[:, : ids.shape[1]])
+        z = z if self.pos_embed is None else z + self.pos_embed[:, : ids.shape[1]]
+        return self.drop(z if self.embed_norm is None else self.embed_norm(z))
 
     def run_blocks(self, z: torch.Tensor, pad: torch.Tensor | None, causal: bool) -> torch.Tensor:
         if self.pos_embed is None:
@@ -130,8 +136,9 @@ class Seq2SeqTransformer(_TextTransformer):
 
     def __init__(self, vocab_size: int, pad_id: int, max_len: int = 64, width: int = 128, depth: int = 2,
                  heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.1, decoder_depth: int | None = None,
-                 position: str = "learned", window: int = 0) -> None:
-        super().__init__(vocab_size, pad_id, max_len, width, depth, heads, mlp_ratio, dropout, position, window)
+                 position: str = "learned", window: int = 0, embed_norm: bool = False) -> None:
+        super().__init__(vocab_size, pad_id, max_len, width, depth, heads, mlp_ratio, dropout, position, window,
+                         embed_norm)
         n_dec = depth if decoder_depth is None else decoder_depth
         if self.pos_embed is None:  # rope / relative: the decoder's self-attention sees offsets too (no window)
             self.dec_pos_embed = None
@@ -146,6 +153,7 @@ class Seq2SeqTransformer(_TextTransformer):
                 for _ in range(n_dec)
             )
             nn.init.normal_(self.dec_pos_embed, std=0.02)
+        self.dec_embed_norm = nn.LayerNorm(width) if embed_norm else None
         self.dec_norm = nn.LayerNorm(width)
 
     def decode(self, dec_ids: torch.Tensor, memory: torch.Tensor, memory_ids: torch.Tensor) -> torch.Tensor:
@@ -154,8 +162,10 @@ class Seq2SeqTransformer(_TextTransformer):
             raise ValueError(f"decoder sequence of {dec_ids.shape[1]} tokens exceeds max_len {self.max_len}")
         mem_pad = memory_ids == self.pad_id
         t = dec_ids.shape[1]
+        z = self.tok_embed(dec_ids)
+        z = z if self.dec_pos_embed is None else z + self.dec_pos_embed[:, :t]
+        z = self.drop(z if self.dec_embed_norm is None else self.dec_embed_norm(z))
         if self.dec_pos_embed is None:
-            z = self.drop(self.tok_embed(dec_ids))
             dec_pad = dec_ids == self.pad_id
             bias = self.dec_rel_bias(t) if self.dec_rel_bias is not None else None
             ctx = attention_context(t, self.width // self.heads, z.device, dec_pad if dec_pad.any() else None,
@@ -163,7 +173,6 @@ class Seq2SeqTransformer(_TextTransformer):
             for blk in self.dec_blocks:
                 z = blk(z, ctx, memory, mem_pad if mem_pad.any() else None)
             return self.dec_norm(z)
-        z = self.drop(self.tok_embed(dec_ids) + self.dec_pos_embed[:, :t])
         causal = nn.Transformer.generate_square_subsequent_mask(t, device=z.device, dtype=z.dtype)
         dec_pad = torch.zeros(dec_ids.shape, dtype=z.dtype, device=z.device).masked_fill(
             dec_ids == self.pad_id, float("-inf"))
