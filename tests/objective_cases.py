@@ -34,7 +34,7 @@ CASES: dict[str, Case] = {
     "beit": Case({"tokenizer": ""}, encoder="vit", encoder_kwargs=TINY_VIT),  # path set by the `name` fixture
     "mlm": Case(encoder="text_transformer", encoder_kwargs=TINY_TEXT, text=True),
     "causal_lm": Case(encoder="causal_transformer", encoder_kwargs=TINY_TEXT, text=True),
-    # as configs/text.yaml runs it: RoPE (encoder and decoder) and a window; the learned table is tested elsewhere
+    # as configs/text.yaml runs it: RoPE (encoder and decoder), a window, embed_norm; learned is tested elsewhere
     "span_corruption": Case(encoder="seq2seq_transformer",
                             encoder_kwargs={**TINY_TEXT, "position": "rope", "window": 2, "embed_norm": True},
                             text=True),

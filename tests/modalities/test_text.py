@@ -317,7 +317,7 @@ def test_rotary_attention_depends_on_offsets_only() -> None:
 @pytest.mark.parametrize("name", ["text_transformer", "seq2seq_transformer"])
 def test_embed_norm_brings_tokens_to_the_blocks_scale(name: str) -> None:
     """BERT's embedding LayerNorm: each token's embedding has zero mean and unit variance over the width (the
-    table alone has std 0.02, so its tokens are ~45x shorter than the first block's output); the decoder's too."""
+    table alone has std 0.02, so its tokens are ~50x shorter than normed ones); the decoder's input has its own."""
     torch.manual_seed(0)
     ids = torch.randint(21, 1000, (4, 12))
     plain = build_text_encoder(name, 1000, 0, width=64, heads=4, position="rope").eval()

@@ -70,9 +70,13 @@ class _TextTransformer(Encoder):
         """(B, L) ids -> (B, L, D) token + position embeddings (after dropout)."""
         if ids.shape[1] > self.max_len:
             raise ValueError(f"sequence of {ids.shape[1]} tokens exceeds the encoder's max_len {self.max_len}")
+        return self._embed(ids, self.pos_embed, self.embed_norm)
+
+    def _embed(self, ids: torch.Tensor, pos: torch.Tensor | None, norm: nn.Module | None) -> torch.Tensor:
+        """Shared token table + an optional position table and embedding norm, then dropout (encoder and decoder)."""
         z = self.tok_embed(ids)
-        z = z if self.pos_embed is None else z + self.pos_embed[:, : ids.shape[1]]
-        return self.drop(z if self.embed_norm is None else self.embed_norm(z))
+        z = z if pos is None else z + pos[:, : ids.shape[1]]
+        return self.drop(z if norm is None else norm(z))
 
     def run_blocks(self, z: torch.Tensor, pad: torch.Tensor | None, causal: bool) -> torch.Tensor:
         if self.pos_embed is None:
@@ -162,9 +166,7 @@ class Seq2SeqTransformer(_TextTransformer):
             raise ValueError(f"decoder sequence of {dec_ids.shape[1]} tokens exceeds max_len {self.max_len}")
         mem_pad = memory_ids == self.pad_id
         t = dec_ids.shape[1]
-        z = self.tok_embed(dec_ids)
-        z = z if self.dec_pos_embed is None else z + self.dec_pos_embed[:, :t]
-        z = self.drop(z if self.dec_embed_norm is None else self.dec_embed_norm(z))
+        z = self._embed(dec_ids, self.dec_pos_embed, self.dec_embed_norm)
         if self.dec_pos_embed is None:
             dec_pad = dec_ids == self.pad_id
             bias = self.dec_rel_bias(t) if self.dec_rel_bias is not None else None
