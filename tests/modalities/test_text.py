@@ -337,6 +337,32 @@ def test_embed_norm_brings_tokens_to_the_blocks_scale(name: str) -> None:
         assert not torch.allclose(before, normed.decode(ids[:, :5], memory, ids))  # the decoder goes through its own
 
 
+@pytest.mark.parametrize("name", ["text_transformer", "causal_transformer", "seq2seq_transformer"])
+def test_first_last_pooling_averages_embeddings_and_final_states(name: str) -> None:
+    """pooling: first_last is, per sentence, the mean over its non-pad tokens of (embedding + final state) / 2,
+    the embedding taken after embed_norm and without dropout; the default stays the mean of the final states."""
+    torch.manual_seed(0)
+    ids = torch.randint(21, 1000, (3, 10))
+    ids[1, 6:] = 0  # padding: left out of both means
+    kw = {"width": 32, "heads": 4, "position": "rope", "window": 2, "embed_norm": True}
+    last = build_text_encoder(name, 1000, 0, **kw).eval()
+    fl = build_text_encoder(name, 1000, 0, pooling="first_last", **kw).eval()
+    fl.load_state_dict(last.state_dict())  # pooling adds no parameters: checkpoints load either way
+    with torch.no_grad():
+        h = last.forward_tokens(ids)  # (3, 10, 32)
+        e = torch.nn.functional.layer_norm(last.tok_embed(ids), (32,))  # the norm starts at gain 1, bias 0
+        want = torch.stack([((h[i] + e[i])[ids[i] != 0] / 2).mean(0) for i in range(3)])  # one sentence at a time
+        assert torch.allclose(fl(ids), want, atol=1e-5)
+        assert torch.allclose(last(ids), torch.stack([h[i][ids[i] != 0].mean(0) for i in range(3)]), atol=1e-5)
+        assert not torch.allclose(fl(ids), last(ids), atol=1e-3)
+        assert torch.allclose(fl.pool(h, ids), want, atol=1e-5)  # what the objectives' monitors pool
+    fl.train()  # dropout on the embeddings never reaches the pooled embedding term
+    torch.manual_seed(1)
+    h_train = fl.forward_tokens(ids)
+    keep = (ids != 0).unsqueeze(-1).float()
+    assert torch.allclose(fl.pool(h_train, ids), (((h_train + e) / 2) * keep).sum(1) / keep.sum(1), atol=1e-5)
+
+
 def test_text_encoder_errors() -> None:
     with pytest.raises(UserError, match="not a text encoder"):
         build_text_encoder("small_cnn", 1000, 0)
@@ -352,6 +378,8 @@ def test_text_encoder_errors() -> None:
         build_text_encoder("causal_transformer", 1000, 0, width=12, heads=4, position="rope")
     with pytest.raises(UserError, match="embed_norm must be true or false, got 'yes'"):
         build_text_encoder("seq2seq_transformer", 1000, 0, embed_norm="yes")
+    with pytest.raises(UserError, match="unknown pooling 'cls'; valid: last, first_last"):
+        build_text_encoder("text_transformer", 1000, 0, pooling="cls")
     enc = build_text_encoder("text_transformer", 1000, 0, max_len=8, width=16, heads=2)
     with pytest.raises(ValueError, match="exceeds the encoder's max_len"):
         enc(torch.ones(1, 9, dtype=torch.long))

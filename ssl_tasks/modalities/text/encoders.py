@@ -2,8 +2,9 @@
 
 All three share the token embedding, learned positions and pre-norm blocks (``core.blocks``), take int64
 token ids (B, L) with ``[PAD]`` marking padding, and like every registry encoder return pooled features
-(B, D): the mean of the final hidden states over non-pad tokens, which is what k-NN, the linear probe and
-fine-tuning see. ``forward_tokens`` gives the per-token states the objectives build on.
+(B, D): the mean of the final hidden states over non-pad tokens (``pooling: first_last``: of their average
+with the input embeddings), which is what k-NN, the linear probe and fine-tuning see. ``forward_tokens`` gives
+the per-token states the objectives build on; pooling does not change training.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ssl_tasks.core.blocks import (
 from ssl_tasks.modalities.image.encoders import ENCODERS, Encoder
 
 POSITIONS = ("learned", "rope", "relative")  # absolute table; rotary; learned bias per relative offset
+POOLINGS = ("last", "first_last")  # mean of the final states; mean of (embeddings + final states) / 2
 
 
 class _TextTransformer(Encoder):
@@ -31,7 +33,7 @@ class _TextTransformer(Encoder):
 
     def __init__(self, vocab_size: int, pad_id: int, max_len: int = 64, width: int = 128, depth: int = 2,
                  heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.1, position: str = "learned",
-                 window: int = 0, embed_norm: bool = False) -> None:
+                 window: int = 0, embed_norm: bool = False, pooling: str = "last") -> None:
         super().__init__()
         if position not in POSITIONS:
             raise ValueError(f"unknown position {position!r}; valid: {', '.join(POSITIONS)}")
@@ -47,8 +49,10 @@ class _TextTransformer(Encoder):
             raise TypeError(f"embed_norm must be true or false, got {embed_norm!r}")
         if max_len < 3:
             raise ValueError(f"max_len must be >= 3, got {max_len}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
         self.vocab_size, self.pad_id, self.max_len, self.width = vocab_size, pad_id, max_len, width
-        self.position, self.window, self.heads = position, window, heads
+        self.position, self.window, self.heads, self.pooling = position, window, heads, pooling
         self.tok_embed = nn.Embedding(vocab_size, width)
         self.drop = nn.Dropout(dropout)
         self.rel_bias = RelativePositionBias(heads, max_len) if position == "relative" else None
@@ -74,9 +78,12 @@ class _TextTransformer(Encoder):
 
     def _embed(self, ids: torch.Tensor, pos: torch.Tensor | None, norm: nn.Module | None) -> torch.Tensor:
         """Shared token table + an optional position table and embedding norm, then dropout (encoder and decoder)."""
+        return self.drop(self._embed_clean(ids, pos, norm))
+
+    def _embed_clean(self, ids: torch.Tensor, pos: torch.Tensor | None, norm: nn.Module | None) -> torch.Tensor:
         z = self.tok_embed(ids)
         z = z if pos is None else z + pos[:, : ids.shape[1]]
-        return self.drop(z if norm is None else norm(z))
+        return z if norm is None else norm(z)
 
     def run_blocks(self, z: torch.Tensor, pad: torch.Tensor | None, causal: bool) -> torch.Tensor:
         if self.pos_embed is None:
@@ -102,7 +109,12 @@ class _TextTransformer(Encoder):
         return self.run_blocks(self.embed(ids), ids == self.pad_id, self.causal)
 
     def pool(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """(B, L, D), (B, L) -> (B, D): mean over non-pad tokens."""
+        """(B, L, D) final states of (B, L) ids -> (B, D): mean over non-pad tokens. With ``pooling: first_last``
+        each token is first averaged with its input embedding (after ``embed_norm``, without dropout): the
+        "first-last average" of the sentence-embedding literature (BERT-whitening, Su et al. 2021,
+        arXiv:2103.15316; a baseline in SimCSE), with the embedding layer as the first."""
+        if self.pooling == "first_last":
+            h = (h + self._embed_clean(ids, self.pos_embed, self.embed_norm)) / 2
         keep = (ids != self.pad_id).unsqueeze(-1).to(h.dtype)  # (B, L, 1)
         return (h * keep).sum(1) / keep.sum(1).clamp(min=1)
 
@@ -140,9 +152,10 @@ class Seq2SeqTransformer(_TextTransformer):
 
     def __init__(self, vocab_size: int, pad_id: int, max_len: int = 64, width: int = 128, depth: int = 2,
                  heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.1, decoder_depth: int | None = None,
-                 position: str = "learned", window: int = 0, embed_norm: bool = False) -> None:
+                 position: str = "learned", window: int = 0, embed_norm: bool = False,
+                 pooling: str = "last") -> None:
         super().__init__(vocab_size, pad_id, max_len, width, depth, heads, mlp_ratio, dropout, position, window,
-                         embed_norm)
+                         embed_norm, pooling)
         n_dec = depth if decoder_depth is None else decoder_depth
         if self.pos_embed is None:  # rope / relative: the decoder's self-attention sees offsets too (no window)
             self.dec_pos_embed = None
