@@ -147,13 +147,13 @@ def evaluate_encoder(
             idx = balanced_subset(y_tr, spec.fraction, cfg.seed)
             subsets[spec.name] = idx
             if encoder is None:
-                say(f"{spec.name}: raw-pixel linear probe on {len(idx)} labelled images ...")
+                say(f"{spec.name}: raw-input (pixels or bag of words) linear probe on {len(idx)} labelled examples ...")
                 metrics[key] = raw_semi_top1(
                     x_tr[idx], y_tr[idx], x_te, y_te, num_classes=num_classes, seed=cfg.seed, epochs=cfg.linear_epochs,
                     lr=cfg.linear_lr,
                 )  # fmt: skip
             else:
-                say(f"{spec.name}: fine-tuning {len(idx)} labelled images for {cfg.finetune_epochs} epochs ...")
+                say(f"{spec.name}: fine-tuning {len(idx)} labelled examples for {cfg.finetune_epochs} epochs ...")
                 metrics[key] = finetune_top1(
                     encoder, x_tr[idx], y_tr[idx], x_te, y_te, num_classes=num_classes, views=finetune_views,
                     mean=mean, std=std, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
