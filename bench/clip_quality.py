@@ -74,12 +74,18 @@ def main() -> None:
     if args.render:
         print(render(json.loads(Path(args.render).read_text())))
         return
-    from ssl_tasks.pipeline import stages
+    from ssl_tasks.pipeline.baselines import baselines
+    from ssl_tasks.pipeline.compare import compare
+    from ssl_tasks.pipeline.evaluate import evaluate
+    from ssl_tasks.pipeline.ingest import ingest, validate
+    from ssl_tasks.pipeline.layout import Layout
+    from ssl_tasks.pipeline.pretrain import pretrain
+    from ssl_tasks.pipeline.tokenizer import tokenizer
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     params = params_for(args)
-    layout = stages.Layout(work)
+    layout = Layout(work)
     timings: dict[str, float] = {}
 
     def timed(label: str, fn, *a):  # noqa: ANN001, ANN202
@@ -90,15 +96,15 @@ def main() -> None:
 
     for ds in params.datasets:
         if not (layout.data(ds) / "manifest.json").is_file():
-            timed(f"ingest@{ds}", stages.ingest, params, ds, layout)
-        timed(f"validate@{ds}", stages.validate, params, ds, layout)
-        timed(f"tokenizer@{ds}", stages.tokenizer, params, ds, layout)
-        timed(f"baselines@{ds}", stages.baselines, params, ds, layout)
+            timed(f"ingest@{ds}", ingest, params, ds, layout)
+        timed(f"validate@{ds}", validate, params, ds, layout)
+        timed(f"tokenizer@{ds}", tokenizer, params, ds, layout)
+        timed(f"baselines@{ds}", baselines, params, ds, layout)
     order = sorted(params.runs, key=lambda r: r != "simclr")  # LiT starts from SimCLR's encoder
     for run in order:
-        timed(f"pretrain@{run}", stages.pretrain, params, run, layout)
-        timed(f"evaluate@{run}", stages.evaluate, params, run, layout)
-    table = stages.compare(params, layout)
+        timed(f"pretrain@{run}", pretrain, params, run, layout)
+        timed(f"evaluate@{run}", evaluate, params, run, layout)
+    table = compare(params, layout)
 
     rows = {}
     for path in sorted((work / "metrics" / "eval").glob("*.json")):
@@ -156,7 +162,7 @@ def out_of_domain(params, layout) -> dict:  # noqa: ANN001
     from ssl_tasks.data.pair_shards import PairDataset
     from ssl_tasks.data.shards import ImageDataset
     from ssl_tasks.evaluation import zero_shot as zs
-    from ssl_tasks.pipeline.pair_stages import embed_images, embed_texts, load_two_tower
+    from ssl_tasks.modalities.image_text.towers import embed_images, embed_texts, load_two_tower
 
     targets = {"fashion_mnist": ("idx", SHARED / "fashion_mnist", True),
                "cifar10": ("image_folder", SHARED / "cifar10_jpeg" / "cifar10_test_jpeg.tar", False)}
@@ -198,7 +204,7 @@ def diagnostics(params, layout) -> dict:  # noqa: ANN001
 
     from ssl_tasks.data.pair_shards import PairDataset
     from ssl_tasks.evaluation import zero_shot as zs
-    from ssl_tasks.pipeline.pair_stages import embed_images, embed_texts, load_two_tower
+    from ssl_tasks.modalities.image_text.towers import embed_images, embed_texts, load_two_tower
 
     pairs = PairDataset(layout.data("clipart"))
     (x_tr, y_tr), (x_te, y_te) = pairs.load("train"), pairs.load("test")

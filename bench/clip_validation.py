@@ -25,9 +25,9 @@ import torch
 
 from ssl_tasks.data.pair_shards import PairDataset, PairSplit, write_pair_dataset
 from ssl_tasks.evaluation import zero_shot as zs
+from ssl_tasks.modalities.image_text.towers import build_two_tower, embed_images, embed_texts
 from ssl_tasks.modalities.text.tokenizer import TextTokenizer
 from ssl_tasks.pipeline.leaderboard import mean_ci95
-from ssl_tasks.pipeline.pair_stages import build_two_tower, embed_images, embed_texts
 from ssl_tasks.training.config import TrainConfig, TrainJob
 from ssl_tasks.training.loop import CHECKPOINT_FILE, LocalSession, channel_stats, run_training
 

@@ -18,7 +18,7 @@ import torch
 
 from ssl_tasks.data.pair_shards import PairDataset
 from ssl_tasks.evaluation import zero_shot as zs
-from ssl_tasks.pipeline.pair_stages import embed_images, embed_texts, load_two_tower
+from ssl_tasks.modalities.image_text.towers import embed_images, embed_texts, load_two_tower
 
 TEMPLATES = ["a drawing of {}.", "clip art of {}.", "an icon of {}.", "a picture of {}.", "{}"]
 PROBE_WORDS = ["flag", "food", "animal", "people", "computer"]

@@ -111,7 +111,7 @@ def floor(n_stages: int, n_pretrain: int, repeats: int = 3) -> dict:
         res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=True)
         return time.perf_counter() - t0, res.stdout
 
-    stage_imports = "import ssl_tasks.pipeline.stages, ssl_tasks.tracking.mlflow_tracking, ssl_tasks.pipeline.cli"
+    stage_imports = "import ssl_tasks.pipeline.pretrain, ssl_tasks.pipeline.evaluate, ssl_tasks.tracking.mlflow_tracking, ssl_tasks.pipeline.cli"
     imports = [timed([sys.executable, "-c", stage_imports])[0] for _ in range(repeats)]
     dvc = []
     for _ in range(repeats):
@@ -146,7 +146,8 @@ import json, os, sys, tempfile, time
 from pathlib import Path
 t0 = time.perf_counter()
 from ssl_tasks.pipeline.params import load_params
-from ssl_tasks.pipeline.stages import Layout, train_job
+from ssl_tasks.pipeline.layout import Layout
+from ssl_tasks.pipeline.pretrain import train_job
 from ssl_tasks.data.ingest import ingest
 from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.training.loop import channel_stats, job_to_dict

@@ -27,8 +27,8 @@ from ssl_tasks.data.text_shards import TextDataset
 from ssl_tasks.evaluation.language import causal_perplexity, pseudo_perplexity, unigram_perplexity
 from ssl_tasks.evaluation.protocols import EvalConfig, evaluate_encoder
 from ssl_tasks.modalities.text.encoders import build_text_encoder
+from ssl_tasks.modalities.text.stages import labelled_rows, token_rows
 from ssl_tasks.modalities.text.tokenizer import TextTokenizer, train_text_tokenizer
-from ssl_tasks.pipeline.text_stages import labelled_rows, token_rows
 from ssl_tasks.training.config import TrainConfig, TrainJob
 from ssl_tasks.training.loop import LocalSession, run_training
 from ssl_tasks.training.supervised import train_supervised

@@ -508,7 +508,7 @@ def _run_pipeline(root: Path, ws: Path | None, params: dict[str, Any] | None, gi
         t = run_stage.with_options(**options) if options else run_stage
         results.append(t(stage, str(run_dir), extra_env))
 
-    from ssl_tasks.pipeline.stages import Layout
+    from ssl_tasks.pipeline.layout import Layout
 
     layout = Layout(run_dir)
     csv = layout.leaderboard("csv")

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ssl_tasks.core.errors import UserError
+
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -82,3 +84,17 @@ def atomic_file(path: Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """The parsed ``manifest.json`` of a dataset directory, or a UserError saying what is wrong."""
+    path = Path(root) / "manifest.json"
+    if not path.is_file():
+        raise UserError(f"{root} is not an ingested dataset (no manifest.json); run `ssl-tasks ingest` first")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
+    return manifest

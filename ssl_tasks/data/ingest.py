@@ -1,8 +1,9 @@
 """The ingest stage: read a source into the canonical shard format (all or nothing).
 
-Image sources give a :class:`SourceResult` (written as image shards), text sources a
-:class:`TextSourceResult` (written as text shards), image-caption sources a
-:class:`PairSourceResult` (written as pair shards); only text and pair sources take ``options``.
+Importing this module registers every built-in source in ``SOURCES`` (image, text and image-caption).
+
+A source's ``modality`` attribute (image when absent) names the modality plug-in whose ``write_dataset`` writes
+what the source returns (image, text or pair shards); only sources marked so take ``options``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ from typing import Any
 import numpy as np
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.pair_shards import PairSplit, write_pair_dataset
-from ssl_tasks.data.pair_sources import PairSourceResult
-from ssl_tasks.data.shards import SplitData, write_dataset
-from ssl_tasks.data.sources import SOURCES, SourceFn, SourceResult, check_test_fraction, requires_path
-from ssl_tasks.data.text_shards import TextSplit, write_text_dataset
-from ssl_tasks.data.text_sources import TextSourceResult, takes_options  # also registers the text sources
+from ssl_tasks.data import (
+    pair_sources,  # noqa: F401  (registers the image-caption sources)
+    text_sources,  # noqa: F401  (registers the text sources)
+)
+from ssl_tasks.data.sources import SOURCES, SourceFn, check_test_fraction, requires_path, takes_options
 
 
 def ingest(
@@ -63,20 +63,9 @@ def ingest(
     for split, data in result.splits.items():
         _check_labels(source, split, data, len(result.label_names))
     meta = {"name": source, **result.info, "test_fraction": tf, "split_seed": int(split_seed)}
-    if isinstance(result, TextSourceResult):
-        return write_text_dataset(
-            out, result.splits, label_names=result.label_names, source=meta, shard_size=int(shard_size)
-        )
-    assert isinstance(result, (SourceResult, PairSourceResult))
-    write = write_pair_dataset if isinstance(result, PairSourceResult) else write_dataset  # both image shards
-    return write(
-        out,
-        result.splits,
-        image_shape=result.image_shape,
-        label_names=result.label_names,
-        source=meta,
-        shard_size=int(shard_size),
-    )
+    from ssl_tasks.core.modality import get_modality
+
+    return get_modality(getattr(fn, "modality", "image")).write_dataset(out, result, meta, int(shard_size))
 
 
 def _check_options(source: str, fn: SourceFn, options: dict[str, Any] | None) -> dict[str, Any]:
@@ -107,7 +96,7 @@ def _check_not_inside(in_path: Path, out: Path) -> None:
         raise UserError(f"output {out} would contain the input {in_path}; choose an --out outside it")
 
 
-def _check_labels(source: str, split: str, data: SplitData | TextSplit | PairSplit, n_classes: int) -> None:
+def _check_labels(source: str, split: str, data: Any, n_classes: int) -> None:
     labels = np.asarray(data.labels)
     if len(labels) and (labels.min() < -1 or labels.max() >= n_classes):
         raise UserError(

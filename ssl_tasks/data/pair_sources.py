@@ -47,7 +47,7 @@ import numpy as np
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import sha256_file
 from ssl_tasks.data.pair_shards import UNLABELED, PairRecord, PairSplit, unsafe_path
-from ssl_tasks.data.sources import SOURCES, _open_tar, _tar_read, _visible, stratified_split
+from ssl_tasks.data.sources import SOURCES, _open_tar, _tar_read, _visible, source_kind, stratified_split
 from ssl_tasks.data.text_sources import (
     TABLE_FORMATS,
     _csv_rows,
@@ -58,7 +58,6 @@ from ssl_tasks.data.text_sources import (
     _name,
     _options,
     _scrub,
-    _source_kind,
 )
 
 MODALITY = "image_text"
@@ -70,7 +69,7 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 REDUCING_GAP = 3.0
 _IMAGE_DEFAULTS = {"image_size": DEFAULT_IMAGE_SIZE, "background": "white"}
 
-_takes_pair_options = _source_kind(MODALITY)
+_takes_pair_options = source_kind(MODALITY)
 
 
 @dataclass

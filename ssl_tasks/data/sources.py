@@ -68,6 +68,23 @@ def requires_path(fn: SourceFn) -> bool:
     return bool(getattr(fn, "requires_path", True))
 
 
+def source_kind(modality: str) -> Callable[[SourceFn], SourceFn]:
+    """Mark a source that accepts ``**options`` and yields data of ``modality`` (unmarked: image, no options);
+    the modality plug-in of that name writes what it returns."""
+
+    def mark(fn: SourceFn) -> SourceFn:
+        fn.takes_options = True  # type: ignore[attr-defined]
+        fn.modality = modality  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def takes_options(fn: SourceFn) -> bool:
+    """Whether a registered source accepts options."""
+    return bool(getattr(fn, "takes_options", False))
+
+
 # --------------------------------------------------------------------------- splitting
 
 
@@ -634,5 +651,3 @@ def image_folder(path: Path | None, *, test_fraction: float, split_seed: int) ->
         },
     )
 
-
-from ssl_tasks.data import pair_sources, text_sources  # noqa: E402,F401  (register the text and image-caption sources)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.core.io import atomic_dir, sha256_file, write_json_atomic
+from ssl_tasks.core.io import atomic_dir, read_manifest, sha256_file, write_json_atomic
 from ssl_tasks.data.shards import ManifestDataset
 
 FORMAT = "ssl_tasks.text_shards/v1"
@@ -105,20 +105,6 @@ def _write_split(root: Path, split: str, data: TextSplit, n_classes: int, shard_
         "n_chars": sum(len(t) for t in data.texts),
         "shards": shards,
     }
-
-
-def read_manifest(root: Path) -> dict[str, Any]:
-    """The parsed ``manifest.json`` of a dataset directory, or a UserError saying what is wrong."""
-    path = Path(root) / "manifest.json"
-    if not path.is_file():
-        raise UserError(f"{root} is not an ingested dataset (no manifest.json); run `ssl-tasks ingest` first")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(manifest, dict):
-        raise UserError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
-    return manifest
 
 
 def read_json_lines(path: Path, what: str) -> list[tuple[str, Any]]:

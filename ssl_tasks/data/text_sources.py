@@ -22,7 +22,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.sources import SOURCES, SourceFn, stratified_split
+from ssl_tasks.data.sources import SOURCES, source_kind, stratified_split
 from ssl_tasks.data.text_shards import UNLABELED, TextSplit
 
 REPLACEMENT = "\ufffd"
@@ -49,23 +49,7 @@ class TextSourceResult:
     info: dict[str, Any]
 
 
-def _source_kind(modality: str) -> Callable[[SourceFn], SourceFn]:
-    """Mark a source that accepts ``**options`` (image sources take none) and yields ``modality``."""
-
-    def mark(fn: SourceFn) -> SourceFn:
-        fn.takes_options = True  # type: ignore[attr-defined]
-        fn.modality = modality  # type: ignore[attr-defined]
-        return fn
-
-    return mark
-
-
-_takes_options = _source_kind("text")  # the mark of a text source
-
-
-def takes_options(fn: SourceFn) -> bool:
-    """Whether a registered source accepts options."""
-    return bool(getattr(fn, "takes_options", False))
+_takes_options = source_kind("text")  # the mark of a text source
 
 
 # --------------------------------------------------------------------------- options

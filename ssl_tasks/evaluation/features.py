@@ -1,8 +1,9 @@
 """Frozen features for the evaluation protocols: an encoder's pooled output, or the raw input.
 
-Inputs are either uint8 images (N, C, H, W), normalised here with the data statistics, or int64 token
-rows (N, L) of a text dataset, fed as they are. The raw-input baseline is the pixels for images and a
-bag of words (of subword tokens) for text.
+Inputs are uint8 images (N, C, H, W), normalised here with the data statistics, int64 token rows (N, L) of a
+text dataset, or float32 arrays (N, ...) of any other modality; tokens and floats are fed as they are. The
+raw-input baseline is the pixels for images, a bag of words (of subword tokens) for text and the flattened
+values for floats.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from ssl_tasks.modalities.image.views import normalize
 def _check_images(images: np.ndarray) -> None:
     is_images = images.ndim == 4 and images.dtype == np.uint8
     is_tokens = images.ndim == 2 and images.dtype == np.int64
-    if not (is_images or is_tokens):
-        raise UserError(f"inputs must be uint8 images (N, C, H, W) or int64 token rows (N, L), got {images.dtype} "
-                        f"{images.shape}")
+    is_floats = images.ndim >= 2 and images.dtype == np.float32
+    if not (is_images or is_tokens or is_floats):
+        raise UserError(f"inputs must be uint8 images (N, C, H, W), int64 token rows (N, L) or float32 (N, ...), "
+                        f"got {images.dtype} {images.shape}")
 
 
 def prepare(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -97,6 +99,8 @@ def raw_features(images: np.ndarray, vocab_size: int | None = None) -> torch.Ten
         counts[:, 0] = 0
         return torch.nn.functional.normalize(counts.log1p_(), dim=1)
     x = torch.from_numpy(np.ascontiguousarray(images))
+    if images.dtype == np.float32:
+        return x.reshape(len(images), -1).clone()  # (N, prod(...))
     return x.reshape(len(images), -1).float().div_(255)  # (N, C*H*W)
 
 

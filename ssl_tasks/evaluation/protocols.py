@@ -7,9 +7,10 @@ semi-supervised fine-tuning on class-balanced 1% / 10% label subsets (SimCLR Sec
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -159,4 +160,21 @@ def evaluate_encoder(
                     mean=mean, std=std, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
                     batch_size=cfg.finetune_batch_size, seed=cfg.seed, device=device,
                 )  # fmt: skip
+    return metrics, subsets
+
+
+def run_protocols(ctx: Any, encoder: nn.Module | None, train: tuple[np.ndarray, np.ndarray],
+                  test: tuple[np.ndarray, np.ndarray], *, num_classes: int, label: str, mean: Sequence[float] = (),
+                  std: Sequence[float] = (), views: ImageViews | None = None,
+                  protocols: Sequence[str] | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """``evaluate_encoder`` with the pipeline's settings (a ``core.modality.EvalContext``), progress lines and a
+    one-line summary."""
+    t0 = time.perf_counter()
+    metrics, subsets = evaluate_encoder(
+        encoder, train, test, num_classes=num_classes, mean=mean, std=std,
+        protocols=ctx.protocols if protocols is None else protocols, cfg=ctx.settings, finetune_views=views,
+        device="cuda" if torch.cuda.is_available() else "cpu", progress=lambda line: ctx.say(f"{label}: {line}"),
+    )  # fmt: skip
+    ctx.say(f"{label}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            + f" ({time.perf_counter() - t0:.0f} s)")
     return metrics, subsets

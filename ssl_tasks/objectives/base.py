@@ -133,27 +133,12 @@ class TextObjective(Objective):
         return [x]
 
 
-# What a dataset of each modality can feed: a pair dataset trains image-text objectives and, on its images
-# alone, every image objective (so CLIP and SimCLR encoders of the same images share one leaderboard).
-OFFERS: dict[str, tuple[str, ...]] = {"image_text": ("image_text", "image")}
-
-
-def objective_modality(objective: type[Objective], modality: str) -> str:
-    """The modality an objective trains in on data of ``modality`` (``image`` for SimCLR on image–text pairs)."""
-    from ssl_tasks.core.errors import UserError
-
-    for m in OFFERS.get(modality, (modality,)):
-        if m in objective.modalities:
-            return m
-    raise UserError(f"objective does not support modality {modality!r}; supports {sorted(objective.modalities)}")
-
-
 def check_compatible(objective: type[Objective], encoder_cls: type, modality: str) -> None:
     """Refuse an objective/encoder/modality combination before any data loads."""
     from ssl_tasks.core.errors import UserError
+    from ssl_tasks.core.modality import trains_in
 
-    trains_in = objective_modality(objective, modality)  # refuses data the objective cannot train on
-    wanted = objective.encoder_modality or trains_in
+    wanted = objective.encoder_modality or trains_in(objective, modality)  # refuses data it cannot train on
     enc_modality = getattr(encoder_cls, "modality", "image")
     if enc_modality != wanted:
         need = f"the data is {modality}" if objective.encoder_modality is None else f"its {wanted} tower is the encoder"

@@ -46,8 +46,8 @@ class ImageTextConfig:
     word_dropout: float = 0.0  # training captions lose each word with this probability (at least one stays)
 
     def __post_init__(self) -> None:
+        from ssl_tasks.core.encoders import ENCODERS
         from ssl_tasks.core.errors import UserError
-        from ssl_tasks.modalities.image.encoders import ENCODERS
 
         if getattr(ENCODERS.get(self.text_encoder), "modality", "image") != "text":
             raise UserError(f"text_encoder {self.text_encoder!r} is not a text encoder")

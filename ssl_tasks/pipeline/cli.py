@@ -24,20 +24,28 @@ def _params(args: argparse.Namespace):  # noqa: ANN202
 
 
 def _layout(args: argparse.Namespace):  # noqa: ANN202
-    from ssl_tasks.pipeline.stages import Layout
+    from ssl_tasks.pipeline.layout import Layout
 
     return Layout(Path(args.root).resolve())
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from ssl_tasks.data.sources import SOURCES
+    from ssl_tasks.core.encoders import ENCODERS
+    from ssl_tasks.data.ingest import SOURCES  # every built-in source registered
     from ssl_tasks.evaluation.protocols import PROTOCOLS
-    from ssl_tasks.modalities.image.encoders import ENCODERS
     from ssl_tasks.objectives import OBJECTIVES
 
     print("objectives: " + ", ".join(f"{n} ({'/'.join(sorted(OBJECTIVES.get(n).modalities))})" for n in OBJECTIVES))
     print("encoders:   " + ", ".join(f"{n} ({getattr(ENCODERS.get(n), 'modality', 'image')})" for n in ENCODERS))
-    print("modalities: image, text, image_text (image-caption pairs; image objectives also train on their images)")
+    from ssl_tasks.core.modality import MODALITIES, get_modality
+
+    get_modality("image")  # fills the registry
+    for name in MODALITIES:
+        m = get_modality(name)
+        objectives = [n for n in OBJECTIVES if set(m.trains) & OBJECTIVES.get(n).modalities]
+        sources = [n for n in SOURCES if getattr(SOURCES.get(n), "modality", "image") == name]
+        print(f"modality {name}: {m.describe()}\n  sources: {', '.join(sources)}\n  objectives: {', '.join(objectives)}"
+              f"\n  protocols: {', '.join(p for p in PROTOCOLS.names() if PROTOCOLS.get(p).kind in m.protocol_kinds)}")
     print("protocols:  " + ", ".join(PROTOCOLS.names()))
     print("sources:    " + ", ".join(SOURCES.names()))
 
@@ -66,7 +74,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     if args.dataset:
         if options:
             raise UserError("--option applies to --source ingests; with --dataset the source comes from params.yaml")
-        from ssl_tasks.pipeline.stages import ingest
+        from ssl_tasks.pipeline.ingest import ingest
 
         ingest(_params(args), args.dataset, _layout(args))
         return
@@ -81,7 +89,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> None:
     if args.dataset:
-        from ssl_tasks.pipeline.stages import validate
+        from ssl_tasks.pipeline.ingest import validate
 
         validate(_params(args), args.dataset, _layout(args))
         return
@@ -94,31 +102,31 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def cmd_tokenizer(args: argparse.Namespace) -> None:
-    from ssl_tasks.pipeline.stages import tokenizer
+    from ssl_tasks.pipeline.tokenizer import tokenizer
 
     tokenizer(_params(args), args.dataset, _layout(args))
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from ssl_tasks.pipeline.stages import pretrain
+    from ssl_tasks.pipeline.pretrain import pretrain
 
     pretrain(_params(args), args.run, _layout(args))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from ssl_tasks.pipeline.stages import evaluate
+    from ssl_tasks.pipeline.evaluate import evaluate
 
     evaluate(_params(args), args.run, _layout(args))
 
 
 def cmd_baselines(args: argparse.Namespace) -> None:
-    from ssl_tasks.pipeline.stages import baselines
+    from ssl_tasks.pipeline.baselines import baselines
 
     baselines(_params(args), args.dataset, _layout(args))
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from ssl_tasks.pipeline.stages import compare
+    from ssl_tasks.pipeline.compare import compare
 
     compare(_params(args), _layout(args))
 

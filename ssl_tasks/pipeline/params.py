@@ -9,45 +9,16 @@ from typing import Any
 import yaml
 
 from ssl_tasks.core.config import build
+from ssl_tasks.core.encoders import ENCODERS
 from ssl_tasks.core.errors import UserError
+from ssl_tasks.core.modality import get_modality
+from ssl_tasks.core.plugins import load_plugins
 from ssl_tasks.evaluation.protocols import PROTOCOLS, EvalConfig
-from ssl_tasks.modalities.image.encoders import ENCODERS
 from ssl_tasks.modalities.image.views import ImageViewConfig
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.objectives.base import check_compatible
 from ssl_tasks.training.config import TrainConfig
 from ssl_tasks.validation import ValidationConfig
-
-
-@dataclass(frozen=True)
-class TokenizerParams:
-    """The dataset's visual tokenizer (k-means over patches, the ``tokenizer@<dataset>`` stage) for BEiT runs."""
-
-    patch_size: int = 4
-    num_codes: int = 256
-    max_patches: int = 200_000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("patch_size", "num_codes", "max_patches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-
-@dataclass(frozen=True)
-class TextTokenizerParams:
-    """The dataset's subword tokenizer (byte-level BPE, the ``tokenizer@<dataset>`` stage) for every text run."""
-
-    vocab_size: int = 4096
-    num_sentinels: int = 32  # T5's span sentinels
-    min_frequency: int = 2
-    lowercase: bool = False
-
-    def __post_init__(self) -> None:
-        if self.vocab_size < 300:
-            raise ValueError(f"vocab_size must be >= 300 (256 bytes + specials), got {self.vocab_size}")
-        if not 0 <= self.num_sentinels <= 1000 or self.min_frequency < 1:
-            raise ValueError("num_sentinels must be in [0, 1000] and min_frequency >= 1")
 
 
 @dataclass(frozen=True)
@@ -59,17 +30,17 @@ class DatasetParams:
     split_seed: int = 0
     shard_size: int = 8192
     validation: ValidationConfig = field(default_factory=ValidationConfig)
-    # the dataset's tokenizer: TokenizerParams keys for images (BEiT), TextTokenizerParams keys for text
+    # the dataset's tokenizer stage: the keys of its modality's ``tokenizer_config``
     tokenizer: dict[str, Any] = field(default_factory=dict)
 
     @property
     def modality(self) -> str:
-        from ssl_tasks.data.sources import SOURCES
+        from ssl_tasks.data.ingest import SOURCES  # every built-in source registered
 
         return getattr(SOURCES.get(self.source), "modality", "image")
 
-    def tokenizer_params(self, where: str = "") -> TokenizerParams | TextTokenizerParams:
-        cls = TextTokenizerParams if self.modality in ("text", "image_text") else TokenizerParams
+    def tokenizer_params(self, where: str = "") -> Any:
+        cls = get_modality(self.modality).tokenizer_config
         return build(cls, self.tokenizer, f"{where}.tokenizer" if where else "tokenizer")
 
 
@@ -135,6 +106,7 @@ class RayParams:
 class Params:
     datasets: dict[str, DatasetParams]
     runs: dict[str, RunParams]
+    plugins: tuple[str, ...] = ()  # modules imported first: they register modalities, sources, encoders, objectives
     seed: int = 0
     seeds: tuple[int, ...] | None = None  # pretraining seeds per run (default: [seed]); leaderboard shows mean ± 95% CI
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -170,7 +142,7 @@ class Params:
 BASELINE_KINDS = ("random_init", "raw_pixels", "supervised")
 
 
-def _check_tokenizer_patch(name: str, run: RunParams, tok: TokenizerParams) -> None:
+def _check_tokenizer_patch(name: str, run: RunParams, tok: Any) -> None:
     patch = run.encoder_kwargs.get("patch_size")
     if patch is not None and patch != tok.patch_size and "tokenizer" not in run.objective_kwargs:
         raise UserError(f"runs.{name}: encoder patch_size {patch} differs from datasets.{run.dataset}.tokenizer."
@@ -186,17 +158,20 @@ def load_params(path: Path) -> Params:
     except yaml.YAMLError as e:
         raise UserError(f"{path} is not valid YAML: {e}") from None
     try:
-        return parse_params(raw)
+        return parse_params(raw, path.resolve().parent)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
 
 
-def parse_params(raw: dict[str, Any]) -> Params:
-    from ssl_tasks.data.sources import SOURCES
+def parse_params(raw: dict[str, Any], root: Path | None = None) -> Params:
+    """Typed params from a params.yaml mapping; ``root``: the params file's folder (where plugins may live)."""
+    from ssl_tasks.data.ingest import SOURCES  # every built-in source registered
 
     if not isinstance(raw, dict):
         raise UserError("expected a mapping at the top level")
     raw = dict(raw)
+    if raw.get("plugins"):
+        load_plugins(raw["plugins"], root)
     for key in ("datasets", "runs"):
         if not isinstance(raw.get(key), dict) or not raw[key]:
             raise UserError(f"'{key}' must be a non-empty mapping")

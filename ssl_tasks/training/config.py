@@ -48,5 +48,7 @@ class TrainJob:
     std: tuple[float, ...]
     tokenizer: str = ""  # text datasets: the tokenizer.json of the dataset's tokenizer stage
     init_encoder: str = ""  # an encoder state dict (encoder.pt) the encoder starts from instead of random init
+    plugins: tuple[str, ...] = ()  # params.yaml's plugin modules, imported by every worker before it trains
+    plugin_root: str = ""  # the project folder they may live in
     tracking: dict[str, str] = field(default_factory=dict)  # {"uri": ..., "run_id": ...}
     fault: dict[str, Any] = field(default_factory=dict)  # test-only fault injection

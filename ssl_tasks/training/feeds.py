@@ -23,9 +23,8 @@ from torch import nn
 
 from ssl_tasks.core.config import build
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.datasets import dataset_modality
 from ssl_tasks.data.shards import ImageDataset, stream_epoch
-from ssl_tasks.objectives.base import DataSpec, PairDataSpec, TextDataSpec, objective_modality
+from ssl_tasks.objectives.base import DataSpec, PairDataSpec, TextDataSpec
 
 DEFAULT_MAX_LEN = 64
 
@@ -243,19 +242,9 @@ def pair_feed(job: Any) -> PairFeed:
 
 
 def open_feed(job: Any) -> ImageFeed | TextFeed | PairFeed:
-    """The feed of a ``TrainJob``: by the dataset's modality (its manifest format) and what the objective eats."""
-    from ssl_tasks.data.datasets import open_dataset
+    """The feed of a ``TrainJob``: from the modality the objective trains in on the dataset's modality."""
+    from ssl_tasks.core.modality import get_modality, modality_of, trains_in
     from ssl_tasks.objectives import OBJECTIVES
 
-    root = Path(job.data_dir)
-    modality = objective_modality(OBJECTIVES.get(job.objective), dataset_modality(root))
-    if modality == "image_text":
-        return pair_feed(job)
-    if modality == "image":  # an image dataset, or the images of a pair dataset
-        ds = open_dataset(root)
-        c, h, w = ds.image_shape
-        return ImageFeed(ds, DataSpec(channels=c, image_size=min(h, w), mean=tuple(job.mean), std=tuple(job.std)))
-    max_len = int(job.encoder_kwargs.get("max_len", DEFAULT_MAX_LEN))
-    layout = text_layout(job.objective, job.objective_kwargs, job.run)
-    rows, spec = text_rows(root, job.tokenizer, split="train", layout=layout, max_len=max_len)
-    return TextFeed(rows, spec, layout)
+    data = modality_of(Path(job.data_dir))
+    return get_modality(trains_in(OBJECTIVES.get(job.objective), data.name)).feed(job)

@@ -24,8 +24,8 @@ from torch import nn
 
 from ssl_tasks.core.config import build
 from ssl_tasks.core.ema import update_momentum
+from ssl_tasks.core.encoders import ENCODERS
 from ssl_tasks.data.shards import ImageDataset
-from ssl_tasks.modalities.image.encoders import ENCODERS
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.objectives.base import Objective, check_compatible
 from ssl_tasks.training.config import TrainConfig, TrainJob
@@ -120,6 +120,10 @@ def lr_at(cfg: TrainConfig, it: int, total: int, warmup: int) -> float:
 def run_training(job: TrainJob, session: Session) -> None:
     """Train ``job`` to completion, resuming from ``session.latest_checkpoint()`` if any."""
     cfg, rank, ws, device = job.train, session.rank, session.world_size, session.device
+    if job.plugins:  # a Ray worker is a fresh process: the plug-ins' registrations must happen here too
+        from ssl_tasks.core.plugins import load_plugins
+
+        load_plugins(job.plugins, job.plugin_root)
     torch.manual_seed(job.seed)  # identical initialisation on every rank
     feed = open_feed(job)
     objective = build_objective(job, feed).to(device)
@@ -286,5 +290,5 @@ def job_to_dict(job: TrainJob) -> dict[str, Any]:
 def job_from_dict(d: dict[str, Any]) -> TrainJob:
     d = {k: v for k, v in d.items() if not k.startswith("_")}
     d["train"] = TrainConfig(**d["train"])
-    d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
+    d["mean"], d["std"], d["plugins"] = tuple(d["mean"]), tuple(d["std"]), tuple(d.get("plugins", ()))
     return TrainJob(**d)

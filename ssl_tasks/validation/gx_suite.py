@@ -25,12 +25,10 @@ from typing import Any
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import atomic_dir, write_json_atomic
-from ssl_tasks.data.datasets import open_dataset
-from ssl_tasks.data.pair_shards import UNSAFE_PATH, PairDataset
-from ssl_tasks.data.text_shards import TextDataset
-from ssl_tasks.validation.image_checks import DatasetTables, build_tables, fully_labelled_splits, labelled
-from ssl_tasks.validation.pair_checks import PairTables, build_pair_tables
-from ssl_tasks.validation.text_checks import build_text_tables
+from ssl_tasks.core.modality import modality_of
+from ssl_tasks.data.pair_shards import UNSAFE_PATH
+from ssl_tasks.validation.image_checks import DatasetTables, fully_labelled_splits, labelled
+from ssl_tasks.validation.pair_checks import PairTables
 
 SAMPLES = "samples"
 CLASS_COUNTS = "class_counts"
@@ -100,7 +98,7 @@ class ValidationFailed(UserError):
 
 
 @dataclass(frozen=True)
-class _Check:
+class Check:
     table: str
     column: str | None
     description: str  # human-readable condition, e.g. "max <= 255"
@@ -116,21 +114,21 @@ def _fmt(v: float) -> str:
     return f"{v:g}"
 
 
-def _row_count_check(tables: DatasetTables, table: str = SAMPLES, key: str = "count") -> _Check:
+def row_count_check(tables: DatasetTables, table: str = SAMPLES, key: str = "count") -> Check:
     """The table has as many rows as the manifest's splits declare (``key``: count, or n_captions)."""
     import great_expectations.expectations as gxe
 
     n_rows = int(sum(int(s.get(key, 0)) for s in tables.manifest.get("splits", {}).values()))
     what = "manifest total" if key == "count" else f"manifest total {key}"
-    return _Check(table, None, f"row count == {what} {n_rows}", gxe.ExpectTableRowCountToEqual(value=n_rows))
+    return Check(table, None, f"row count == {what} {n_rows}", gxe.ExpectTableRowCountToEqual(value=n_rows))
 
 
-def _build_checks(tables: DatasetTables, config: ValidationConfig) -> list[_Check]:
+def image_suite(tables: DatasetTables, config: ValidationConfig) -> list[Check]:
     """The image suite: shape, dtype and value range of every image, then the shared checks."""
-    return _image_checks(tables) + _label_and_duplicate_checks(tables, config, "image")
+    return _image_checks(tables) + label_and_duplicate_checks(tables, config, "image")
 
 
-def _image_checks(tables: DatasetTables) -> list[_Check]:
+def _image_checks(tables: DatasetTables) -> list[Check]:
     """Row count, shape, dtype and value range of every image (image and image–caption datasets)."""
     import great_expectations.expectations as gxe
 
@@ -138,14 +136,14 @@ def _image_checks(tables: DatasetTables) -> list[_Check]:
     shape = "x".join(str(int(s)) for s in m["image_shape"])
     lo, hi = (float(v) for v in m.get("value_range", [0, 255]))
     checks = [
-        _row_count_check(tables),
-        _Check(SAMPLES, "shape", f"shape in {{{shape}}}",
+        row_count_check(tables),
+        Check(SAMPLES, "shape", f"shape in {{{shape}}}",
                gxe.ExpectColumnValuesToBeInSet(column="shape", value_set=[shape])),
-        _Check(SAMPLES, "dtype", "dtype in {uint8}",
+        Check(SAMPLES, "dtype", "dtype in {uint8}",
                gxe.ExpectColumnValuesToBeInSet(column="dtype", value_set=["uint8"])),
-        _Check(SAMPLES, "min", f"min >= {_fmt(lo)}", gxe.ExpectColumnValuesToBeBetween(column="min", min_value=lo)),
-        _Check(SAMPLES, "max", f"max <= {_fmt(hi)}", gxe.ExpectColumnValuesToBeBetween(column="max", max_value=hi)),
-        _Check(
+        Check(SAMPLES, "min", f"min >= {_fmt(lo)}", gxe.ExpectColumnValuesToBeBetween(column="min", min_value=lo)),
+        Check(SAMPLES, "max", f"max <= {_fmt(hi)}", gxe.ExpectColumnValuesToBeBetween(column="max", max_value=hi)),
+        Check(
             SAMPLES,
             "n_nonfinite",
             "n_nonfinite == 0",
@@ -155,44 +153,44 @@ def _image_checks(tables: DatasetTables) -> list[_Check]:
     return checks
 
 
-def _string_checks(table: str, noun: str, label: str, lo: int, hi: int) -> list[_Check]:
+def _string_checks(table: str, noun: str, label: str, lo: int, hi: int) -> list[Check]:
     """Decoding, blank and length checks of a table of strings (texts, or captions)."""
     import great_expectations.expectations as gxe
 
     return [
-        _Check(table, "decode_error", f"decode_error == False: {noun} decode as UTF-8",
+        Check(table, "decode_error", f"decode_error == False: {noun} decode as UTF-8",
                gxe.ExpectColumnValuesToBeInSet(column="decode_error", value_set=[False])),
-        _Check(table, "blank", f"blank == False: no empty or whitespace-only {noun}",
+        Check(table, "blank", f"blank == False: no empty or whitespace-only {noun}",
                gxe.ExpectColumnValuesToBeInSet(column="blank", value_set=[False])),
-        _Check(table, "n_chars", f"{label}n_chars in [{lo}, {hi}]",
+        Check(table, "n_chars", f"{label}n_chars in [{lo}, {hi}]",
                gxe.ExpectColumnValuesToBeBetween(column="n_chars", min_value=lo, max_value=hi)),
     ]
 
 
-def _build_text_checks(tables: DatasetTables, config: ValidationConfig) -> list[_Check]:
+def text_suite(tables: DatasetTables, config: ValidationConfig) -> list[Check]:
     """The text suite: decoding, blanks, length bounds per text and on average, then the shared checks."""
     import great_expectations.expectations as gxe
 
     lo, hi = int(config.min_chars), int(config.max_chars)
     checks = [
-        _row_count_check(tables),
+        row_count_check(tables),
         *_string_checks(SAMPLES, "texts", "", lo, hi),
     ]
     wlo, whi = config.min_mean_words, config.max_mean_words
     if wlo is not None or whi is not None:
         bounds = ([f">= {_fmt(wlo)}"] if wlo is not None else []) + ([f"<= {_fmt(whi)}"] if whi is not None else [])
         checks.append(
-            _Check(
+            Check(
                 SAMPLES,
                 "n_words",
                 "mean n_words " + " and ".join(bounds),
                 gxe.ExpectColumnMeanToBeBetween(column="n_words", min_value=wlo, max_value=whi),
             )
         )
-    return checks + _label_and_duplicate_checks(tables, config, "text")
+    return checks + label_and_duplicate_checks(tables, config, "text")
 
 
-def _build_pair_checks(tables: PairTables, config: ValidationConfig) -> list[_Check]:
+def pair_suite(tables: PairTables, config: ValidationConfig) -> list[Check]:
     """The image–caption suite: the image checks, the pair records, every caption, then the shared checks.
 
     Rows ingest could not use (missing or undecodable image, a path outside the dataset root) carry
@@ -202,26 +200,26 @@ def _build_pair_checks(tables: PairTables, config: ValidationConfig) -> list[_Ch
 
     lo, hi = int(config.min_chars), int(config.max_chars)
     checks = _image_checks(tables) + [
-        _Check(
+        Check(
             SAMPLES,
             "error",
             "error is null: every image exists, decodes and lies inside the dataset root",
             gxe.ExpectColumnValuesToBeNull(column="error"),
             detail="error",
         ),
-        _Check(
+        Check(
             SAMPLES,
             "image",
             "image path is relative and has no '..' part",
             gxe.ExpectColumnValuesToNotMatchRegex(column="image", regex=UNSAFE_PATH),
         ),
-        _Check(
+        Check(
             SAMPLES,
             "n_captions",
             "n_captions >= 1: every image has a caption",
             gxe.ExpectColumnValuesToBeBetween(column="n_captions", min_value=1),
         ),
-        _row_count_check(tables, CAPTIONS, "n_captions"),
+        row_count_check(tables, CAPTIONS, "n_captions"),
         *_string_checks(CAPTIONS, "captions", "caption ", lo, hi),
         _duplicate_check(
             CAPTIONS,
@@ -231,10 +229,10 @@ def _build_pair_checks(tables: PairTables, config: ValidationConfig) -> list[_Ch
             "non-train captions repeat a train (image bytes, caption) pair",
         ),
     ]
-    return checks + _label_and_duplicate_checks(tables, config, "image", class_balance=config.pair_class_balance)
+    return checks + label_and_duplicate_checks(tables, config, "image", class_balance=config.pair_class_balance)
 
 
-def _duplicate_check(table: str, column: str, n: int, config: ValidationConfig, what: str) -> _Check:
+def _duplicate_check(table: str, column: str, n: int, config: ValidationConfig, what: str) -> Check:
     """``column == False`` on all but ``max_cross_split_duplicates`` rows of ``table`` (``n`` rows)."""
     import great_expectations.expectations as gxe
 
@@ -243,7 +241,7 @@ def _duplicate_check(table: str, column: str, n: int, config: ValidationConfig, 
     if allowed > 0 and n > 0:
         # `mostly` is a share: half a row of slack makes "<= allowed rows" exact under float rounding.
         kwargs["mostly"] = max(0.0, (n - allowed - 0.5) / n)
-    return _Check(
+    return Check(
         table,
         column,
         f"{column} == False: at most {allowed} {what}",
@@ -251,15 +249,15 @@ def _duplicate_check(table: str, column: str, n: int, config: ValidationConfig, 
     )
 
 
-def _label_and_duplicate_checks(
+def label_and_duplicate_checks(
     tables: DatasetTables, config: ValidationConfig, noun: str, *, class_balance: bool = True
-) -> list[_Check]:
+) -> list[Check]:
     """Label set, class fractions (labelled datasets; unless ``class_balance`` is off) and
     cross-split duplicates: any modality."""
     import great_expectations.expectations as gxe
 
     m = tables.manifest
-    checks: list[_Check] = []
+    checks: list[Check] = []
     if labelled(m):
         k = len(m["label_names"])
         kwargs: dict[str, Any] = {}
@@ -273,11 +271,11 @@ def _label_and_duplicate_checks(
             kwargs = {"row_condition": cond, "condition_parser": "pandas"}
             desc += " or -1 where the split is partly unlabeled"
         in_label_set = gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(range(k)), **kwargs)
-        checks.append(_Check(SAMPLES, "label", desc, in_label_set))
+        checks.append(Check(SAMPLES, "label", desc, in_label_set))
         if class_balance and not tables.class_counts.empty:
             flo, fhi = config.min_class_fraction / k, config.max_class_fraction / k
             checks.append(
-                _Check(
+                Check(
                     CLASS_COUNTS,
                     "fraction",
                     f"class fraction of split in [{flo:.4g}, {fhi:.4g}]",
@@ -297,7 +295,7 @@ def _frames(tables: DatasetTables) -> dict[str, Any]:
     return frames
 
 
-def _run_gx(checks: list[_Check], tables: DatasetTables, docs_dir: Path | None, sample_rows: int) -> list[Any]:
+def _run_gx(checks: list[Check], tables: DatasetTables, docs_dir: Path | None, sample_rows: int) -> list[Any]:
     """Run the checks; return one ExpectationValidationResult per check, in order.
 
     SUMMARY rather than COMPLETE: it still gives the exact ``unexpected_count`` and the first
@@ -360,7 +358,7 @@ def _publish_docs(site: Path, docs_dir: Path) -> None:
         shutil.copytree(site, tmp, dirs_exist_ok=True)
 
 
-def _summarise(check: _Check, result: Any, sample_rows: int, frame: Any = None) -> dict[str, Any]:
+def _summarise(check: Check, result: Any, sample_rows: int, frame: Any = None) -> dict[str, Any]:
     res = result.result or {}
     entry: dict[str, Any] = {
         "name": check.name,
@@ -414,17 +412,8 @@ def validate_dataset(
     or not the dataset passes; returns the report, or raises :class:`ValidationFailed`.
     """
     data_dir, report_path = Path(data_dir), Path(report_path)
-    ds = open_dataset(data_dir)
-    tables: DatasetTables
-    if isinstance(ds, TextDataset):
-        tables = build_text_tables(ds)
-        checks = _build_text_checks(tables, config)
-    elif isinstance(ds, PairDataset):
-        tables = build_pair_tables(ds)
-        checks = _build_pair_checks(tables, config)
-    else:
-        tables = build_tables(data_dir)
-        checks = _build_checks(tables, config)
+    modality = modality_of(data_dir)
+    tables, checks = modality.validation_suite(modality.open(data_dir), config)
     results = _run_gx(checks, tables, docs_dir, config.sample_rows)
     frames = _frames(tables)
     entries = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -74,7 +75,7 @@ def build_tables(data_dir: Path) -> DatasetTables:
     else:
         in_train = np.zeros(len(samples), dtype=bool)
     samples["in_train"] = in_train
-    return DatasetTables(samples=samples, class_counts=_class_counts(ds, samples), manifest=ds.manifest)
+    return DatasetTables(samples=samples, class_counts=class_counts_table(ds, samples), manifest=ds.manifest)
 
 
 def _split_table(ds: ImageDataset, split: str) -> pd.DataFrame:
@@ -142,7 +143,7 @@ def fully_labelled_splits(manifest: dict) -> list[str]:
     return out
 
 
-def _class_counts(ds: ImageDataset, samples: pd.DataFrame) -> pd.DataFrame:
+def class_counts_table(ds: Any, samples: pd.DataFrame) -> pd.DataFrame:
     """Count and share of each class within each split that has labelled samples.
 
     Labels outside 0..K-1 (caught by the label expectation) and -1 (unlabeled) are not counted.
@@ -177,6 +178,7 @@ __all__ = [
     "UNLABELED",
     "DatasetTables",
     "build_tables",
+    "class_counts_table",
     "fully_labelled_splits",
     "labelled",
 ]

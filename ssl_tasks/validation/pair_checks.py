@@ -25,7 +25,7 @@ import pandas as pd
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.data.pair_shards import PairDataset
-from ssl_tasks.validation.image_checks import SAMPLE_COLUMNS, TRAIN_SPLIT, DatasetTables, _class_counts
+from ssl_tasks.validation.image_checks import SAMPLE_COLUMNS, TRAIN_SPLIT, DatasetTables, class_counts_table
 from ssl_tasks.validation.image_checks import _split_table as _image_split_table
 
 REPLACEMENT = "\ufffd"  # what ingest decodes undecodable bytes to
@@ -90,7 +90,7 @@ def build_pair_tables(ds: PairDataset) -> PairTables:
     samples["in_train"] = _in_train(samples, "sha256")
     captions["pair_in_train"] = _in_train(captions, "pair_key")
     return PairTables(
-        samples=samples, class_counts=_class_counts(ds, samples), manifest=ds.manifest, captions=captions
+        samples=samples, class_counts=class_counts_table(ds, samples), manifest=ds.manifest, captions=captions
     )
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ssl_tasks.data.text_shards import TextDataset
-from ssl_tasks.validation.image_checks import TRAIN_SPLIT, DatasetTables, _class_counts
+from ssl_tasks.validation.image_checks import TRAIN_SPLIT, DatasetTables, class_counts_table
 
 TEXT_SAMPLE_COLUMNS = ["id", "split", "label", "n_chars", "n_words", "blank", "decode_error", "sha1", "in_train"]
 REPLACEMENT = "\ufffd"  # what ingest decodes undecodable bytes to
@@ -50,7 +50,7 @@ def build_text_tables(ds: TextDataset) -> DatasetTables:
     train_mask = (samples["split"] == TRAIN_SPLIT).to_numpy(dtype=bool)
     train_hashes = pd.Index(samples.loc[train_mask, "sha1"].unique())
     samples["in_train"] = samples["sha1"].isin(train_hashes).to_numpy(dtype=bool) & ~train_mask
-    return DatasetTables(samples=samples, class_counts=_class_counts(ds, samples), manifest=ds.manifest)
+    return DatasetTables(samples=samples, class_counts=class_counts_table(ds, samples), manifest=ds.manifest)
 
 
 __all__ = ["REPLACEMENT", "TEXT_SAMPLE_COLUMNS", "build_text_tables"]

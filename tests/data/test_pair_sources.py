@@ -15,13 +15,12 @@ from conftest import CLIPART, CLIPART_OPTIONS
 from PIL import Image
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.datasets import dataset_modality, open_dataset
-from ssl_tasks.data.ingest import ingest
+from ssl_tasks.core.modality import modality_of, open_dataset
+from ssl_tasks.data.ingest import SOURCES, ingest
 from ssl_tasks.data.pair_shards import FORMAT, PairDataset, PairRecord, PairSplit, unsafe_path, write_pair_dataset
 from ssl_tasks.data.pair_sources import render
 from ssl_tasks.data.shards import ImageDataset
-from ssl_tasks.data.sources import SOURCES
-from ssl_tasks.data.text_sources import takes_options
+from ssl_tasks.data.sources import takes_options
 from ssl_tasks.pipeline.params import DatasetParams
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,7 +88,7 @@ def test_table_subset_shapes_captions_labels_and_split(ds41: Path, rows41: list[
     assert m["image_shape"] == [3, 32, 32] and m["dtype"] == "uint8" and m["value_range"] == [0, 255]
     tops = sorted({r["category"].split("/")[0] for r in rows41})
     assert m["label_names"] == tops and len(tops) == 16
-    assert dataset_modality(ds41) == "image_text" and isinstance(open_dataset(ds41), PairDataset)
+    assert modality_of(ds41).name == "image_text" and isinstance(open_dataset(ds41), PairDataset)
     src = m["source"]
     assert src["num_rows"] == src["num_images"] == 41 and src["num_captions"] == 82
     assert src["images_with_errors"] == src["rows_with_errors"] == 0 and src["split"] == "stratified"

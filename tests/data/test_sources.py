@@ -18,9 +18,9 @@ from helpers import SHARED_DATA, needs_shared
 from PIL import Image
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.ingest import ingest
+from ssl_tasks.data.ingest import SOURCES, ingest
 from ssl_tasks.data.shards import FORMAT, ImageDataset
-from ssl_tasks.data.sources import FASHION_MNIST_NAMES, SOURCES, stratified_split
+from ssl_tasks.data.sources import FASHION_MNIST_NAMES, stratified_split
 
 FASHION = SHARED_DATA / "fashion_mnist"
 CIFAR_JPEG_TAR = SHARED_DATA / "cifar10_jpeg" / "cifar10_test_jpeg.tar"

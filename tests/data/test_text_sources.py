@@ -12,7 +12,7 @@ import pytest
 from helpers import needs_shared
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.datasets import dataset_modality, open_dataset
+from ssl_tasks.core.modality import modality_of, open_dataset
 from ssl_tasks.data.ingest import ingest
 from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.data.text_shards import FORMAT, TextDataset, TextSplit, write_text_dataset
@@ -220,9 +220,9 @@ def test_existing_datasets_are_replaced_by_text(tmp_path: Path, digits_dataset: 
     path = tmp_path / "t.txt"
     path.write_text("".join(f"line {i}\n" for i in range(10)))
     ingest("sklearn_digits", None, out)
-    assert dataset_modality(out) == "image" and isinstance(open_dataset(out), ImageDataset)
+    assert modality_of(out).name == "image" and isinstance(open_dataset(out), ImageDataset)
     ingest("text", path, out)
-    assert dataset_modality(out) == "text" and isinstance(open_dataset(out), TextDataset)
+    assert modality_of(out).name == "text" and isinstance(open_dataset(out), TextDataset)
     path.write_text("other\n" * 10)
     ingest("text", path, out)  # a text dataset is replaceable too
     assert set(texts(out, "train")) == {"other"}
@@ -249,7 +249,7 @@ def test_text_dataset_verify_and_bad_manifests(tmp_path: Path) -> None:
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "manifest.json").write_text('{"format": "mystery/v9"}')
     with pytest.raises(UserError, match=r"bad/manifest.json: unknown dataset format 'mystery/v9'; known: "):
-        dataset_modality(tmp_path / "bad")
+        modality_of(tmp_path / "bad").name
     with pytest.raises(UserError, match="unsupported format 'mystery/v9'"):
         TextDataset(tmp_path / "bad")
     with pytest.raises(UserError, match="is empty: no texts found"):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from ssl_tasks.core.encoders import ENCODERS
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.evaluation import balanced_subset, finetune_top1, raw_semi_top1
-from ssl_tasks.modalities.image.encoders import ENCODERS
 from ssl_tasks.modalities.image.views import ImageViewConfig, ImageViews
 
 MEAN, STD = (0.3,), (0.4,)  # digits pixels in [0, 1], rounded

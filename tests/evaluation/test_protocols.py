@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from ssl_tasks.core.encoders import ENCODERS
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.evaluation import PROTOCOLS, EvalConfig, evaluate_encoder, extract_features, raw_features
-from ssl_tasks.modalities.image.encoders import ENCODERS
 
 MEAN, STD = (0.3,), (0.4,)  # digits pixels in [0, 1], rounded
 ALL = ["knn", "linear", "semi_1pct", "semi_10pct"]

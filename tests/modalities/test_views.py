@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssl_tasks.modalities.image.encoders import ENCODERS, build_encoder
+from ssl_tasks.core.encoders import ENCODERS
+from ssl_tasks.modalities.image.encoders import build_encoder
 from ssl_tasks.modalities.image.views import ImageViewConfig, ImageViews, gaussian_blur, random_resized_crop
 
 

@@ -12,7 +12,7 @@ from objective_cases import CASES, build_case_encoder, case_batch, spec_for
 from ssl_tasks.core.config import build
 from ssl_tasks.core.ema import update_momentum
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.datasets import open_dataset
+from ssl_tasks.core.modality import open_dataset
 from ssl_tasks.objectives import OBJECTIVES, Objective, StepResult
 from ssl_tasks.training.config import TrainConfig, TrainJob
 from ssl_tasks.training.loop import LocalSession, make_optimizer, run_training

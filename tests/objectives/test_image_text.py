@@ -181,8 +181,8 @@ def test_lit_locks_the_image_tower(pair_dataset: Path, pair_tokenizer: Path, tmp
 
 def test_two_tower_round_trip_scores_the_test_pairs(pair_dataset: Path, pair_tokenizer: Path, tmp_path: Path) -> None:
     """What the evaluate stage does: rebuild the two-tower from objective.pt and score zero-shot and retrieval."""
+    from ssl_tasks.modalities.image_text.towers import build_two_tower, tower_metrics
     from ssl_tasks.modalities.text.tokenizer import TextTokenizer
-    from ssl_tasks.pipeline.pair_stages import build_two_tower, tower_metrics
     from ssl_tasks.pipeline.params import ZeroShotParams
 
     ds = PairDataset(pair_dataset)

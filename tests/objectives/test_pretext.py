@@ -200,8 +200,9 @@ def test_colorization_refuses_grayscale_before_training(digits_dataset: Path, tm
 
 
 def test_colorization_refuses_grayscale_in_the_pretrain_stage(digits_dataset: Path, tmp_path: Path) -> None:
+    from ssl_tasks.pipeline.layout import Layout
     from ssl_tasks.pipeline.params import parse_params
-    from ssl_tasks.pipeline.stages import Layout, pretrain
+    from ssl_tasks.pipeline.pretrain import pretrain
 
     params = parse_params({"datasets": {"digits": {"source": "sklearn_digits"}},
                            "runs": {"colour": {"dataset": "digits", "objective": "colorization",

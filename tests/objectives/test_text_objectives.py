@@ -141,7 +141,7 @@ def test_simcse_views_differ_by_dropout_only() -> None:
                                                         ("span_corruption", "text_transformer", "seq2seq"),
                                                         ("simcse", "small_cnn", "text")])
 def test_objectives_refuse_the_wrong_encoder(name: str, encoder: str, needs: str) -> None:
-    from ssl_tasks.modalities.image.encoders import ENCODERS
+    from ssl_tasks.core.encoders import ENCODERS
     from ssl_tasks.objectives.base import check_compatible
 
     with pytest.raises(UserError, match=needs):

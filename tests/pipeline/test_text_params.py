@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.pipeline.params import TextTokenizerParams, load_params, parse_params
+from ssl_tasks.modalities.text.modality import TextTokenizerConfig as TextTokenizerParams
+from ssl_tasks.pipeline.params import load_params, parse_params
 
 REPO = Path(__file__).resolve().parents[2]
 RAW = yaml.safe_load((REPO / "configs" / "text.yaml").read_text())

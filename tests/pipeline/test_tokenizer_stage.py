@@ -11,8 +11,9 @@ import yaml
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.modalities.image.visual_tokenizer import PatchTokenizer
 from ssl_tasks.pipeline.cli import main
+from ssl_tasks.pipeline.layout import Layout
 from ssl_tasks.pipeline.params import load_params, parse_params
-from ssl_tasks.pipeline.stages import Layout, objective_kwargs
+from ssl_tasks.pipeline.pretrain import objective_kwargs
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,17 +11,14 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ssl_tasks.core.registry import Registry
+from ssl_tasks.core.encoders import ENCODERS
+from ssl_tasks.core.encoders import Encoder as _Encoder
 
-ENCODERS: Registry[type[nn.Module]] = Registry("encoder")
 
+class Encoder(_Encoder):
+    """Base of the image encoders: normalised images (B, C, H, W) -> pooled features (B, out_dim)."""
 
-class Encoder(nn.Module):
-    """Base class: pooled features of width ``out_dim``."""
-
-    capabilities: ClassVar[frozenset[str]] = frozenset({"pooled"})
-    modality: ClassVar[str] = "image"  # the data it encodes; text encoders live in modalities/text
-    out_dim: int
+    modality: ClassVar[str] = "image"
 
 
 def _memory_format(module: nn.Module, channels_last: bool) -> torch.memory_format:

@@ -21,7 +21,7 @@ from ssl_tasks.core.blocks import (
     position_blocks,
     transformer_blocks,
 )
-from ssl_tasks.modalities.image.encoders import ENCODERS, Encoder
+from ssl_tasks.core.encoders import ENCODERS, Encoder
 
 POSITIONS = ("learned", "rope", "relative")  # absolute table; rotary; learned bias per relative offset
 POOLINGS = ("last", "first_last")  # mean of the final states; mean of (embeddings + final states) / 2

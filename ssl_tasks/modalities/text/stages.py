@@ -1,12 +1,11 @@
-"""The text side of the stages: tokenizer training, token rows for evaluation, LM metrics, text baselines.
+"""The text modality's stage work: tokenizer training, token rows for evaluation, LM metrics, the unigram baseline.
 
-``stages.py`` calls these when a dataset's manifest says ``text``; everything else (Ray Train, MLflow, the
-atomic outputs, the leaderboard) is shared with images.
+``modality.TextModality`` calls these; everything else (Ray Train, MLflow, the atomic outputs, the leaderboard) is
+the pipeline's and shared with every modality.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ssl_tasks.core.io import atomic_dir, write_json_atomic, write_text_atomic
+from ssl_tasks.core.io import atomic_dir, write_json_atomic
 from ssl_tasks.data.text_shards import TextDataset
 from ssl_tasks.evaluation.protocols import PROTOCOLS
 from ssl_tasks.modalities.text.batching import make_rows
@@ -26,7 +25,7 @@ DEFAULT_MAX_LEN = 64
 
 def train_tokenizer_stage(data_dir: Path, out_dir: Path, t: Any) -> dict[str, Any]:
     """Byte-level BPE over the training split's texts: ``tokenizer.json`` + ``summary.json`` (atomically)."""
-    from ssl_tasks.data.datasets import open_dataset
+    from ssl_tasks.core.modality import open_dataset
 
     ds = open_dataset(data_dir)  # a text dataset, or the captions of an image-text dataset
     with atomic_dir(out_dir) as tmp:
@@ -109,12 +108,3 @@ def unigram_row(ds: TextDataset, tokenizer_path: Path, max_len: int) -> dict[str
     tok = TextTokenizer.load(tokenizer_path)
     train, test = (token_rows(ds, tok, s, "pack", max_len) for s in ("train", "test"))
     return {"perplexity/ppl": unigram_perplexity(train, test, vocab_size=tok.vocab_size, pad_id=tok.pad_id)}
-
-
-def write_samples(path: Path, samples: list[str]) -> None:
-    write_text_atomic(path, "\n\n".join(f"[{i}] {s.strip()}" for i, s in enumerate(samples)) + "\n")
-
-
-def summary_line(summary_path: Path) -> str:
-    s = json.loads(Path(summary_path).read_text())
-    return f"vocab {s['vocab_size']}, {s['texts']} texts, mean {s.get('mean_tokens_per_text', '?')} tokens per text"

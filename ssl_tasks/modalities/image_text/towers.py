@@ -1,7 +1,7 @@
 """The image–text side of the stages: the two-tower model rebuilt from a checkpoint, zero-shot and
 retrieval on the held-out pairs, and the towers' baselines (random init; bag of words).
 
-``stages.py`` calls these when a dataset's manifest says ``image_text``. The image tower itself goes through
+``modality.ImageTextModality`` calls these. The image tower itself goes through
 the image protocols (k-NN, linear, 1%/10%) exactly like any image encoder, on the same images.
 """
 
@@ -20,20 +20,15 @@ from ssl_tasks.data.pair_shards import PairDataset
 from ssl_tasks.evaluation import zero_shot as zs
 from ssl_tasks.evaluation.features import prepare
 from ssl_tasks.evaluation.protocols import PROTOCOLS
+from ssl_tasks.modalities.text.stages import TOKENIZER_FILE
 from ssl_tasks.modalities.text.tokenizer import TextTokenizer
 from ssl_tasks.objectives import OBJECTIVES, DataSpec, PairDataSpec
 from ssl_tasks.objectives.image_text import ImageTextObjective
-from ssl_tasks.pipeline.text_stages import TOKENIZER_FILE
 from ssl_tasks.training.feeds import DEFAULT_MAX_LEN, caption_rows, text_spec
 
 
 def wanted(protocols: Sequence[str]) -> list[str]:
     return [p for p in protocols if PROTOCOLS.get(p).kind == "image_text"]
-
-
-def trains_two_towers(objective: str, data_modality: str) -> bool:
-    """Whether a run of ``objective`` on data of ``data_modality`` trains (and keeps) a text tower."""
-    return data_modality == "image_text" and issubclass(OBJECTIVES.get(objective), ImageTextObjective)
 
 
 def build_two_tower(objective: str, objective_kwargs: dict[str, Any], encoder: str, encoder_kwargs: dict[str, Any],

@@ -1,0 +1,101 @@
+"""The image–text modality plug-in: image shards with captions. It composes the image modality (its images go
+through every image protocol and train every image objective) and the text modality's BPE tokenizer (over the
+captions); two-tower objectives (CLIP, SigLIP) add zero-shot and retrieval, and its baselines add random-init
+towers and a bag-of-words model to the image baselines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ssl_tasks.core.modality import MODALITIES, BaselineResult, BaselineSpec, EvalContext, Say
+from ssl_tasks.data import pair_shards
+from ssl_tasks.modalities.image.modality import ImageModality
+from ssl_tasks.modalities.text.modality import TextTokenizerConfig, train_bpe
+
+
+def two_tower(objective: type) -> bool:
+    """Whether ``objective`` trains (and keeps) a text tower beside its image encoder."""
+    from ssl_tasks.objectives.image_text import ImageTextObjective
+
+    return issubclass(objective, ImageTextObjective)
+
+
+@MODALITIES.register("image_text")
+class ImageTextModality(ImageModality):
+    name: ClassVar[str] = "image_text"
+    formats: ClassVar[tuple[str, ...]] = (pair_shards.FORMAT,)
+    trains: ClassVar[tuple[str, ...]] = ("image_text", "image")
+    protocol_kinds: ClassVar[frozenset[str]] = frozenset({"frozen", "finetune", "image_text"})
+    tokenizer_config: ClassVar[type] = TextTokenizerConfig
+
+    def write_dataset(self, out: Path, result: Any, source: dict[str, Any], shard_size: int) -> dict[str, Any]:
+        return pair_shards.write_pair_dataset(out, result.splits, image_shape=result.image_shape,
+                                              label_names=result.label_names, source=source, shard_size=shard_size)
+
+    def open(self, root: Path) -> pair_shards.PairDataset:
+        return pair_shards.PairDataset(Path(root))
+
+    def validation_suite(self, ds: Any, config: Any) -> tuple[Any, list[Any]]:
+        from ssl_tasks.validation.gx_suite import pair_suite
+        from ssl_tasks.validation.pair_checks import build_pair_tables
+
+        tables = build_pair_tables(ds)
+        return tables, pair_suite(tables, config)
+
+    def train_tokenizer(self, data_dir: Path, out_dir: Path, cfg: Any, say: Say) -> dict[str, Any]:
+        return train_bpe(data_dir, out_dir, cfg, say)  # over the captions
+
+    def needs_tokenizer(self, objective: type) -> bool:
+        return two_tower(objective)
+
+    def feed(self, job: Any) -> Any:
+        from ssl_tasks.training.feeds import pair_feed
+
+        return pair_feed(job)
+
+    def evaluate(self, ctx: EvalContext, encoder: nn.Module, ds: Any, meta: dict[str, Any], pretrain_dir: Path,
+                 label: str) -> tuple[dict[str, float], dict[str, np.ndarray], list[str]]:
+        from ssl_tasks.modalities.image_text.towers import load_two_tower, tower_metrics
+        from ssl_tasks.objectives import OBJECTIVES
+
+        metrics, subsets, _ = super().evaluate(ctx, encoder, ds, meta, pretrain_dir, label)
+        if two_tower(OBJECTIVES.get(meta["objective"])):
+            obj, tok = load_two_tower(meta, pretrain_dir, ds)
+            metrics.update(tower_metrics(obj, tok, ds, ctx.protocols, ctx.zero_shot,
+                                         say=lambda line: ctx.say(f"{label}: {line}")))
+        return metrics, subsets, []
+
+    def run_baseline(self, ctx: EvalContext, spec: BaselineSpec, ds: Any, tokenizer_dir: Path, cfg: Any,
+                     label: str) -> BaselineResult:
+        """The image baseline, plus zero-shot / retrieval of random-init towers or of bags of words."""
+        from ssl_tasks.modalities.image_text.towers import bow_metrics, build_two_tower, tower_metrics
+        from ssl_tasks.modalities.text.stages import TOKENIZER_FILE
+        from ssl_tasks.modalities.text.tokenizer import TextTokenizer
+        from ssl_tasks.training.loop import channel_stats
+
+        result = super().run_baseline(ctx, spec, ds, tokenizer_dir, cfg, label)
+        if spec.kind == "supervised":
+            return result
+        tok = TextTokenizer.load(tokenizer_dir / TOKENIZER_FILE)
+
+        def log(line: str) -> None:
+            ctx.say(f"{label}: {line}")
+
+        if spec.kind == "raw_pixels":
+            result.metrics.update(bow_metrics(ds, tok, ctx.protocols, ctx.zero_shot, say=log))
+            return result
+        mean, std = channel_stats(ds)
+        torch.manual_seed(ctx.seed)
+        obj = build_two_tower(cfg.image_text_objective, cfg.image_text_kwargs, spec.encoder_name,
+                              spec.encoder_kwargs, ds, tok, mean, std)
+        result.metrics.update(tower_metrics(obj, tok, ds, ctx.protocols, ctx.zero_shot, say=log))
+        return result
+
+    def describe(self) -> str:
+        return ("image shards + captions; image objectives on the images, CLIP/SigLIP two towers; image protocols "
+                "+ zero-shot, retrieval")

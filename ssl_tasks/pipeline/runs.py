@@ -1,0 +1,78 @@
+"""The MLflow run lifecycle of the stages: provenance tags, a pretraining run that resumes into the same MLflow run
+after a crash, baseline runs, and the parent run that adopts them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from ssl_tasks.core.config import to_dict
+from ssl_tasks.core.io import write_json_atomic
+from ssl_tasks.tracking import mlflow_tracking as mt
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def data_hash(data_dir: Path) -> str:
+    """sha256 of the manifest, which holds every shard's sha256: the dataset's version."""
+    return hashlib.sha256((Path(data_dir) / "manifest.json").read_bytes()).hexdigest()
+
+
+def tracking(params: Any, root: Path) -> tuple[str, str]:
+    """(tracking URI, experiment id) of the project at ``root``."""
+    uri = mt.tracking_uri(root)
+    return uri, mt.ensure_experiment(uri, params.tracking.experiment)
+
+
+def resume_or_start(uri: str, exp: str, marker: Path, name: str, run_params: dict[str, Any],
+                    tags: dict[str, str]) -> str:
+    """The MLflow run of an interrupted attempt at the same job (its id kept in ``marker``), else a new one."""
+    if marker.is_file():
+        run_id = json.loads(marker.read_text())["run_id"]
+        if mt.run_exists(uri, run_id):
+            return run_id
+    run_id = mt.start_run(uri, exp, name, run_params, tags)
+    write_json_atomic(marker, {"run_id": run_id})
+    return run_id
+
+
+def pretrain_run(uri: str, exp: str, marker: Path, run: str, seed: int, spec: Any, modality: str, train: Any,
+                 root: Path, data_dir: Path) -> str:
+    tags = {"objective": spec.objective, "dataset": spec.dataset, "encoder": spec.encoder, "modality": modality,
+            "kind": "ssl", "seed": str(seed), "git_commit": git_commit(root), "data_hash": data_hash(data_dir)}
+    p = {"run": run, "seed": seed, "objective": spec.objective, "encoder": spec.encoder,
+         "encoder_kwargs": spec.encoder_kwargs, "objective_kwargs": spec.objective_kwargs, "train": to_dict(train),
+         "dataset": spec.dataset}
+    return resume_or_start(uri, exp, marker, run, p, tags)
+
+
+def baseline_run(uri: str, exp: str, name: str, kind: str, dataset: str, modality: str, encoder: str,
+                 encoder_kwargs: dict[str, Any], seed: int, root: Path, data_dir: Path,
+                 metrics: dict[str, float]) -> str:
+    """A finished MLflow run holding one baseline's evaluation metrics."""
+    tags = {"kind": "baseline", "baseline": kind, "dataset": dataset, "encoder": encoder, "modality": modality,
+            "git_commit": git_commit(root), "data_hash": data_hash(data_dir)}
+    run_id = mt.start_run(uri, exp, name, {"baseline": kind, "encoder": encoder, "seed": seed,
+                                           "encoder_kwargs": encoder_kwargs}, tags)
+    mt.log_metrics(uri, run_id, {f"eval/{k}": v for k, v in metrics.items()})
+    mt.finish(uri, run_id)
+    return run_id
+
+
+def adopt(uri: str, parent: str, children: list[str]) -> list[str]:
+    """Make ``parent`` the parent of every child run that exists and has none; return the adopted ids."""
+    adopted = []
+    for rid in children:
+        if mt.run_exists(uri, rid) and mt.parent_of(uri, rid) is None:
+            mt.set_tags(uri, rid, {"mlflow.parentRunId": parent})
+            adopted.append(rid)
+    return adopted

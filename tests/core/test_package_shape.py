@@ -1,0 +1,104 @@
+"""The package's shape: no import cycles between modules at import time, no modality branches in the stages, and
+no modality package importing another (except image_text, which composes image and text)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import ssl_tasks
+
+PACKAGE = Path(ssl_tasks.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _top_level_imports(path: Path, name: str) -> set[str]:
+    """Modules imported when ``path`` is imported: module-level statements only (lazy imports inside functions
+    cannot form an import-time cycle)."""
+    tree = ast.parse(path.read_text())
+    out: set[str] = set()
+    is_pkg = path.name == "__init__.py"
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative
+                base = name.split(".") if is_pkg else name.split(".")[:-1]
+                base = base[: len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.add(mod)
+            out |= {f"{mod}.{a.name}" for a in node.names}  # `from pkg import module`
+    return {m for m in out if m.startswith("ssl_tasks")}
+
+
+def _graph() -> dict[str, set[str]]:
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in files.items():
+        own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 2)}  # itself and its packages
+        deps = set()
+        for m in _top_level_imports(path, name):
+            # importing a.b.c also imports the packages a and a.b (those around the importer are already loading)
+            parts = m.split(".")
+            deps |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)} & set(files)
+        graph[name] = deps - own
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for d in sorted(graph[n]):
+            if state.get(d) == 1:
+                return stack[stack.index(d):] + [d]
+            if d not in state and (found := visit(d)):
+                return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(graph):
+        if n not in state and (found := visit(n)):
+            return found
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycles() -> None:
+    graph = _graph()
+    assert graph.get("ssl_tasks.pipeline.pretrain")  # the walk sees the stages and their imports
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_stages_never_branch_on_a_modality() -> None:
+    pattern = re.compile(r"modality\s*==|==\s*[\"'](text|image|image_text)[\"']|in \([\"'](text|image)")
+    hits = [f"{p.relative_to(PACKAGE)}:{i}: {line.strip()}"
+            for p in sorted((PACKAGE / "pipeline").rglob("*.py"))
+            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert hits == []
+
+
+def test_modality_packages_import_only_what_they_compose() -> None:
+    allowed = {"image": set(), "text": set(), "image_text": {"image", "text"}}
+    for name, may in allowed.items():
+        for path in (PACKAGE / "modalities" / name).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ssl_tasks.modalities."):
+                    other = node.module.split(".")[2]
+                    assert other == name or other in may, f"{path.relative_to(PACKAGE)} imports {node.module}"
