@@ -16,11 +16,12 @@ export RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION := 0
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run run-text run-clip services services-stop test bench ui ui-stop clean help
+.PHONY: install run run-text run-clip services services-stop test test-fast bench ui ui-stop clean help
 
 help:
 	@echo "make run    - install (first time) and run the default pipeline with dvc repro"
-	@echo "make test   - install (first time) and run the test suite"
+	@echo "make test   - install (first time) and run the whole test suite (~40 min on 2 cores), printing the 25 slowest tests"
+	@echo "make test-fast - the quick tier while working (~3 min): no slow, services, ray_cluster or gpu tests"
 	@echo "make run-text - the language pipeline (configs/text.yaml: SST-2, Tiny Shakespeare) in workspaces/text/"
 	@echo "make run-clip - the image-text pipeline (configs/clip.yaml: CLIP, SigLIP, SimCLR on Open Clip Art) in workspaces/clip/"
 	@echo "make ui     - start the Prefect UI (:$(PREFECT_PORT)) and MLflow UI (:$(MLFLOW_PORT)) and serve the flow"
@@ -57,7 +58,10 @@ run-clip: $(STAMP)
 	@echo "Leaderboard: workspaces/clip/artifacts/leaderboard.md; reproduce there with: cd workspaces/clip && dvc repro"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not services and not ray_cluster and not gpu"
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --no-deps -q -r requirements-bench.txt

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 import yaml
 from prefect_helpers import api as _api
 from prefect_helpers import free_port as _free_port
@@ -17,6 +18,7 @@ from prefect_helpers import stop_group as _stop
 from prefect_helpers import tails as _tails
 from prefect_helpers import wait_for as _wait
 
+pytestmark = pytest.mark.slow
 DEPLOYMENT = "test"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 

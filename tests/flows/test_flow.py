@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow
 SIMCLR_STAGES = {"ingest@digits", "validate@digits", "tokenizer@digits", "baselines@digits", "pretrain@simclr", "evaluate@simclr",
                  "compare"}
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from helpers import copy_project
 from prefect_helpers import api as _api
@@ -50,6 +51,7 @@ def test_stage_tags_mark_gpu_pretraining_only(tmp_path: Path) -> None:
     assert stage_tags("pretrain@simclr", tmp_path) == [PRETRAIN_TAG, GPU_TAG]
 
 
+@pytest.mark.slow
 def test_worker_runs_the_quick_deployment(tmp_path: Path) -> None:
     project = copy_project(tmp_path / "proj")
     port = _free_port()

@@ -7,12 +7,15 @@ import socket
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from objective_cases import CASES, spec_for
 
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.training.config import TrainConfig, TrainJob
+
+pytestmark = pytest.mark.slow
 
 
 class _DDPSession:

@@ -14,6 +14,7 @@ import yaml
 from helpers import copy_project, fast_params, repro
 
 BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
 
 
 

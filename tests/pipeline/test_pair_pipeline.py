@@ -15,6 +15,7 @@ from conftest import CLIPART, clipart_table
 from helpers import copy_project, repro
 
 BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
 TINY_TEXT = {"max_len": 16, "width": 32, "depth": 1, "heads": 2}
 
 

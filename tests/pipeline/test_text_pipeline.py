@@ -15,6 +15,7 @@ from conftest import SHARED_DATA
 from helpers import copy_project, repro
 
 BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
 TINY = {"max_len": 32, "width": 32, "depth": 1, "heads": 2}
 
 

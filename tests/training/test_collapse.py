@@ -22,6 +22,7 @@ def _job(data: Path, stop_gradient: bool, stop_on_collapse: bool = False, epochs
                     mean=(0.3,), std=(0.37,))
 
 
+@pytest.mark.slow
 def test_without_stop_gradient_collapse_is_flagged(digits_dataset: Path, tmp_path: Path) -> None:
     bad, good = LocalSession(tmp_path / "bad"), LocalSession(tmp_path / "good")
     run_training(_job(digits_dataset, stop_gradient=False), bad)
@@ -40,6 +41,7 @@ def test_stop_on_collapse_stops_early_with_a_clear_message(digits_dataset: Path,
     assert len(session.reports) < 30 and session.reports[-1]["monitor/collapsed"] == 1.0  # stopped early
 
 
+@pytest.mark.slow
 def test_pretrain_stage_reports_collapse_as_one_error_line(digits_dataset: Path, tmp_path: Path) -> None:
     """Through the real stage (Ray Train, MLflow): exit 2, one readable line, the run tagged, no output left."""
     import shutil

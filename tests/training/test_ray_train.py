@@ -12,6 +12,8 @@ from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.training.config import TrainConfig, TrainJob
 from ssl_tasks.training.loop import channel_stats
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def ray_local():

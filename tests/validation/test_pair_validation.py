@@ -58,6 +58,7 @@ def ids_by_image(ds: Path) -> dict[str, str]:
     return {r.image: f"{split}/{i:06d}:{r.image}" for split in d.splits() for i, r in enumerate(d.records(split))}
 
 
+@pytest.mark.slow
 def test_full_openclipart_passes_the_defaults(tmp_path: Path) -> None:
     """All 1,422 images, two captions each (title, keywords), 22 top-level categories: the suite passes.
 
