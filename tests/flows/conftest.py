@@ -53,7 +53,7 @@ def _isolated_env() -> Iterator[None]:
 
 def make_project(dest: Path) -> Path:
     """A throwaway copy of the project's source files (as a workspace gets them) with its own git repo."""
-    from flows.pipeline import source_files
+    from ssl_tasks.orchestration.workspace import source_files
 
     dest.mkdir(parents=True)
     for f in [*source_files(REPO), "params.yaml"]:

@@ -94,7 +94,8 @@ def test_second_run_on_the_same_workspace_reruns_nothing(first_run: dict[str, An
 
 
 def test_failing_stage_fails_the_flow_with_its_error_line(project: Path, prefect_harness: None) -> None:
-    from flows.pipeline import StageFailed, ssl_pipeline
+    from flows.pipeline import ssl_pipeline
+    from ssl_tasks.orchestration.dvc_runner import StageFailed
 
     bad = {"datasets.digits.source": "image_folder", "datasets.digits.path": "/nonexistent-ssl-tasks-data"}
     state = ssl_pipeline(objectives=["simclr"], overrides=bad, project_root=str(project), workspace="broken",
@@ -111,7 +112,8 @@ def test_failing_stage_fails_the_flow_with_its_error_line(project: Path, prefect
 def test_params_file_runs_in_a_workspace_with_dataset_paths_anchored(project: Path, prefect_harness: None) -> None:
     """``params_file`` (the language profile here) replaces params.yaml in a workspace; a relative dataset path
     means the project's, so the ingest error names the anchored path."""
-    from flows.pipeline import StageFailed, ssl_pipeline
+    from flows.pipeline import ssl_pipeline
+    from ssl_tasks.orchestration.dvc_runner import StageFailed
 
     raw = yaml.safe_load((project / "configs" / "text.yaml").read_text())
     raw["datasets"] = {"sst2": {**raw["datasets"]["sst2"], "path": "no-such-dir/sst2"}}

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from helpers import copy_project
 from prefect_helpers import api as _api
 from prefect_helpers import free_port as _free_port
@@ -23,7 +22,7 @@ from prefect_helpers import stop_group as _stop
 from prefect_helpers import tails as _tails
 from prefect_helpers import wait_for as _wait
 
-from flows.pipeline import GPU_TAG, PRETRAIN_TAG, RETRY_STAGES, stage_tags
+from ssl_tasks.orchestration.dvc_runner import GPU_TAG, PRETRAIN_TAG, RETRY_STAGES
 
 POOL = "local-proc"
 WORKER = "ssl-test-worker"
@@ -37,18 +36,6 @@ def _cli(args: list[str], cwd: Path, env: dict[str, str], log: Path) -> None:
     with log.open("a") as fh:
         fh.write(f"$ prefect {' '.join(args)}\n{out.stdout}{out.stderr}\n")
     assert out.returncode == 0, f"prefect {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
-
-
-def test_stage_tags_mark_gpu_pretraining_only(tmp_path: Path) -> None:
-    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
-    raw["runs"]["byol"]["train"] = {**(raw["runs"]["byol"].get("train") or {}), "use_gpu": True}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    assert stage_tags("pretrain@byol", tmp_path) == [PRETRAIN_TAG, GPU_TAG]
-    assert stage_tags("pretrain@simclr", tmp_path) == [PRETRAIN_TAG]
-    assert stage_tags("ingest@digits", tmp_path) == [] and stage_tags("compare", tmp_path) == []
-    raw["train"]["use_gpu"] = True  # the shared setting tags every run's pretraining
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    assert stage_tags("pretrain@simclr", tmp_path) == [PRETRAIN_TAG, GPU_TAG]
 
 
 @pytest.mark.slow

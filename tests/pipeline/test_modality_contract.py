@@ -72,6 +72,7 @@ def _vectors_csv(path: Path, n: int = 240, dim: int = 8, seed: int = 0) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_modality_from_outside_the_library_runs_through_dvc_repro(tmp_path: Path) -> None:
     root = copy_project(tmp_path / "p")
     shutil.copy(TESTS / "toy_modality.py", root / "toy_modality.py")

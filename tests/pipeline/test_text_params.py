@@ -54,7 +54,7 @@ def test_image_runs_refuse_text_encoders() -> None:
 
 
 def test_workspace_params_anchor_relative_dataset_paths(tmp_path: Path) -> None:
-    from flows.pipeline import anchor_paths
+    from ssl_tasks.orchestration.overrides import anchor_paths
 
     out = anchor_paths(RAW, tmp_path)
     assert out["datasets"]["sst2"]["path"] == str((tmp_path / "../shared/data/sst2").resolve())

@@ -1,4 +1,4 @@
-"""Flow parameters -> params.yaml of a workspace, and the stage order DVC gives (no flow run)."""
+"""Flow parameters -> the params.yaml of a workspace (no Prefect, no flow run)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flows.pipeline import apply_parameters, check_params, source_files, stage_order
+from ssl_tasks.orchestration.overrides import apply_parameters, check_params, workspace_params
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,13 +24,17 @@ def raw() -> dict[str, Any]:
 
 def test_objectives_epochs_workers_and_overrides(raw: dict[str, Any]) -> None:
     before = copy.deepcopy(raw)
+    warnings: list[str] = []
     p = apply_parameters(raw, objectives=["byol", "simclr_other"], epochs=2, num_workers=2,
                          overrides={"baselines.supervised_epochs": 3, "evaluation.settings.k": 5,
-                                    "runs.simclr.encoder": "resnet18"})  # simclr was dropped: skipped
+                                    "runs.simclr.encoder": "resnet18"},  # simclr was dropped: skipped
+                         warn=warnings.append)
     assert list(p["runs"]) == ["byol", "simclr_other"] and set(p["datasets"]) == {"digits", "other"}
     assert p["train"]["epochs"] == 2 and p["train"]["num_workers"] == 2
     assert p["runs"]["simclr_other"]["train"]["epochs"] == 2  # a run's own override follows too
     assert p["baselines"]["supervised_epochs"] == 3 and p["evaluation"]["settings"]["k"] == 5
+    assert "simclr" not in p["runs"]
+    assert warnings == ["overrides: skipping 'runs.simclr.encoder': runs.simclr is not part of this run"]
     assert raw == before and raw["train"]["epochs"] != 2  # input untouched
     check_params(p, "test")
 
@@ -47,6 +51,7 @@ def test_dataset_keeps_its_runs_or_retargets_the_chosen_ones(raw: dict[str, Any]
     ({"dataset": "mnist"}, "unknown dataset 'mnist'; datasets in params: digits, other"),
     ({"overrides": {"trian.epochs": 1}}, "unknown top-level key 'trian'"),
     ({"overrides": {"seed.x": 1}}, "seed is a int, not a mapping"),
+    ({"overrides": {"train..epochs": 1}}, "bad key 'train..epochs'"),
 ])
 def test_bad_parameters_name_the_valid_choices(raw: dict[str, Any], kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -58,28 +63,17 @@ def test_library_parser_rejects_bad_nested_keys(raw: dict[str, Any]) -> None:
         check_params(apply_parameters(raw, overrides={"train.epoch": 1}), "test")
 
 
-def test_stage_order_is_dvc_repro_order(tmp_path: Path, project_factory: Any) -> None:
-    order = stage_order(project_factory(tmp_path / "proj"))
-    assert order[0] == "ingest@digits" and order[-1] == "compare"
-    for run in yaml.safe_load((REPO / "params.yaml").read_text())["runs"]:
-        assert order.index("validate@digits") < order.index(f"pretrain@{run}") < order.index(f"evaluate@{run}")
-        assert order.index("tokenizer@digits") < order.index(f"pretrain@{run}")
-    assert order.index("baselines@digits") < order.index("compare")
-
-
-def test_source_files_are_the_projects_sources() -> None:
-    files = source_files(REPO)
-    assert "dvc.yaml" in files and ".dvc/config" in files and "ssl_tasks/pipeline/cli.py" in files
-    assert "params.yaml" not in files and "dvc.lock" not in files  # a workspace writes its own
-    assert not any(f.startswith(("data/", "artifacts/", "mlflow/", "workspaces/", ".venv/")) for f in files)
-
-
-def test_one_flow_run_per_workspace(tmp_path: Path) -> None:
-    from flows.pipeline import _workspace_lock
-
-    with _workspace_lock(tmp_path / "ws"):
-        with pytest.raises(RuntimeError, match="in use by another flow run"):
-            with _workspace_lock(tmp_path / "ws"):
-                pass
-    with _workspace_lock(tmp_path / "ws"):  # released
-        pass
+def test_workspace_params_from_a_params_file_with_anchored_paths(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    assert workspace_params(tmp_path, None, {}) is None  # nothing to apply: the run stays in the root
+    text = yaml.safe_load((REPO / "configs" / "text.yaml").read_text())
+    text["datasets"]["sst2"]["path"] = "data-here/sst2"
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "mine.yaml").write_text(yaml.safe_dump(text))
+    p = workspace_params(tmp_path, "configs/mine.yaml", {"epochs": 3})
+    assert p is not None and p["train"]["epochs"] == 3 and set(p["runs"]) == set(text["runs"])
+    assert p["datasets"]["sst2"]["path"] == str((tmp_path / "data-here" / "sst2").resolve())
+    with pytest.raises(ValueError, match="params_file 'configs/none.yaml': no such file"):
+        workspace_params(tmp_path, "configs/none.yaml", {})
+    with pytest.raises(ValueError, match=r"params.yaml with the flow parameters: .*epoch"):
+        workspace_params(tmp_path, None, {"overrides": {"train.epoch": 1}})
