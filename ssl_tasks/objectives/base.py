@@ -138,7 +138,8 @@ def check_compatible(objective: type[Objective], encoder_cls: type, modality: st
     from ssl_tasks.core.errors import UserError
     from ssl_tasks.core.modality import trains_in
 
-    wanted = objective.encoder_modality or trains_in(objective, modality)  # refuses data it cannot train on
+    trains = trains_in(objective, modality)  # refuses data the objective cannot train on
+    wanted = objective.encoder_modality or trains
     enc_modality = getattr(encoder_cls, "modality", "image")
     if enc_modality != wanted:
         need = f"the data is {modality}" if objective.encoder_modality is None else f"its {wanted} tower is the encoder"
