@@ -242,7 +242,8 @@ class VectorModality(Modality):
         return VectorFeed(np.ascontiguousarray(ds.values("train")), VectorSpec(int(ds.manifest["dim"])))
 
     def evaluate(self, ctx: EvalContext, encoder: nn.Module, ds: VectorDataset, meta: dict[str, Any],
-                 pretrain_dir: Path, label: str) -> tuple[dict[str, float], dict[str, np.ndarray], list[str]]:
+                 pretrain_dir: Path, label: str, trained: bool = True) -> tuple[dict[str, float], dict[str, np.ndarray],
+                                                                               list[str]]:
         from ssl_tasks.evaluation.protocols import run_protocols
 
         metrics, subsets = run_protocols(ctx, encoder, ds.load("train"), ds.load("test"),
@@ -250,15 +251,12 @@ class VectorModality(Modality):
         return metrics, subsets, []
 
     def baselines(self, ds: VectorDataset, cfg: Any, protocols: Any) -> list[BaselineSpec]:
-        return [BaselineSpec(k, k, "vector_mlp", {}) for k in ("random_init", "raw_pixels")]
+        return [BaselineSpec("raw_pixels", "raw_input", "vector_mlp", {})]
 
     def run_baseline(self, ctx: EvalContext, spec: BaselineSpec, ds: VectorDataset, tokenizer_dir: Path, cfg: Any,
                      label: str) -> BaselineResult:
         from ssl_tasks.evaluation.protocols import run_protocols
 
-        encoder = None
-        if spec.kind == "random_init":
-            encoder = self.build_encoder(spec.encoder_name, spec.encoder_kwargs, {"dim": int(ds.manifest["dim"])})
-        metrics, subsets = run_protocols(ctx, encoder, ds.load("train"), ds.load("test"),
-                                         num_classes=ds.num_classes, label=label)
-        return BaselineResult(metrics, subsets, encoder)
+        metrics, subsets = run_protocols(ctx, None, ds.load("train"), ds.load("test"), num_classes=ds.num_classes,
+                                         label=label)  # encoder None: the raw values
+        return BaselineResult(metrics, subsets, None)

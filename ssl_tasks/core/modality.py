@@ -131,9 +131,18 @@ class Modality:
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self, ctx: EvalContext, encoder: nn.Module, ds: Any, meta: dict[str, Any], pretrain_dir: Path,
-                 label: str) -> tuple[dict[str, float], dict[str, np.ndarray], list[str]]:
-        """Every applicable protocol on a pretrained encoder: (metrics, label subsets, generated samples)."""
+                 label: str, trained: bool = True) -> tuple[dict[str, float], dict[str, np.ndarray], list[str]]:
+        """Every applicable protocol on a pretrained encoder: (metrics, label subsets, generated samples).
+
+        ``trained=False``: ``encoder`` is a fresh, seeded one of the run's configuration (the run's random-init
+        reference); everything else the run trained (heads, a text tower) is rebuilt fresh too, and protocols
+        that only mean something for a trained model (perplexity) are skipped.
+        """
         raise NotImplementedError
+
+    def reference_config(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """What defines a run's untrained model: runs with equal configs (and seeds) share one random-init row."""
+        return {"encoder": meta["encoder"], "encoder_kwargs": meta["encoder_kwargs"]}
 
     def baselines(self, ds: Any, cfg: Any, protocols: Sequence[str]) -> list[BaselineSpec]:
         """The baselines a dataset of this modality gets, from the ``baselines`` section ``cfg``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -42,8 +43,21 @@ def write_samples(path: Path, samples: list[str]) -> None:
     write_text_atomic(path, "\n\n".join(f"[{i}] {s.strip()}" for i, s in enumerate(samples)) + "\n")
 
 
+def reference_name(dataset: str, config: dict[str, Any], seeds: list[int]) -> str:
+    """The leaderboard name of random init of ``config`` on ``dataset`` (shared by runs with the same config and
+    seeds): ``random_init-<encoder>-<hash6>@<dataset>``."""
+    key = json.dumps({"dataset": dataset, "seeds": sorted(seeds), **config}, sort_keys=True, default=str)
+    return f"random_init-{config['encoder']}-{hashlib.sha256(key.encode()).hexdigest()[:6]}@{dataset}"
+
+
+def _mean(per_seed: dict[str, dict[str, float]]) -> dict[str, float]:
+    keys = sorted({k for m in per_seed.values() for k in m})
+    return {k: float(np.mean([m[k] for m in per_seed.values() if k in m])) for k in keys}
+
+
 def evaluate(params: Params, run: str, layout: Layout) -> dict[str, Any]:
-    """Every protocol on every seed's encoder; the row holds the per-seed metrics and their mean."""
+    """Every protocol on every seed's encoder, and on random init of the same configuration and seed (the run's
+    fair reference); the rows hold the per-seed metrics and their mean."""
     spec = params.run(run)
     data_dir = layout.data(spec.dataset)
     modality = modality_of(data_dir)
@@ -52,6 +66,7 @@ def evaluate(params: Params, run: str, layout: Layout) -> dict[str, Any]:
     uri, _ = runs.tracking(params, layout.root)
     seeds = pretrained_seeds(layout.pretrain_dir(run))
     per_seed: dict[str, dict[str, float]] = {}
+    reference: dict[str, dict[str, float]] = {}
     run_ids, collapsed, subsets, samples = [], False, {}, {}
     for seed in seeds:
         pdir = layout.pretrain_dir(run) / f"seed-{seed}"
@@ -59,8 +74,14 @@ def evaluate(params: Params, run: str, layout: Layout) -> dict[str, Any]:
         label = run if len(seeds) == 1 else f"{run} seed {seed}"
         t0 = time.perf_counter()
         metrics, subsets, samples[seed] = modality.evaluate(ctx, encoder, ds, meta, pdir, label)
+        torch.manual_seed(seed)  # the same initialisation the run started from
+        fresh = modality.build_encoder(meta["encoder"], meta["encoder_kwargs"], meta)
+        reference[str(seed)], _, _ = modality.evaluate(ctx, fresh, ds, meta, pdir, f"{label} random init", False)
         record_compute(f"evaluate@{label}", time.perf_counter() - t0)
-        mt.log_metrics(uri, meta["mlflow_run_id"], {f"eval/{k}": v for k, v in metrics.items()})
+        mt.log_metrics(uri, meta["mlflow_run_id"], {
+            **{f"eval/{k}": v for k, v in metrics.items()},
+            **{f"eval_random_init/{k}": v for k, v in reference[str(seed)].items()},
+            **{f"eval_margin/{k}": metrics[k] - v for k, v in reference[str(seed)].items() if k in metrics}})
         per_seed[str(seed)] = metrics
         run_ids.append(meta["mlflow_run_id"])
         collapsed = collapsed or bool(meta["collapsed"])
@@ -75,11 +96,16 @@ def evaluate(params: Params, run: str, layout: Layout) -> dict[str, Any]:
             mt.log_artifact(uri, rid, layout.eval_dir(run) / f"samples-seed-{seed}.txt", "samples")
             say(f"evaluate {run}: generated samples (seed {seed}):\n" +
                 "\n".join(f"  {t.strip()[:160]}" for t in samples[seed][:3]))
-    keys = sorted({k for m in per_seed.values() for k in m})
-    mean = {k: float(np.mean([m[k] for m in per_seed.values() if k in m])) for k in keys}
     row = {"dataset": spec.dataset, "kind": "ssl", "objective": spec.objective, "encoder": spec.encoder,
-           "mlflow_run_id": run_ids[0], "mlflow_run_ids": run_ids, "collapsed": collapsed, "metrics": mean,
+           "mlflow_run_id": run_ids[0], "mlflow_run_ids": run_ids, "collapsed": collapsed, "metrics": _mean(per_seed),
            "seed_metrics": per_seed}
     out = {"rows": {run: row}}
+    if any(reference.values()):  # nothing to compare on an unlabelled corpus
+        config = modality.reference_config(meta)
+        name = reference_name(spec.dataset, config, seeds)
+        row["reference"] = name
+        out["rows"][name] = {"dataset": spec.dataset, "kind": "random_init", "objective": "-",
+                             "encoder": spec.encoder, "mlflow_run_id": "", "mlflow_run_ids": [], "collapsed": False,
+                             "metrics": _mean(reference), "seed_metrics": reference, "config": config}
     write_json_atomic(layout.eval_metrics(f"run-{run}"), out)
     return out

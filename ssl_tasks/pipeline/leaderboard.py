@@ -27,10 +27,19 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
+def paired_differences(row: dict[str, Any], ref: dict[str, Any], col: str) -> list[float]:
+    """``row`` minus its reference on metric ``col``, seed by seed (the seeds both have)."""
+    mine, theirs = row.get("seed_metrics", {"-": row["metrics"]}), ref.get("seed_metrics", {"-": ref["metrics"]})
+    return [mine[s][col] - theirs[s][col] for s in mine
+            if s in theirs and mine[s].get(col) is not None and theirs[s].get(col) is not None]
+
+
 def build_leaderboard(rows: dict[str, dict[str, Any]], protocols: Any) -> pd.DataFrame:
     """One row per encoder or baseline; per protocol a ``<protocol>/<metric>`` column (``top1``, or ``ppl`` for the
     language protocols; the mean over seeds) and ``..._ci95`` (half-width of the 95% interval of that mean; 0 with
-    one seed). Language columns appear only when some row has a value for them."""
+    one seed). Language columns appear only when some row has a value for them. A run evaluated next to random init
+    of its own encoder names that row in ``reference`` and gets ``<column> margin`` (+ ``_ci95``): its mean paired
+    difference to it over seeds."""
     from ssl_tasks.evaluation.protocols import PROTOCOLS
 
     specs = [PROTOCOLS.get(p) for p in protocols]
@@ -45,6 +54,11 @@ def build_leaderboard(rows: dict[str, dict[str, Any]], protocols: Any) -> pd.Dat
             vals = [m[c] for m in per_seed if m.get(c) is not None]
             rec[c], rec[f"{c}_ci95"] = mean_ci95(vals) if vals else (None, None)
         rec["mlflow_run_id"] = ",".join(r.get("mlflow_run_ids", [r["mlflow_run_id"]]))
+        rec["reference"] = r.get("reference", "")
+        ref = rows.get(rec["reference"])
+        for c in cols if ref else ():
+            diffs = paired_differences(r, ref, c)
+            rec[f"{c} margin"], rec[f"{c} margin_ci95"] = mean_ci95(diffs) if diffs else (None, None)
         records.append(rec)
     df = pd.DataFrame.from_records(records)
     df["_k"] = df["kind"].map(KIND_ORDER).fillna(9)
@@ -61,6 +75,23 @@ def _cell(r: pd.Series, col: str) -> str:
     return f"{r[col]:.4f} ± {ci:.4f}" if r.get("n_seeds", 1) > 1 and not pd.isna(ci) else f"{r[col]:.4f}"
 
 
+def margin_markdown(df: pd.DataFrame, cols: list[str]) -> list[str]:
+    """The margin of each run over random init of its own encoder, as Markdown lines (none without references)."""
+    margins = [c for c in cols if f"{c} margin" in df.columns]
+    runs = df[df["reference"].astype(bool)] if "reference" in df.columns else df.iloc[:0]
+    if runs.empty or not margins:
+        return []
+    lines = ["", "Margin over random init of each run's own encoder (same architecture and seed; paired by seed):", "",
+             "| name | random init | " + " | ".join(margins) + " |", "|" + "---|" * (len(margins) + 2)]
+    for _, r in runs.iterrows():
+        vals = []
+        for c in margins:
+            m, ci = r[f"{c} margin"], r[f"{c} margin_ci95"]
+            vals.append("-" if pd.isna(m) else f"{m:+.4f}" + (f" ± {ci:.4f}" if r.get("n_seeds", 1) > 1 else ""))
+        lines.append(f"| {r['name']} | {r['reference']} | " + " | ".join(vals) + " |")
+    return lines
+
+
 def to_markdown(df: pd.DataFrame, evaluation: Any) -> str:
     cols = metric_columns(df.columns)
     multi = "n_seeds" in df.columns and (df["n_seeds"] > 1).any()
@@ -71,6 +102,7 @@ def to_markdown(df: pd.DataFrame, evaluation: Any) -> str:
         if r.get("collapsed"):
             vals[0] += " (collapsed)"
         lines.append("| " + " | ".join(vals) + " |")
+    lines += margin_markdown(df, cols)
     s = evaluation.settings
     lines.append("")
     if multi:

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 # One SimCLR epoch, two cheap baselines, short evaluation: the whole pipeline in ~2 minutes on 2 cores.
 FAST = {
     "baselines.supervised_epochs": 1,
-    "baselines.include": ["random_init", "raw_pixels"],
+    "baselines.include": ["raw_pixels"],
     "evaluation.settings.finetune_epochs": 2,
     "evaluation.settings.linear_epochs": 20,
 }

@@ -47,7 +47,8 @@ def test_clip_profile_parses() -> None:
     (lambda r: r["runs"]["clip"]["objective_kwargs"].update(init_temperature=0.001), "init_temperature must be"),
     (lambda r: r["runs"]["siglip"]["objective_kwargs"].update(bias=1.0), "unknown key(s) bias"),
     (lambda r: r["evaluation"].update(zero_shot={"templates": ["a photo"]}), "needs a {} for the class name"),
-    (lambda r: r["baselines"].update(image_text_objective="simclr"), "is not an image-text objective"),
+    (lambda r: r["baselines"].update(image_text_objective="clip"), "unknown key(s) image_text_objective"),
+    (lambda r: r["baselines"].update(include=["random_init"]), "random_init is no dataset baseline any more"),
 ])
 def test_image_text_mistakes_are_named(edit, message: str) -> None:  # noqa: ANN001
     with pytest.raises(UserError) as e:

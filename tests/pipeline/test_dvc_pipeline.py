@@ -41,9 +41,18 @@ def test_full_dag_then_noop_then_targeted_rerun(project: Path) -> None:
     assert ran(res) == {"ingest@digits", "validate@digits", "tokenizer@digits", "baselines@digits", "pretrain@simclr",
                         "pretrain@byol", "evaluate@simclr", "evaluate@byol", "compare"}
     board = pd.read_csv(project / "artifacts" / "leaderboard.csv")
-    assert set(board["name"]) == {"simclr", "byol", "random_init@digits", "raw_pixels@digits", "supervised@digits"}
+    refs = {n for n in board["name"] if n.startswith("random_init-small_cnn-") and n.endswith("@digits")}
+    assert len(refs) == 1  # simclr and byol share an encoder config and seed: one random-init row for both
+    assert set(board["name"]) == {"simclr", "byol", *refs, "raw_pixels@digits", "supervised@digits"}
     for col in ("knn/top1", "linear/top1", "semi_1pct/top1", "semi_10pct/top1"):
         assert board[col].between(0.0, 1.0).all()
+    by = board.set_index("name")
+    ref = refs.pop()
+    for run in ("simclr", "byol"):
+        assert by.loc[run, "reference"] == ref
+        margin = by.loc[run, "knn/top1"] - by.loc[ref, "knn/top1"]
+        assert by.loc[run, "knn/top1 margin"] == pytest.approx(margin, abs=2e-4)  # the csv rounds to 4 places
+    assert "Margin over random init" in (project / "artifacts" / "leaderboard.md").read_text()
     assert (project / "artifacts" / "leaderboard.png").stat().st_size > 1000
     assert "Leaderboard" in res.stdout  # printed at the end
     assert (project / "reports" / "validate" / "digits_docs").is_dir()
@@ -68,13 +77,15 @@ def test_mlflow_lineage(project: Path) -> None:
     first = min(parents, key=lambda r: r.info.start_time)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == first.info.run_id]
     names = {r.info.run_name for r in children}
-    assert {"simclr", "byol", "random_init@digits", "raw_pixels@digits", "supervised@digits"} <= names
+    assert {"simclr", "byol", "raw_pixels@digits", "supervised@digits"} <= names
     simclr = next(r for r in children if r.info.run_name == "simclr")
     tags = simclr.data.tags
     for key in ("objective", "dataset", "encoder", "git_commit", "data_hash"):
         assert tags[key] and tags[key] != "unknown", key
     assert simclr.data.params["objective_kwargs.temperature"] == "0.2"
     assert "eval/knn/top1" in simclr.data.metrics and "monitor/effective_rank" in simclr.data.metrics
+    m = simclr.data.metrics  # its random-init reference and the margin over it, beside its own figures
+    assert m["eval_margin/knn/top1"] == pytest.approx(m["eval/knn/top1"] - m["eval_random_init/knn/top1"])
     history = client.get_metric_history(simclr.info.run_id, "train/loss")
     assert [m.step for m in history] == [1]
     artifacts = {a.path for a in client.list_artifacts(simclr.info.run_id, "checkpoint")}
@@ -100,6 +111,8 @@ def test_seeds_rerun_that_run_and_report_an_interval(project: Path) -> None:
     assert board.loc["simclr", "n_seeds"] == 2 and board.loc["byol", "n_seeds"] == 1
     assert board.loc["simclr", "knn/top1_ci95"] > 0 and board.loc["byol", "knn/top1_ci95"] == 0
     assert " ± " in (project / "artifacts" / "leaderboard.md").read_text()
+    two, one = board.loc["simclr", "reference"], board.loc["byol", "reference"]
+    assert two != one and board.loc[two, "n_seeds"] == 2  # simclr's reference now has its two seeds too
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("ssl-tasks")
     newest = max((r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("kind") == "pipeline"),

@@ -55,3 +55,21 @@ def test_seeds_param_validation() -> None:
             parse_params({**base, "seeds": bad})
     with pytest.raises(UserError, match="seeds"):
         parse_params({**base, "seeds": "three"})
+
+
+def test_each_run_states_its_paired_margin_over_random_init_of_its_own_encoder() -> None:
+    run = {"0": {"knn/top1": 0.80, "linear/top1": 0.90}, "1": {"knn/top1": 0.84, "linear/top1": 0.86}}
+    ref = {"0": {"knn/top1": 0.70, "linear/top1": 0.85}, "1": {"knn/top1": 0.78, "linear/top1": 0.86}}
+    rows = {"a": {**_row(run, {}), "reference": "random_init-x@d"},
+            "b": {**_row({"0": {"knn/top1": 0.5}}, {}), "reference": "random_init-y@d"},
+            "random_init-x@d": {**_row(ref, {}), "kind": "random_init", "mlflow_run_ids": []},
+            "random_init-y@d": {**_row({"0": {"knn/top1": 0.6}}, {}), "kind": "random_init", "mlflow_run_ids": []}}
+    df = build_leaderboard(rows, ["knn", "linear"]).set_index("name")
+    assert df.loc["a", "knn/top1 margin"] == pytest.approx(((0.80 - 0.70) + (0.84 - 0.78)) / 2)  # paired by seed
+    assert df.loc["a", "knn/top1 margin_ci95"] == pytest.approx(mean_ci95([0.10, 0.06])[1])
+    assert df.loc["a", "linear/top1 margin"] == pytest.approx(((0.90 - 0.85) + (0.86 - 0.86)) / 2)
+    assert df.loc["b", "knn/top1 margin"] == pytest.approx(-0.1)  # a run below its reference says so
+    assert df.loc["b", "linear/top1 margin"] is None or math.isnan(df.loc["b", "linear/top1 margin"])
+    assert df.loc["random_init-x@d", "reference"] == ""
+    md = to_markdown(df.reset_index(), EvaluationParams())
+    assert "| a | random_init-x@d | +0.0800 ± " in md and "| b | random_init-y@d | -0.1000 | - |" in md

@@ -93,10 +93,12 @@ def test_a_modality_from_outside_the_library_runs_through_dvc_repro(tmp_path: Pa
     res = repro(root)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     board = pd.read_csv(root / "artifacts" / "leaderboard.csv")
-    assert set(board["name"]) == {"noise", "random_init@vec", "raw_pixels@vec"}
+    ref = board.set_index("name").loc["noise", "reference"]
+    assert ref.startswith("random_init-vector_mlp-") and set(board["name"]) == {"noise", ref, "raw_input@vec"}
     for col in ("knn/top1", "linear/top1", "semi_1pct/top1", "semi_10pct/top1"):
         assert board[col].between(0.0, 1.0).all(), col
     assert board.set_index("name").loc["noise", "knn/top1"] > 0.9  # the clusters are far apart
+    assert "knn/top1 margin" in board.columns
     report = yaml.safe_load((root / "reports" / "validate" / "vec.json").read_text())
     assert report["success"] and any("every value finite" in e["name"] for e in report["expectations"])
     again = repro(root)

@@ -33,8 +33,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         r["encoder_kwargs"] = {"width": 8}
         if r["objective"] in ("clip", "siglip"):
             r["objective_kwargs"] = {"text_encoder_kwargs": dict(TINY_TEXT), "embed_dim": 16}
-    raw["baselines"].update(encoder_kwargs={"width": 8}, supervised_epochs=1,
-                            image_text_kwargs={"text_encoder_kwargs": dict(TINY_TEXT), "embed_dim": 16})
+    raw["baselines"].update(encoder_kwargs={"width": 8}, supervised_epochs=1)
     raw["train"].update(epochs=2, batch_size=32, warmup_epochs=0)
     raw["evaluation"]["settings"].update(linear_epochs=20, finetune_epochs=1)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -45,13 +44,18 @@ def test_image_text_dag_end_to_end(project: Path) -> None:
     res = repro(project)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     board = pd.read_csv(project / "artifacts" / "leaderboard.csv").set_index("name")
-    assert set(board.index) == {"clip", "siglip", "simclr", "random_init@clipart", "raw_pixels@clipart",
-                                "supervised@clipart"}
+    refs = {board.loc[r, "reference"] for r in ("clip", "siglip", "simclr")}
+    assert len(refs) == 3  # each its own random init: CLIP's and SigLIP's towers differ, SimCLR has none
+    assert set(board.index) == {"clip", "siglip", "simclr", *refs, "raw_pixels@clipart", "supervised@clipart"}
     for col in ("knn/top1", "linear/top1", "semi_1pct/top1", "semi_10pct/top1"):  # every image tower, one table
         assert board[col].between(0, 1).all(), col
-    for row in ("clip", "siglip", "random_init@clipart", "raw_pixels@clipart"):  # towers and the bag of words
+    towers = ["clip", "siglip", board.loc["clip", "reference"], board.loc["siglip", "reference"], "raw_pixels@clipart"]
+    for row in towers:  # trained towers, random-init towers of the same configs and the bag of words
         assert 0 <= board.loc[row, "zero_shot/top1"] <= 1 and 0 <= board.loc[row, "retrieval/r1"] <= 1
     assert pd.isna(board.loc["simclr", "zero_shot/top1"])  # no text tower: no zero-shot
+    assert pd.isna(board.loc[board.loc["simclr", "reference"], "zero_shot/top1"])
+    assert board.loc["clip", "retrieval/r1 margin"] == pytest.approx(
+        board.loc["clip", "retrieval/r1"] - board.loc[board.loc["clip", "reference"], "retrieval/r1"], abs=2e-4)
     assert pd.isna(board.loc["supervised@clipart", "retrieval/r1"])
     assert "retrieval/r1" in (project / "artifacts" / "leaderboard.md").read_text()
 

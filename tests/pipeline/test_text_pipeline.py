@@ -57,8 +57,14 @@ def test_text_dag_end_to_end(project: Path) -> None:
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     board = pd.read_csv(project / "artifacts" / "leaderboard.csv")
     names = set(board["name"])
-    assert {"mlm", "causal_lm", "span_corruption", "simcse", "shakespeare_lm", "random_init@sst2",
-            "bag_of_words@sst2", "supervised@sst2", "unigram@sst2", "unigram@shakespeare"} == names
+    by = board.set_index("name")
+    labelled_runs = ["mlm", "causal_lm", "span_corruption", "simcse"]
+    refs = set(by.loc[labelled_runs, "reference"])
+    assert all(r.startswith("random_init-") and r.endswith("@sst2") for r in refs)
+    assert len(refs) == len({(by.loc[r, "encoder"]) for r in labelled_runs})  # one per encoder config (same kwargs)
+    assert {*labelled_runs, "shakespeare_lm", *refs, "bag_of_words@sst2", "supervised@sst2", "unigram@sst2",
+            "unigram@shakespeare"} == names  # unlabelled Tiny Shakespeare: no classification, no random-init row
+    assert pd.isna(by.loc[by.loc["causal_lm", "reference"], "perplexity/ppl"])  # the unigram row is that baseline
     sst = board[board["dataset"] == "sst2"].set_index("name")
     for col in ("knn/top1", "linear/top1", "semi_1pct/top1", "semi_10pct/top1"):
         assert sst.loc[["mlm", "simcse", "bag_of_words@sst2", "supervised@sst2"], col].between(0, 1).all()

@@ -110,7 +110,7 @@ class ImageModality(Modality):
                              label=label, mean=mean, std=std, views=self.views(ctx, ds, mean, std))
 
     def evaluate(self, ctx: EvalContext, encoder: nn.Module, ds: Any, meta: dict[str, Any], pretrain_dir: Path,
-                 label: str) -> tuple[dict[str, float], dict[str, np.ndarray], list[str]]:
+                 label: str, trained: bool = True) -> tuple[dict[str, float], dict[str, np.ndarray], list[str]]:
         metrics, subsets = self.image_protocols(ctx, encoder, ds, meta["mean"], meta["std"], label)
         return metrics, subsets, []
 

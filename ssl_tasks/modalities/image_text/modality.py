@@ -59,41 +59,45 @@ class ImageTextModality(ImageModality):
         return pair_feed(job)
 
     def evaluate(self, ctx: EvalContext, encoder: nn.Module, ds: Any, meta: dict[str, Any], pretrain_dir: Path,
-                 label: str) -> tuple[dict[str, float], dict[str, np.ndarray], list[str]]:
-        from ssl_tasks.modalities.image_text.towers import load_two_tower, tower_metrics
+                 label: str, trained: bool = True) -> tuple[dict[str, float], dict[str, np.ndarray], list[str]]:
+        from ssl_tasks.modalities.image_text.towers import build_two_tower, load_two_tower, tower_metrics
+        from ssl_tasks.modalities.text.stages import TOKENIZER_FILE
+        from ssl_tasks.modalities.text.tokenizer import TextTokenizer
         from ssl_tasks.objectives import OBJECTIVES
 
-        metrics, subsets, _ = super().evaluate(ctx, encoder, ds, meta, pretrain_dir, label)
+        metrics, subsets, _ = super().evaluate(ctx, encoder, ds, meta, pretrain_dir, label, trained)
         if two_tower(OBJECTIVES.get(meta["objective"])):
-            obj, tok = load_two_tower(meta, pretrain_dir, ds)
+            if trained:
+                obj, tok = load_two_tower(meta, pretrain_dir, ds)
+            else:  # fresh towers of the run's configuration
+                tok = TextTokenizer.load(pretrain_dir / TOKENIZER_FILE)
+                obj = build_two_tower(meta["objective"], meta.get("objective_kwargs", {}), meta["encoder"],
+                                      meta["encoder_kwargs"], ds, tok, meta["mean"], meta["std"])
             metrics.update(tower_metrics(obj, tok, ds, ctx.protocols, ctx.zero_shot,
                                          say=lambda line: ctx.say(f"{label}: {line}")))
         return metrics, subsets, []
 
+    def reference_config(self, meta: dict[str, Any]) -> dict[str, Any]:
+        from ssl_tasks.objectives import OBJECTIVES
+
+        config = super().reference_config(meta)
+        if two_tower(OBJECTIVES.get(meta["objective"])):  # the text tower and the shared space too
+            kwargs = {k: v for k, v in meta.get("objective_kwargs", {}).items() if k not in ("init_image", "lock_image")}
+            config.update(objective=meta["objective"], objective_kwargs=kwargs)
+        return config
+
     def run_baseline(self, ctx: EvalContext, spec: BaselineSpec, ds: Any, tokenizer_dir: Path, cfg: Any,
                      label: str) -> BaselineResult:
-        """The image baseline, plus zero-shot / retrieval of random-init towers or of bags of words."""
-        from ssl_tasks.modalities.image_text.towers import bow_metrics, build_two_tower, tower_metrics
+        """The image baseline; the raw-input one adds zero-shot / retrieval of bags of words."""
+        from ssl_tasks.modalities.image_text.towers import bow_metrics
         from ssl_tasks.modalities.text.stages import TOKENIZER_FILE
         from ssl_tasks.modalities.text.tokenizer import TextTokenizer
-        from ssl_tasks.training.loop import channel_stats
 
         result = super().run_baseline(ctx, spec, ds, tokenizer_dir, cfg, label)
-        if spec.kind == "supervised":
-            return result
-        tok = TextTokenizer.load(tokenizer_dir / TOKENIZER_FILE)
-
-        def log(line: str) -> None:
-            ctx.say(f"{label}: {line}")
-
         if spec.kind == "raw_pixels":
-            result.metrics.update(bow_metrics(ds, tok, ctx.protocols, ctx.zero_shot, say=log))
-            return result
-        mean, std = channel_stats(ds)
-        torch.manual_seed(ctx.seed)
-        obj = build_two_tower(cfg.image_text_objective, cfg.image_text_kwargs, spec.encoder_name,
-                              spec.encoder_kwargs, ds, tok, mean, std)
-        result.metrics.update(tower_metrics(obj, tok, ds, ctx.protocols, ctx.zero_shot, say=log))
+            tok = TextTokenizer.load(tokenizer_dir / TOKENIZER_FILE)
+            result.metrics.update(bow_metrics(ds, tok, ctx.protocols, ctx.zero_shot,
+                                              say=lambda line: ctx.say(f"{label}: {line}")))
         return result
 
     def describe(self) -> str:

@@ -24,7 +24,7 @@ from ssl_tasks.core.modality import (
 from ssl_tasks.data import text_shards
 from ssl_tasks.modalities.text import stages
 
-ROW_NAMES = {"random_init": "random_init", "raw_pixels": "bag_of_words", "supervised": "supervised"}
+ROW_NAMES = {"raw_pixels": "bag_of_words", "supervised": "supervised"}
 
 
 @dataclass(frozen=True)
@@ -119,10 +119,12 @@ class TextModality(Modality):
         return run_protocols(ctx, encoder, train, test, num_classes=ds.num_classes, label=label, protocols=wanted)
 
     def evaluate(self, ctx: EvalContext, encoder: nn.Module, ds: Any, meta: dict[str, Any], pretrain_dir: Path,
-                 label: str) -> tuple[dict[str, float], dict[str, np.ndarray], list[str]]:
+                 label: str, trained: bool = True) -> tuple[dict[str, float], dict[str, np.ndarray], list[str]]:
         max_len = int(meta["encoder_kwargs"].get("max_len", stages.DEFAULT_MAX_LEN))
         metrics, subsets = self._classification(ctx, encoder, ds, pretrain_dir / stages.TOKENIZER_FILE, max_len,
                                                 label)
+        if not trained:  # a random-init language model's perplexity says nothing the unigram row does not
+            return metrics, subsets, []
         lm, samples = stages.language_metrics(meta, pretrain_dir, ds, ctx.protocols,
                                               say=lambda line: ctx.say(f"{label}: {line}"))
         return {**metrics, **lm}, subsets, samples
