@@ -46,13 +46,28 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_text_atomic(path, dumps_json(obj))
 
 
+def check_replaceable(path: Path) -> None:
+    """Refuse (``UserError``) to replace ``path`` wholesale when it is the working directory or holds it.
+
+    Replacing such a folder would pull the process's own directory from under it (and with ``.``, leave the
+    new content in a hidden temporary folder); every writer that swaps a folder in calls this first.
+    """
+    target, cwd = Path(path).resolve(), Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        raise UserError(f"refusing to replace {path}: it is or contains the current directory; "
+                        "choose an output folder of its own")
+
+
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces ``path`` only if the block succeeds.
 
-    On any exception the temporary directory is removed and ``path`` is left as it was.
+    On any exception the temporary directory is removed and ``path`` is left as it was. ``path`` may not be
+    the working directory or one holding it (``check_replaceable``); callers decide whether what is already
+    there may be replaced (``ssl-tasks ingest`` replaces only an empty folder or a dataset of its own).
     """
-    path = Path(path)
+    check_replaceable(path)
+    path = Path(os.path.abspath(path))  # "." or "a/.." has no name to build sibling names from
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
