@@ -1,4 +1,8 @@
-"""Atomic output helpers: a stage writes to a temporary sibling, then renames."""
+"""Atomic output helpers: a stage writes to a temporary sibling, then renames.
+
+The temporary siblings are created as ``open()`` and ``mkdir()`` create theirs (mode 0666 / 0777 less the umask:
+0644 / 0755 under the usual 022), not with ``tempfile``'s private 0600 / 0700, since they become the outputs.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,9 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +32,32 @@ def dumps_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
+def _fresh_sibling(parent: Path, prefix: str, suffix: str, create: Callable[[Path], Any]) -> Any:
+    """``create(path)`` for a new, unused name ``<prefix><random><suffix>`` in ``parent``; what it returned."""
+    for _ in range(100):
+        candidate = parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            return create(candidate)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no unused temporary name {prefix}*{suffix} in {parent}")
+
+
+def _temp_file(parent: Path, prefix: str, suffix: str) -> tuple[int, Path]:
+    """A new empty file (open fd, path) with the mode ``open()`` would give it (0666 less the umask)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    return _fresh_sibling(parent, prefix, suffix, lambda p: (os.open(p, flags, 0o666), p))
+
+
+def _temp_dir(parent: Path, prefix: str, suffix: str) -> Path:
+    """A new empty folder with the mode ``mkdir()`` would give it (0777 less the umask)."""
+    return _fresh_sibling(parent, prefix, suffix, lambda p: (os.mkdir(p, 0o777), p)[1])
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_file(path.parent, f".{path.name}.", ".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -46,15 +72,30 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_text_atomic(path, dumps_json(obj))
 
 
+def check_replaceable(path: Path) -> None:
+    """Refuse (``UserError``) to replace ``path`` wholesale when it is the working directory or holds it.
+
+    Replacing such a folder would pull the process's own directory from under it (and with ``.``, leave the
+    new content in a hidden temporary folder); every writer that swaps a folder in calls this first.
+    """
+    target, cwd = Path(path).resolve(), Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        raise UserError(f"refusing to replace {path}: it is or contains the current directory; "
+                        "choose an output folder of its own")
+
+
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces ``path`` only if the block succeeds.
 
-    On any exception the temporary directory is removed and ``path`` is left as it was.
+    On any exception the temporary directory is removed and ``path`` is left as it was. ``path`` may not be
+    the working directory or one holding it (``check_replaceable``); callers decide whether what is already
+    there may be replaced (``ssl-tasks ingest`` replaces only an empty folder or a dataset of its own).
     """
-    path = Path(path)
+    check_replaceable(path)
+    path = Path(os.path.abspath(path))  # "." or "a/.." has no name to build sibling names from
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = _temp_dir(path.parent, f".{path.name}.", ".tmp")
     try:
         yield tmp
     except BaseException:
@@ -65,7 +106,6 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
         os.replace(path, old)
     os.replace(tmp, path)
-    os.chmod(path, 0o755)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
 
@@ -75,7 +115,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary file path (same directory, same suffix) renamed onto ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    fd, tmp = _temp_file(path.parent, f".{path.stem}.", path.suffix)
     os.close(fd)
     try:
         yield Path(tmp)

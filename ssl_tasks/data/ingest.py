@@ -8,12 +8,14 @@ what the source returns (image, text or pair shards); only sources marked so tak
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from ssl_tasks.core.errors import UserError
+from ssl_tasks.core.io import check_replaceable, read_manifest
 from ssl_tasks.data import (
     pair_sources,  # noqa: F401  (registers the image-caption sources)
     text_sources,  # noqa: F401  (registers the text sources)
@@ -35,7 +37,8 @@ def ingest(
 
     Arguments are checked before any data is read. ``out`` is only created (atomically) once the
     whole dataset is written; on any failure nothing is left behind. An existing ``out`` is
-    replaced only if it is an empty directory or a previously ingested dataset (any modality).
+    replaced only if it is an empty directory or holds nothing but an ingested dataset (any modality);
+    see ``_check_out``.
     ``options`` go to the source (text and image-caption sources; each names its valid options).
     """
     fn = SOURCES.get(source)
@@ -80,13 +83,72 @@ def _check_options(source: str, fn: SourceFn, options: dict[str, Any] | None) ->
 
 
 def _check_out(out: Path) -> None:
-    """Refuse to replace anything that is not an empty directory or an ingested dataset."""
+    """Refuse to replace ``out`` unless it is an empty folder or holds nothing but a dataset of ours.
+
+    A dataset of ours: a ``manifest.json`` that parses and names a known format, plus only the files its
+    splits list, in the split folders it names (a format whose manifest lists no files for a split owns
+    that split's folder). Anything else there, and the working directory or a folder holding it, is
+    refused with one line naming what is in the way, before any data is read.
+    """
+    check_replaceable(out)
     if not out.exists() and not out.is_symlink():
         return
     if not out.is_dir() or out.is_symlink():
         raise UserError(f"output {out} exists and is not a directory; choose another --out")
-    if any(out.iterdir()) and not (out / "manifest.json").is_file():
-        raise UserError(f"refusing to overwrite {out}: it exists and is not an ingested dataset (no manifest.json)")
+    if not any(out.iterdir()):
+        return
+    if not (out / "manifest.json").is_file():
+        raise UserError(f"refusing to overwrite {out}: it exists and is not an ingested dataset (no manifest.json); "
+                        "choose another --out or empty it")
+    from ssl_tasks.core.modality import modality_of
+
+    try:
+        modality_of(out)  # parses the manifest and knows its format
+        splits = read_manifest(out).get("splits")
+    except UserError as e:
+        raise UserError(f"refusing to overwrite {out}: it is not an ingested dataset ({e})") from None
+    foreign = _foreign_entries(out, splits if isinstance(splits, dict) else {})
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise UserError(f"refusing to overwrite {out}: it holds {', '.join(foreign[:3])}{more}, which its "
+                        "manifest.json does not list; move them away or choose another --out")
+
+
+def _foreign_entries(out: Path, splits: dict[str, Any]) -> list[str]:
+    """Paths under ``out`` (relative, sorted) that are not the manifest, a split folder or a file it lists."""
+    listed: set[str] = set()
+
+    def collect(value: Any) -> None:
+        if isinstance(value, str):
+            rel = PurePosixPath(value)
+            if not rel.is_absolute() and ".." not in rel.parts:
+                listed.add(rel.as_posix())
+        elif isinstance(value, dict):
+            for v in value.values():
+                collect(v)
+        elif isinstance(value, list):
+            for v in value:
+                collect(v)
+
+    collect(splits)
+    owned = {s for s in splits if isinstance(s, str) and not any(f.startswith(f"{s}/") for f in listed)}
+    dirs = set(splits) | {p.as_posix() for f in listed for p in PurePosixPath(f).parents if p.as_posix() != "."}
+    foreign: list[str] = []
+    for top, subdirs, files in os.walk(out):  # symlinks are not followed: one to a folder is listed as an entry
+        rel_top = Path(top).relative_to(out).as_posix()
+        if rel_top in owned:
+            subdirs[:] = []
+            continue
+        for name in sorted(subdirs):
+            rel = name if rel_top == "." else f"{rel_top}/{name}"
+            if rel not in dirs or Path(top, name).is_symlink():
+                foreign.append(rel + "/")
+                subdirs.remove(name)
+        for name in files:
+            rel = name if rel_top == "." else f"{rel_top}/{name}"
+            if rel not in listed and rel != "manifest.json":
+                foreign.append(rel)
+    return sorted(foreign)
 
 
 def _check_not_inside(in_path: Path, out: Path) -> None:

@@ -25,6 +25,7 @@ from torch import nn
 from ssl_tasks.core.config import build
 from ssl_tasks.core.ema import update_momentum
 from ssl_tasks.core.encoders import ENCODERS
+from ssl_tasks.core.errors import UserError
 from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.objectives.base import Objective, check_compatible
@@ -63,8 +64,21 @@ class LocalSession:
             os.replace(checkpoint_dir / CHECKPOINT_FILE, self.ckpt_dir / CHECKPOINT_FILE)
 
 
-class CollapseError(RuntimeError):
+class TrainingStopped(UserError):
+    """A verdict on the run, not a crash: the loop stopped it on purpose, with one line saying why.
+
+    Every rank raises it at the same step. Under Ray Train the worker returns the message instead of failing
+    (``ray_runner``), so the run is not retried from its last checkpoint only to stop again, and ``fit`` raises it
+    again in the driver, where the CLI prints it as one ``error:`` line.
+    """
+
+
+class CollapseError(TrainingStopped):
     """Raised (when configured) as soon as the monitors flag a collapsed representation."""
+
+
+class NonFiniteLossError(TrainingStopped):
+    """Raised at the first step whose loss is nan or infinite, before that step touches the weights."""
 
 
 def build_objective(job: TrainJob, feed: ImageFeed | TextFeed | PairFeed) -> Objective:
@@ -78,15 +92,11 @@ def build_objective(job: TrainJob, feed: ImageFeed | TextFeed | PairFeed) -> Obj
     try:
         return cls(encoder, cfg, feed.spec)
     except ValueError as e:  # a combination the objective refuses (e.g. SimCSE without dropout)
-        from ssl_tasks.core.errors import UserError
-
         raise UserError(f"runs.{job.run}: {job.objective}: {e}") from None
 
 
 def load_encoder(encoder: nn.Module, path: str | Path, where: str) -> None:
     """Load an ``encoder.pt`` state dict (``weights_only``) into ``encoder``; a mismatch is a UserError."""
-    from ssl_tasks.core.errors import UserError
-
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         encoder.load_state_dict(state)
@@ -165,6 +175,10 @@ def run_training(job: TrainJob, session: Session) -> None:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 views = objective.make_views(x, g)
                 res = model(views)
+            loss = res.loss.item()  # the step's one host sync, now before the update rather than after it
+            if _any_rank(not math.isfinite(loss), device):  # every rank stops at the same step
+                raise NonFiniteLossError(_nonfinite_message(job.run, loss, epoch + 1, step + 1, steps,
+                                                            opt.param_groups[0]["lr"]))
             opt.zero_grad(set_to_none=True)
             res.loss.backward()
             objective.after_backward()
@@ -172,7 +186,7 @@ def run_training(job: TrainJob, session: Session) -> None:
             m = objective.momentum(it / max(1, total))
             for student, teacher in objective.momentum_pairs():
                 update_momentum(student, teacher, m)
-            sums["train/loss"] = sums.get("train/loss", 0.0) + res.loss.item()
+            sums["train/loss"] = sums.get("train/loss", 0.0) + loss
             for k, v in [*res.terms.items(), *res.report.items()]:  # report: temperature, momentum, accuracy ...
                 sums[f"train/{k}"] = sums.get(f"train/{k}", 0.0) + float(v)
             if rank == 0 and steps >= 200 and (step + 1) % (steps // 4) == 0 and step + 1 < steps:
@@ -240,6 +254,11 @@ def _collapse_message(run: str, epoch: int, m: dict[str, float]) -> str:
             "rank < 1.5); stopped because train.stop_on_collapse is true")
 
 
+def _nonfinite_message(run: str, loss: float, epoch: int, step: int, steps: int, lr: float) -> str:
+    return (f"run {run!r}: loss became {loss} at epoch {epoch}, step {step}/{steps} (lr {lr:.3g}); stopped there: "
+            "lower train.lr, raise train.warmup_epochs, or check the data for non-finite values")
+
+
 def _monitor(pairs: list[tuple[torch.Tensor, torch.Tensor]], n: int) -> dict[str, float]:
     """Collapse monitors over the first ``n`` samples of an epoch's (view 1, view 2) feature pairs."""
     return embedding_metrics(torch.cat([p[0] for p in pairs])[:n], torch.cat([p[1] for p in pairs])[:n])
@@ -250,6 +269,15 @@ def _agree(flag: bool, device: torch.device) -> bool:
     if dist.is_available() and dist.is_initialized():
         t = torch.tensor([1.0 if flag else 0.0], device=device)
         dist.broadcast(t, src=0)
+        return bool(t.item())
+    return flag
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on any rank (one small all-reduce per call when distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
     return flag
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ssl_tasks.core.errors import UserError
+from ssl_tasks.core.io import sha256_file
 from ssl_tasks.data.shards import SplitData, write_dataset
 from ssl_tasks.validation import ValidationConfig, ValidationFailed, build_tables, validate_dataset
 
@@ -52,7 +53,21 @@ def shard(ds: Path, split: str, idx: int, kind: str = "images") -> Path:
     return ds / split / f"shard-{idx:05d}.{kind}.npy"
 
 
+def reseal(ds: Path) -> None:
+    """Record the shards' current sha256 in the manifest, as a writer that produced these bytes would have.
+
+    The tests below change shards after writing them to stand for bad data its writer sealed as it was; the
+    checksum test (test_a_changed_shard_fails_before_the_suite) is the one that leaves the manifest alone.
+    """
+    manifest = json.loads((ds / "manifest.json").read_text())
+    for split in manifest["splits"].values():
+        for entry in split["shards"]:
+            entry["sha256"] = {k: sha256_file(ds / entry[k]) for k in entry["sha256"]}
+    (ds / "manifest.json").write_text(json.dumps(manifest))
+
+
 def fail(ds: Path, tmp_path: Path, **kw) -> tuple[str, dict]:
+    reseal(ds)
     report_path = tmp_path / "report.json"
     with pytest.raises(ValidationFailed) as ei:
         validate_dataset(ds, report_path, **kw)
@@ -210,6 +225,7 @@ def test_truncated_shard_breaks_the_manifest_row_count(tmp_path: Path) -> None:
 def test_images_and_labels_out_of_step_is_a_user_error(tmp_path: Path) -> None:
     ds = make_dataset(tmp_path / "ds")
     np.save(shard(ds, "train", 0, "labels"), np.zeros(10, dtype=np.int64))
+    reseal(ds)
     with pytest.raises(UserError, match="shard 0: images .* do not line up"):
         validate_dataset(ds, tmp_path / "report.json")
 
@@ -239,6 +255,34 @@ def test_failed_run_still_builds_docs(tmp_path: Path) -> None:
     np.save(shard(ds, "train", 1), np.zeros((64, 1, 7, 7), dtype=np.uint8))
     fail(ds, tmp_path, docs_dir=tmp_path / "docs")
     assert (tmp_path / "docs" / "index.html").is_file()
+
+
+def test_a_changed_shard_fails_before_the_suite(tmp_path: Path) -> None:
+    """One flipped byte, same size: the manifest's sha256 catches it and names the file; the suite never runs."""
+    from ssl_tasks.data.ingest import ingest
+
+    ds = tmp_path / "digits"
+    ingest("sklearn_digits", None, ds, shard_size=500)
+    clean = validate_dataset(ds, tmp_path / "clean.json")
+    assert clean["success"]
+    target = shard(ds, "train", 1)
+    data = bytearray(target.read_bytes())
+    data[-7] ^= 0x01  # a pixel value, not the .npy header: the array still loads, with one sample changed
+    target.write_bytes(bytes(data))
+    report_path = tmp_path / "report.json"
+    with pytest.raises(ValidationFailed) as ei:
+        validate_dataset(ds, report_path, docs_dir=tmp_path / "docs")
+    msg = str(ei.value)
+    assert msg.splitlines()[0] == (f"validation failed for {ds}: shard {target} does not match the sha256 in the "
+                                   "manifest (corrupted?); re-ingest the dataset (the Great Expectations suite did "
+                                   "not run on changed files)")
+    assert msg.splitlines()[1:] == [f"full report: {report_path}"]
+    report = json.loads(report_path.read_text())
+    assert report == ei.value.report and report["success"] is False and str(target) in report["checksums"]
+    assert not (tmp_path / "docs").exists() and clean["checksums"] == "verified"
+    (ds / "train" / "shard-00000.labels.npy").unlink()
+    with pytest.raises(ValidationFailed, match="missing shard file .*shard-00000.labels.npy"):
+        validate_dataset(ds, report_path)
 
 
 def test_config_rejects_bad_values() -> None:
