@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 from dataclasses import asdict
@@ -47,7 +46,7 @@ def pretrained_file(value: str, key: str, layout: Layout) -> str:
 
 def train_job(params: Params, run: str, seed: int, layout: Layout, data_dir: Path, mean: tuple[float, ...],
               std: tuple[float, ...], tokenizer_file: Path | None = None) -> TrainJob:
-    """The training job a pretrain stage hands to Ray Train for ``run`` and ``seed`` (no tracking, no faults)."""
+    """The training job a pretrain stage hands to Ray Train for ``run`` and ``seed`` (without tracking)."""
     spec = params.run(run)
     # a pretrained start (e.g. SimCSE from an MLM run)
     init = pretrained_file(spec.init_encoder, f"runs.{run}.init_encoder", layout) if spec.init_encoder else ""
@@ -60,7 +59,7 @@ def train_job(params: Params, run: str, seed: int, layout: Layout, data_dir: Pat
 
 def _job_key(job: TrainJob) -> str:
     d = asdict(job)
-    d.pop("tracking"), d.pop("fault")
+    d.pop("tracking")
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -124,8 +123,7 @@ def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layo
     uri, exp = runs.tracking(params, layout.root)
     marker = storage / f"{name}.mlflow.json"
     run_id = runs.pretrain_run(uri, exp, marker, run, seed, spec, modality.name, train, layout.root, data_dir)
-    fault = json.loads(os.environ["SSL_TASKS_FAULT"]) if os.environ.get("SSL_TASKS_FAULT") else {}
-    job = TrainJob(**{**asdict(job), "train": train, "tracking": {"uri": uri, "run_id": run_id}, "fault": fault})
+    job = TrainJob(**{**asdict(job), "train": train, "tracking": {"uri": uri, "run_id": run_id}})
     say(f"pretrain {label}: {spec.objective} + {spec.encoder} on {spec.dataset}, {train.epochs} epochs, "
         f"{train.num_workers} Ray worker(s){' on GPU' if train.use_gpu else ''}")
     state = _fit(job, params, storage, name, uri, run_id)

@@ -52,4 +52,3 @@ class TrainJob:
     plugins: tuple[str, ...] = ()  # params.yaml's plugin modules, imported by every worker before it trains
     plugin_root: str = ""  # the project folder they may live in
     tracking: dict[str, str] = field(default_factory=dict)  # {"uri": ..., "run_id": ...}
-    fault: dict[str, Any] = field(default_factory=dict)  # test-only fault injection

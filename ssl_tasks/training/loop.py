@@ -10,7 +10,6 @@ import json
 import math
 import os
 import pickle
-import signal
 import tempfile
 import time
 from dataclasses import asdict
@@ -166,7 +165,6 @@ def run_training(job: TrainJob, session: Session) -> None:
         batches = feed.epoch(batch_size=cfg.batch_size, seed=job.seed, epoch=epoch, rank=rank, world_size=ws)
         for step, xb in enumerate(batches):
             it = epoch * steps + step
-            _maybe_fault(job, rank, epoch, step)
             for grp in opt.param_groups:
                 grp["lr"] = lr_at(cfg, it, total, warmup)
             x = _to_device(xb, device)
@@ -280,19 +278,6 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
     return flag
-
-
-def _maybe_fault(job: TrainJob, rank: int, epoch: int, step: int) -> None:
-    """Test-only: kill this worker process once, for real, at (rank, epoch, step)."""
-    f = job.fault
-    if not f or (f["rank"], f["epoch"], f["step"]) != (rank, epoch, step):
-        return
-    marker = Path(f["marker"])
-    if marker.exists():
-        return
-    marker.write_text("killed\n")
-    time.sleep(float(f.get("delay_s", 0)))  # lets the controller register the last checkpoint first
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def channel_stats(ds: ImageDataset, max_samples: int = 10000) -> tuple[tuple[float, ...], tuple[float, ...]]:

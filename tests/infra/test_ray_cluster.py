@@ -5,9 +5,9 @@ A module fixture starts the cluster with ``ray start --head`` and ``ray start --
 project (tiny params) and only ``RAY_ADDRESS`` points it at the cluster: ``ray.address`` stays null in
 params.yaml and nothing in ``ssl_tasks/`` changes.
 
-Killed node: the stage pauses one worker in epoch 2 (the test-only ``SSL_TASKS_FAULT`` hook, with a long
-``delay_s`` so it never fires itself); once the Train controller has registered the epoch-1 checkpoint (its
-snapshot file appears), the test SIGKILLs every process of the second node (raylet, agents, the
+Killed node: the stage pauses one worker in epoch 2 (the test plug-in ``tests/fault_plugin.py``, with a long
+``delay_s`` and ``kill: false``, so it never kills itself); once the Train controller has registered the epoch-1
+checkpoint (its snapshot file appears), the test SIGKILLs every process of the second node (raylet, agents, the
 worker on it: a lost machine or pod), waits until the GCS declares the node dead, then starts a replacement node
 with the same resources, as KubeRay does for a worker pod. Ray Train restarts the worker group once the
 replacement has joined (the one surviving 1-CPU node cannot hold 2 workers) and the run resumes from its epoch-1
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -59,7 +60,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SSL_TASKS_FAULT", "RAY_ADDRESS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
     return {**env, "PATH": f"{BIN}:{os.environ['PATH']}", **extra}
 
 
@@ -111,15 +112,21 @@ def test_killed_node_is_replaced_and_run_resumes_from_last_checkpoint(cluster: L
                                                                        tmp_path: Path) -> None:
     raw = yaml.safe_load((project / "params.yaml").read_text())
     raw["train"]["epochs"] = EPOCHS_KILL  # a new job key: starts fresh, not from the first test's checkpoint
-    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     paused = tmp_path / "paused"
-    fault = {"rank": 1, "epoch": 1, "step": 2, "marker": str(paused), "delay_s": 600}  # pause, never self-kill
+    # the test plug-in's SimCLR pauses worker 1 in epoch 2 (11 steps per epoch: 2 workers x 64 of 1438 images),
+    # never killing itself: the node goes down instead
+    shutil.copy(Path(__file__).resolve().parents[1] / "fault_plugin.py", project / "fault_plugin.py")
+    raw["plugins"] = ["fault_plugin"]
+    raw["runs"]["simclr"] = {**raw["runs"]["simclr"], "objective": "faulty_simclr", "objective_kwargs": {
+        **raw["runs"]["simclr"]["objective_kwargs"], "fault_rank": 1, "fault_after_steps": 11 + 2,
+        "marker": str(paused), "delay_s": 600, "kill": False}}
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     victim = cluster.nodes[1]
     before = _workers(cluster)
     log = tmp_path / "pretrain.log"
     with open(log, "w") as f:
         proc = subprocess.Popen(_pretrain_cmd(), cwd=project, stdout=f, stderr=subprocess.STDOUT, text=True,
-                                env=_env(RAY_ADDRESS=cluster.address, SSL_TASKS_FAULT=json.dumps(fault)))
+                                env=_env(RAY_ADDRESS=cluster.address))
     t0, phases = time.monotonic(), {}
     try:
         deadline = time.monotonic() + 240
@@ -150,7 +157,7 @@ def test_killed_node_is_replaced_and_run_resumes_from_last_checkpoint(cluster: L
         print("phases (s since start):", {k: round(v, 1) for k, v in phases.items()})
     out = log.read_text()
     assert proc.returncode == 0, out[-4000:]
-    assert paused.read_text() == "killed\n"
+    assert paused.read_text() == "paused\n"
     assert "[simclr] resumed from checkpoint at epoch 1" in out  # not from scratch
     assert [h["epoch"] for h in _history(project)] == [1.0, 2.0, 3.0]
     new = {a: n for a, n in _workers(cluster).items() if a not in before}

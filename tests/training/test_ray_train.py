@@ -26,19 +26,28 @@ def ray_local():
     ray.shutdown()
 
 
+TESTS = Path(__file__).resolve().parents[1]
+
+
 def job(data: Path, *, workers: int, epochs: int, fault: dict | None = None, max_failures: int = 2) -> TrainJob:
+    """SimCLR on the digits; with ``fault``, the test plug-in's SimCLR that kills its own worker once, on cue
+    (tests/fault_plugin.py, imported by every Ray worker: no fault hook in the library)."""
     mean, std = channel_stats(ImageDataset(data))
+    plugin = {"objective": "faulty_simclr", "plugins": ("fault_plugin",), "plugin_root": str(TESTS)} if fault else {}
     return TrainJob(run="simclr-ray", seed=0, data_dir=str(data), objective="simclr",
-                    objective_kwargs={"temperature": 0.2}, encoder="small_cnn", encoder_kwargs={"width": 8},
+                    objective_kwargs={"temperature": 0.2, **(fault or {})}, encoder="small_cnn",
+                    encoder_kwargs={"width": 8},
                     train=TrainConfig(epochs=epochs, batch_size=64, num_workers=workers, max_failures=max_failures),
-                    mean=mean, std=std, fault=fault or {})
+                    mean=mean, std=std, **plugin)
 
 
 def test_two_workers_killed_worker_resumes_from_checkpoint(ray_local, digits_dataset: Path, tmp_path: Path) -> None:
     from ssl_tasks.training.ray_runner import fit
 
     marker = tmp_path / "killed"
-    j = job(digits_dataset, workers=2, epochs=3, fault={"rank": 1, "epoch": 1, "step": 3, "marker": str(marker), "delay_s": 5})
+    # 2 workers x 64 of 1438 images: 11 steps per epoch, so worker 1 dies at step 3 of epoch 2
+    j = job(digits_dataset, workers=2, epochs=3,
+            fault={"fault_rank": 1, "fault_after_steps": 11 + 3, "marker": str(marker), "delay_s": 5})
     state = fit(j, storage_dir=tmp_path / "ray", name="kill-test")
     assert marker.read_text() == "killed\n"  # worker 1 really died (SIGKILL) in epoch 2
     history = json.loads(state["history"])
@@ -57,7 +66,7 @@ def test_restarted_job_resumes_from_stored_checkpoint(ray_local, digits_dataset:
 
     marker = tmp_path / "killed"
     j = job(digits_dataset, workers=1, epochs=2, max_failures=0,
-            fault={"rank": 0, "epoch": 1, "step": 2, "marker": str(marker), "delay_s": 5})
+            fault={"fault_rank": 0, "fault_after_steps": 22 + 2, "marker": str(marker), "delay_s": 5})  # 22 steps/epoch
     with pytest.raises(Exception):
         fit(j, storage_dir=tmp_path / "ray", name="restart-test")
     assert marker.exists()
