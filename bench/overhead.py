@@ -111,7 +111,10 @@ def floor(n_stages: int, n_pretrain: int, repeats: int = 3) -> dict:
         res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=True)
         return time.perf_counter() - t0, res.stdout
 
-    stage_imports = "import ssl_tasks.pipeline.pretrain, ssl_tasks.pipeline.evaluate, ssl_tasks.tracking.mlflow_tracking, ssl_tasks.pipeline.cli"
+    stage_imports = (
+        "import ssl_tasks.pipeline.pretrain, ssl_tasks.pipeline.evaluate, ssl_tasks.tracking.mlflow_tracking, "
+        "ssl_tasks.pipeline.cli"
+    )
     imports = [timed([sys.executable, "-c", stage_imports])[0] for _ in range(repeats)]
     dvc = []
     for _ in range(repeats):

@@ -222,7 +222,8 @@ class VectorModality(Modality):
             values, labels = ds.load(split)
             for i, (v, y) in enumerate(zip(values, labels)):
                 rows.append({"id": f"{split}/{i}", "split": split, "label": int(y),
-                             "n_nonfinite": int((~np.isfinite(v)).sum()), "sha1": hashlib.sha1(v.tobytes()).hexdigest()})
+                             "n_nonfinite": int((~np.isfinite(v)).sum()),
+                             "sha1": hashlib.sha1(v.tobytes()).hexdigest()})
         samples = pd.DataFrame(rows)
         train = samples["split"] == "train"
         samples["in_train"] = samples["sha1"].isin(set(samples.loc[train, "sha1"])) & ~train

@@ -33,8 +33,8 @@ def job(data: Path, *, workers: int, epochs: int, fault: dict | None = None, max
     """SimCLR on the digits; with ``fault``, the test plug-in's SimCLR that kills its own worker once, on cue
     (tests/fault_plugin.py, imported by every Ray worker: no fault hook in the library)."""
     mean, std = channel_stats(ImageDataset(data))
-    plugin = {"objective": "faulty_simclr", "plugins": ("fault_plugin",), "plugin_root": str(TESTS)} if fault else {}
-    return TrainJob(run="simclr-ray", seed=0, data_dir=str(data), objective="simclr",
+    plugin = {"plugins": ("fault_plugin",), "plugin_root": str(TESTS)} if fault else {}
+    return TrainJob(run="simclr-ray", seed=0, data_dir=str(data), objective="faulty_simclr" if fault else "simclr",
                     objective_kwargs={"temperature": 0.2, **(fault or {})}, encoder="small_cnn",
                     encoder_kwargs={"width": 8},
                     train=TrainConfig(epochs=epochs, batch_size=64, num_workers=workers, max_failures=max_failures),

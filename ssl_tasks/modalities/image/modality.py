@@ -126,7 +126,8 @@ class ImageModality(Modality):
         c, h, w = ds.image_shape
         encoder = None
         if spec.kind != "raw_pixels":
-            encoder = self.build_encoder(spec.encoder_name, spec.encoder_kwargs, {"channels": c, "image_size": min(h, w)})
+            meta = {"channels": c, "image_size": min(h, w)}
+            encoder = self.build_encoder(spec.encoder_name, spec.encoder_kwargs, meta)
         if spec.kind == "supervised":
             x, y = ds.load("train")
             ctx.say(f"{label}: supervised training of {spec.encoder_name} for {cfg.supervised_epochs} epochs")

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 from torch import nn
 
 from ssl_tasks.core.modality import MODALITIES, BaselineResult, BaselineSpec, EvalContext, Say
@@ -82,7 +81,8 @@ class ImageTextModality(ImageModality):
 
         config = super().reference_config(meta)
         if two_tower(OBJECTIVES.get(meta["objective"])):  # the text tower and the shared space too
-            kwargs = {k: v for k, v in meta.get("objective_kwargs", {}).items() if k not in ("init_image", "lock_image")}
+            kwargs = {k: v for k, v in meta.get("objective_kwargs", {}).items()
+                      if k not in ("init_image", "lock_image")}
             config.update(objective=meta["objective"], objective_kwargs=kwargs)
         return config
 
