@@ -45,7 +45,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/dvc repro
 	@echo
-	@echo "Leaderboard: artifacts/leaderboard.md (.csv, .png). Open the UIs with: make ui"
+	@echo "Leaderboard: artifacts/leaderboard.md (.csv, .png). Next:"
+	@echo "  source .venv/bin/activate   # then dvc repro, dvc status, ssl-tasks list work in this shell"
+	@echo "  make ui                     # Prefect UI on :$(PREFECT_PORT), MLflow UI on :$(MLFLOW_PORT)"
+	@echo "  docs/ADDING_A_MODALITY.md   # your own kind of data; README 'Your own data' for images and text"
 
 run-text: $(STAMP)
 	$(BIN)/python -c "from flows.pipeline import ssl_pipeline; ssl_pipeline(params_file='configs/text.yaml', workspace='text')"
