@@ -26,7 +26,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from throughput import _machine, interleave, ours_round  # bench/ is on sys.path when run as a script
@@ -106,7 +105,7 @@ def main() -> None:
     data, tok = work / "data" / "clipart", work / "artifacts" / "tokenizers" / "clipart" / "tokenizer.json"
     if not tok.is_file():
         raise SystemExit(f"{tok} missing: run bench/clip_quality.py --work {work} first")
-    from ssl_tasks.data.pair_shards import PairDataset
+    from ssl_tasks.modalities.image_text.shards import PairDataset
 
     raw = yaml.safe_load((REPO / "configs" / "clip.yaml").read_text())
     mean, std = channel_stats(PairDataset(data))

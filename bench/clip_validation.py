@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_tasks.data.pair_shards import PairDataset, PairSplit, write_pair_dataset
 from ssl_tasks.evaluation import zero_shot as zs
+from ssl_tasks.modalities.image_text.shards import PairDataset, PairSplit, write_pair_dataset
 from ssl_tasks.modalities.image_text.towers import build_two_tower, embed_images, embed_texts
 from ssl_tasks.modalities.text.tokenizer import TextTokenizer
 from ssl_tasks.pipeline.leaderboard import mean_ci95

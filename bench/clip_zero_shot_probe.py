@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_tasks.data.pair_shards import PairDataset
 from ssl_tasks.evaluation import zero_shot as zs
+from ssl_tasks.modalities.image_text.shards import PairDataset
 from ssl_tasks.modalities.image_text.towers import embed_images, embed_texts, load_two_tower
 
 TEMPLATES = ["a drawing of {}.", "clip art of {}.", "an icon of {}.", "a picture of {}.", "{}"]

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from ssl_tasks.data.ingest import ingest
-from ssl_tasks.data.text_shards import TextDataset
 from ssl_tasks.evaluation.language import causal_perplexity, pseudo_perplexity, unigram_perplexity
 from ssl_tasks.evaluation.protocols import EvalConfig, evaluate_encoder
 from ssl_tasks.modalities.text.encoders import build_text_encoder
+from ssl_tasks.modalities.text.shards import TextDataset
 from ssl_tasks.modalities.text.stages import labelled_rows, token_rows
 from ssl_tasks.modalities.text.tokenizer import TextTokenizer, train_text_tokenizer
 from ssl_tasks.training.config import TrainConfig, TrainJob

@@ -81,7 +81,7 @@ def text_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small real text dataset: 1,200 SST-2 training phrases and 200 dev sentences, written in the text format."""
     import csv
 
-    from ssl_tasks.data.text_shards import TextSplit, write_text_dataset
+    from ssl_tasks.modalities.text.shards import TextSplit, write_text_dataset
 
     def read(name: str, n: int) -> tuple[list[str], np.ndarray]:
         with open(SHARED_DATA / "sst2" / name, encoding="utf-8", newline="") as f:
@@ -97,7 +97,7 @@ def text_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def text_tokenizer(text_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 400-token byte-level BPE trained on the fixture's training texts."""
-    from ssl_tasks.data.text_shards import TextDataset
+    from ssl_tasks.modalities.text.shards import TextDataset
     from ssl_tasks.modalities.text.tokenizer import train_text_tokenizer
 
     path = tmp_path_factory.mktemp("text_tok") / "tokenizer.json"
@@ -133,7 +133,7 @@ def pair_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def pair_tokenizer(pair_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 400-token byte-level BPE over the pair fixture's training captions."""
-    from ssl_tasks.data.pair_shards import PairDataset
+    from ssl_tasks.modalities.image_text.shards import PairDataset
     from ssl_tasks.modalities.text.tokenizer import train_text_tokenizer
 
     path = tmp_path_factory.mktemp("pair_tok") / "tokenizer.json"

@@ -1,6 +1,6 @@
 """The ingest stage: read a source into the canonical shard format (all or nothing).
 
-Importing this module registers every built-in source in ``SOURCES`` (image, text and image-caption).
+Importing this module registers every built-in modality, and with it every built-in source in ``SOURCES``.
 
 A source's ``modality`` attribute (image when absent) names the modality plug-in whose ``write_dataset`` writes
 what the source returns (image, text or pair shards); only sources marked so take ``options``.
@@ -16,11 +16,8 @@ import numpy as np
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import check_replaceable, read_manifest
-from ssl_tasks.data import (
-    pair_sources,  # noqa: F401  (registers the image-caption sources)
-    text_sources,  # noqa: F401  (registers the text sources)
-)
 from ssl_tasks.data.sources import SOURCES, SourceFn, check_test_fraction, requires_path, takes_options
+from ssl_tasks.modalities import builtin as _builtin  # noqa: F401  (every built-in modality registers its sources)
 
 
 def ingest(

@@ -174,8 +174,8 @@ def text_layout(objective: str, kwargs: dict[str, Any], run: str) -> str:
 def text_rows(data_dir: Path, tokenizer_path: str | Path, *, split: str, layout: str, max_len: int) -> tuple[
         np.ndarray, TextDataSpec]:
     """Tokenize a split's texts into (N, max_len) rows; also the data spec of the tokenizer."""
-    from ssl_tasks.data.text_shards import TextDataset
     from ssl_tasks.modalities.text.batching import make_rows
+    from ssl_tasks.modalities.text.shards import TextDataset
     from ssl_tasks.modalities.text.tokenizer import TextTokenizer
 
     if not tokenizer_path:
@@ -221,7 +221,7 @@ def caption_rows(captions: list[list[str]], tok: Any, max_len: int, *, with_word
 
 def pair_feed(job: Any) -> PairFeed:
     """Train images and captions of a pair dataset, tokenized by the job's tokenizer."""
-    from ssl_tasks.data.pair_shards import PairDataset
+    from ssl_tasks.modalities.image_text.shards import PairDataset
     from ssl_tasks.modalities.text.tokenizer import TextTokenizer
     from ssl_tasks.objectives import OBJECTIVES
 

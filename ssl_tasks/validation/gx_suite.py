@@ -4,9 +4,9 @@ This module is the only place in the project that imports ``great_expectations``
 does so lazily (the import costs ~4 s), so importing :mod:`ssl_tasks.validation` is cheap.
 
 Two tables (built by :mod:`ssl_tasks.validation.image_checks` or, for text datasets,
-:mod:`ssl_tasks.validation.text_checks`) are validated in one GX context: ``samples`` (one
+:mod:`ssl_tasks.modalities.text.checks`) are validated in one GX context: ``samples`` (one
 row per image or text) and ``class_counts`` (one row per split and class). Image–caption
-datasets (:mod:`ssl_tasks.validation.pair_checks`) add a third table, ``captions`` (one row
+datasets (:mod:`ssl_tasks.modalities.image_text.checks`) add a third table, ``captions`` (one row
 per caption). The suite is picked from the manifest's format; the report and failure message
 are the same for all.
 Without ``docs_dir`` the context is ephemeral (nothing touches disk but the report); with it,
@@ -26,13 +26,10 @@ from typing import Any
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import atomic_dir, write_json_atomic
 from ssl_tasks.core.modality import modality_of
-from ssl_tasks.data.pair_shards import UNSAFE_PATH
 from ssl_tasks.validation.image_checks import DatasetTables, fully_labelled_splits, labelled
-from ssl_tasks.validation.pair_checks import PairTables
 
 SAMPLES = "samples"
 CLASS_COUNTS = "class_counts"
-CAPTIONS = "captions"
 ID_COLUMN = "id"
 
 
@@ -110,7 +107,7 @@ class Check:
         return f"{self.expectation.expectation_type}({self.description})"
 
 
-def _fmt(v: float) -> str:
+def fmt(v: float) -> str:
     return f"{v:g}"
 
 
@@ -125,10 +122,10 @@ def row_count_check(tables: DatasetTables, table: str = SAMPLES, key: str = "cou
 
 def image_suite(tables: DatasetTables, config: ValidationConfig) -> list[Check]:
     """The image suite: shape, dtype and value range of every image, then the shared checks."""
-    return _image_checks(tables) + label_and_duplicate_checks(tables, config, "image")
+    return image_table_checks(tables) + label_and_duplicate_checks(tables, config, "image")
 
 
-def _image_checks(tables: DatasetTables) -> list[Check]:
+def image_table_checks(tables: DatasetTables) -> list[Check]:
     """Row count, shape, dtype and value range of every image (image and image–caption datasets)."""
     import great_expectations.expectations as gxe
 
@@ -141,8 +138,8 @@ def _image_checks(tables: DatasetTables) -> list[Check]:
                gxe.ExpectColumnValuesToBeInSet(column="shape", value_set=[shape])),
         Check(SAMPLES, "dtype", "dtype in {uint8}",
                gxe.ExpectColumnValuesToBeInSet(column="dtype", value_set=["uint8"])),
-        Check(SAMPLES, "min", f"min >= {_fmt(lo)}", gxe.ExpectColumnValuesToBeBetween(column="min", min_value=lo)),
-        Check(SAMPLES, "max", f"max <= {_fmt(hi)}", gxe.ExpectColumnValuesToBeBetween(column="max", max_value=hi)),
+        Check(SAMPLES, "min", f"min >= {fmt(lo)}", gxe.ExpectColumnValuesToBeBetween(column="min", min_value=lo)),
+        Check(SAMPLES, "max", f"max <= {fmt(hi)}", gxe.ExpectColumnValuesToBeBetween(column="max", max_value=hi)),
         Check(
             SAMPLES,
             "n_nonfinite",
@@ -153,7 +150,7 @@ def _image_checks(tables: DatasetTables) -> list[Check]:
     return checks
 
 
-def _string_checks(table: str, noun: str, label: str, lo: int, hi: int) -> list[Check]:
+def string_checks(table: str, noun: str, label: str, lo: int, hi: int) -> list[Check]:
     """Decoding, blank and length checks of a table of strings (texts, or captions)."""
     import great_expectations.expectations as gxe
 
@@ -167,72 +164,7 @@ def _string_checks(table: str, noun: str, label: str, lo: int, hi: int) -> list[
     ]
 
 
-def text_suite(tables: DatasetTables, config: ValidationConfig) -> list[Check]:
-    """The text suite: decoding, blanks, length bounds per text and on average, then the shared checks."""
-    import great_expectations.expectations as gxe
-
-    lo, hi = int(config.min_chars), int(config.max_chars)
-    checks = [
-        row_count_check(tables),
-        *_string_checks(SAMPLES, "texts", "", lo, hi),
-    ]
-    wlo, whi = config.min_mean_words, config.max_mean_words
-    if wlo is not None or whi is not None:
-        bounds = ([f">= {_fmt(wlo)}"] if wlo is not None else []) + ([f"<= {_fmt(whi)}"] if whi is not None else [])
-        checks.append(
-            Check(
-                SAMPLES,
-                "n_words",
-                "mean n_words " + " and ".join(bounds),
-                gxe.ExpectColumnMeanToBeBetween(column="n_words", min_value=wlo, max_value=whi),
-            )
-        )
-    return checks + label_and_duplicate_checks(tables, config, "text")
-
-
-def pair_suite(tables: PairTables, config: ValidationConfig) -> list[Check]:
-    """The image–caption suite: the image checks, the pair records, every caption, then the shared checks.
-
-    Rows ingest could not use (missing or undecodable image, a path outside the dataset root) carry
-    an ``error``; the stored path is checked on its own too, whatever ingest recorded.
-    """
-    import great_expectations.expectations as gxe
-
-    lo, hi = int(config.min_chars), int(config.max_chars)
-    checks = _image_checks(tables) + [
-        Check(
-            SAMPLES,
-            "error",
-            "error is null: every image exists, decodes and lies inside the dataset root",
-            gxe.ExpectColumnValuesToBeNull(column="error"),
-            detail="error",
-        ),
-        Check(
-            SAMPLES,
-            "image",
-            "image path is relative and has no '..' part",
-            gxe.ExpectColumnValuesToNotMatchRegex(column="image", regex=UNSAFE_PATH),
-        ),
-        Check(
-            SAMPLES,
-            "n_captions",
-            "n_captions >= 1: every image has a caption",
-            gxe.ExpectColumnValuesToBeBetween(column="n_captions", min_value=1),
-        ),
-        row_count_check(tables, CAPTIONS, "n_captions"),
-        *_string_checks(CAPTIONS, "captions", "caption ", lo, hi),
-        _duplicate_check(
-            CAPTIONS,
-            "pair_in_train",
-            len(tables.captions),
-            config,
-            "non-train captions repeat a train (image bytes, caption) pair",
-        ),
-    ]
-    return checks + label_and_duplicate_checks(tables, config, "image", class_balance=config.pair_class_balance)
-
-
-def _duplicate_check(table: str, column: str, n: int, config: ValidationConfig, what: str) -> Check:
+def duplicate_check(table: str, column: str, n: int, config: ValidationConfig, what: str) -> Check:
     """``column == False`` on all but ``max_cross_split_duplicates`` rows of ``table`` (``n`` rows)."""
     import great_expectations.expectations as gxe
 
@@ -283,16 +215,13 @@ def label_and_duplicate_checks(
                 )
             )
     what = f"non-train rows duplicate a train {noun}"
-    checks.append(_duplicate_check(SAMPLES, "in_train", len(tables.samples), config, what))
+    checks.append(duplicate_check(SAMPLES, "in_train", len(tables.samples), config, what))
     return checks
 
 
 def _frames(tables: DatasetTables) -> dict[str, Any]:
     """The tables GX validates, by name."""
-    frames = {SAMPLES: tables.samples, CLASS_COUNTS: tables.class_counts}
-    if isinstance(tables, PairTables):
-        frames[CAPTIONS] = tables.captions
-    return frames
+    return {SAMPLES: tables.samples, CLASS_COUNTS: tables.class_counts, **tables.extra_frames()}
 
 
 def _run_gx(checks: list[Check], tables: DatasetTables, docs_dir: Path | None, sample_rows: int) -> list[Any]:
@@ -463,11 +392,9 @@ def validate_dataset(
             "n_samples": int(len(samples)),
         },
     }
-    if isinstance(tables, PairTables):
-        captions = tables.captions
-        report["n_captions"] = {split: int((captions["split"] == split).sum()) for split in n_samples}
-        report["metrics"]["n_captions"] = len(captions)
-        report["metrics"]["cross_split_duplicate_pairs"] = int(captions["pair_in_train"].sum())
+    fields, extra_metrics = tables.report_fields(list(n_samples))
+    report.update(fields)
+    report["metrics"].update(extra_metrics)
     if docs_dir is not None:
         report["data_docs"] = str(Path(docs_dir) / "index.html")
     write_json_atomic(report_path, report)

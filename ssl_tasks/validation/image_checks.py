@@ -33,6 +33,14 @@ class DatasetTables:
     class_counts: pd.DataFrame  # one row per (labelled split, class), columns CLASS_COLUMNS
     manifest: dict
 
+    def extra_frames(self) -> dict[str, pd.DataFrame]:
+        """Tables beyond ``samples`` and ``class_counts`` that a modality's suite checks, by name."""
+        return {}
+
+    def report_fields(self, splits: list[str]) -> tuple[dict, dict]:
+        """(top-level fields, metrics) a modality adds to the validation report."""
+        return {}, {}
+
 
 def _shape_str(shape: tuple[int, ...]) -> str:
     return "x".join(str(int(s)) for s in shape)

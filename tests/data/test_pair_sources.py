@@ -17,10 +17,17 @@ from PIL import Image
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.modality import modality_of, open_dataset
 from ssl_tasks.data.ingest import SOURCES, ingest
-from ssl_tasks.data.pair_shards import FORMAT, PairDataset, PairRecord, PairSplit, unsafe_path, write_pair_dataset
-from ssl_tasks.data.pair_sources import render
 from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.data.sources import takes_options
+from ssl_tasks.modalities.image_text.shards import (
+    FORMAT,
+    PairDataset,
+    PairRecord,
+    PairSplit,
+    unsafe_path,
+    write_pair_dataset,
+)
+from ssl_tasks.modalities.image_text.sources import render
 from ssl_tasks.pipeline.params import DatasetParams
 
 REPO = Path(__file__).resolve().parents[2]

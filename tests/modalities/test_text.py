@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.text_shards import TextDataset
 from ssl_tasks.modalities.text.batching import pack_rows, pad_rows
 from ssl_tasks.modalities.text.corruption import IGNORE, mlm_mask, noise_mask, reconstruct, span_corrupt
 from ssl_tasks.modalities.text.encoders import build_text_encoder
+from ssl_tasks.modalities.text.shards import TextDataset
 from ssl_tasks.modalities.text.tokenizer import BASE_SPECIALS, TextTokenizer, sentinel, train_text_tokenizer
 
 SPECIAL = list(range(21))  # the synthetic vocabulary of these tests: ids 0..20 special, 21..999 ordinary

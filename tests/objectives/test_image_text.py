@@ -15,7 +15,7 @@ from objective_cases import CASES, PAIR
 
 from ssl_tasks.core.config import build
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.pair_shards import PairDataset
+from ssl_tasks.modalities.image_text.shards import PairDataset
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.pipeline.params import load_params, parse_params
 from ssl_tasks.training.config import TrainConfig, TrainJob

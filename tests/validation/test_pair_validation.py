@@ -15,9 +15,9 @@ from helpers import validation_failure
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.data.ingest import ingest
-from ssl_tasks.data.pair_shards import PairDataset, PairRecord, PairSplit, write_pair_dataset
+from ssl_tasks.modalities.image_text.checks import build_pair_tables
+from ssl_tasks.modalities.image_text.shards import PairDataset, PairRecord, PairSplit, write_pair_dataset
 from ssl_tasks.validation import ValidationConfig, validate_dataset
-from ssl_tasks.validation.pair_checks import build_pair_tables
 
 OPENCLIPART = CLIPART
 OPTIONS = {**CLIPART_OPTIONS, "image_size": 32}

@@ -12,8 +12,9 @@ from helpers import validation_failure
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.data.ingest import ingest
-from ssl_tasks.data.text_shards import TextDataset, TextSplit, write_text_dataset
-from ssl_tasks.validation import ValidationConfig, build_text_tables, validate_dataset
+from ssl_tasks.modalities.text.checks import build_text_tables
+from ssl_tasks.modalities.text.shards import TextDataset, TextSplit, write_text_dataset
+from ssl_tasks.validation import ValidationConfig, validate_dataset
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SHAKESPEARE = SHARED / "tiny_shakespeare" / "input.txt"

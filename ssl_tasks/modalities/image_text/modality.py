@@ -12,8 +12,9 @@ import numpy as np
 from torch import nn
 
 from ssl_tasks.core.modality import MODALITIES, BaselineResult, BaselineSpec, EvalContext, Say
-from ssl_tasks.data import pair_shards
 from ssl_tasks.modalities.image.modality import ImageModality
+from ssl_tasks.modalities.image_text import shards as pair_shards
+from ssl_tasks.modalities.image_text import sources as _sources  # noqa: F401  (registers the pair sources)
 from ssl_tasks.modalities.text.modality import TextTokenizerConfig, train_bpe
 
 
@@ -40,8 +41,7 @@ class ImageTextModality(ImageModality):
         return pair_shards.PairDataset(Path(root))
 
     def validation_suite(self, ds: Any, config: Any) -> tuple[Any, list[Any]]:
-        from ssl_tasks.validation.gx_suite import pair_suite
-        from ssl_tasks.validation.pair_checks import build_pair_tables
+        from ssl_tasks.modalities.image_text.checks import build_pair_tables, pair_suite
 
         tables = build_pair_tables(ds)
         return tables, pair_suite(tables, config)

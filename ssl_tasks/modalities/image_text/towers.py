@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from ssl_tasks.core.config import build
-from ssl_tasks.data.pair_shards import PairDataset
 from ssl_tasks.evaluation import zero_shot as zs
 from ssl_tasks.evaluation.features import prepare
 from ssl_tasks.evaluation.protocols import PROTOCOLS
+from ssl_tasks.modalities.image_text.shards import PairDataset
 from ssl_tasks.modalities.text.stages import TOKENIZER_FILE
 from ssl_tasks.modalities.text.tokenizer import TextTokenizer
 from ssl_tasks.objectives import OBJECTIVES, DataSpec, PairDataSpec

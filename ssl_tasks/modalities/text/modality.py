@@ -21,7 +21,8 @@ from ssl_tasks.core.modality import (
     Say,
     applicable,
 )
-from ssl_tasks.data import text_shards
+from ssl_tasks.modalities.text import shards as text_shards
+from ssl_tasks.modalities.text import sources as _sources  # noqa: F401  (registers the text sources)
 from ssl_tasks.modalities.text import stages
 
 ROW_NAMES = {"raw_pixels": "bag_of_words", "supervised": "supervised"}
@@ -68,8 +69,7 @@ class TextModality(Modality):
         return text_shards.TextDataset(Path(root))
 
     def validation_suite(self, ds: Any, config: Any) -> tuple[Any, list[Any]]:
-        from ssl_tasks.validation.gx_suite import text_suite
-        from ssl_tasks.validation.text_checks import build_text_tables
+        from ssl_tasks.modalities.text.checks import build_text_tables, text_suite
 
         tables = build_text_tables(ds)
         return tables, text_suite(tables, config)

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from ssl_tasks.core.io import atomic_dir, write_json_atomic
-from ssl_tasks.data.text_shards import TextDataset
 from ssl_tasks.evaluation.protocols import PROTOCOLS
 from ssl_tasks.modalities.text.batching import make_rows
+from ssl_tasks.modalities.text.shards import TextDataset
 from ssl_tasks.modalities.text.tokenizer import TextTokenizer, train_text_tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"

@@ -36,7 +36,7 @@ import numpy as np
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import atomic_dir, sha256_file, write_json_atomic
 from ssl_tasks.data.shards import ImageDataset, image_manifest
-from ssl_tasks.data.text_shards import read_json_lines
+from ssl_tasks.modalities.text.shards import read_json_lines
 
 FORMAT = "ssl_tasks.pair_shards/v1"
 UNLABELED = -1

@@ -31,7 +31,7 @@ import numpy as np
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.data.sources import SOURCES, source_kind, stratified_split
-from ssl_tasks.data.text_shards import UNLABELED, TextSplit
+from ssl_tasks.modalities.text.shards import UNLABELED, TextSplit
 
 REPLACEMENT = "\ufffd"
 TABLE_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl"}

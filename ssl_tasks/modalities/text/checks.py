@@ -12,7 +12,16 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from ssl_tasks.data.text_shards import TextDataset
+from ssl_tasks.modalities.text.shards import TextDataset
+from ssl_tasks.validation.gx_suite import (
+    SAMPLES,
+    Check,
+    ValidationConfig,
+    fmt,
+    label_and_duplicate_checks,
+    row_count_check,
+    string_checks,
+)
 from ssl_tasks.validation.image_checks import TRAIN_SPLIT, DatasetTables, class_counts_table
 
 TEXT_SAMPLE_COLUMNS = ["id", "split", "label", "n_chars", "n_words", "blank", "decode_error", "sha1", "in_train"]
@@ -53,4 +62,27 @@ def build_text_tables(ds: TextDataset) -> DatasetTables:
     return DatasetTables(samples=samples, class_counts=class_counts_table(ds, samples), manifest=ds.manifest)
 
 
-__all__ = ["REPLACEMENT", "TEXT_SAMPLE_COLUMNS", "build_text_tables"]
+def text_suite(tables: DatasetTables, config: ValidationConfig) -> list[Check]:
+    """The text suite: decoding, blanks, length bounds per text and on average, then the shared checks."""
+    import great_expectations.expectations as gxe
+
+    lo, hi = int(config.min_chars), int(config.max_chars)
+    checks = [
+        row_count_check(tables),
+        *string_checks(SAMPLES, "texts", "", lo, hi),
+    ]
+    wlo, whi = config.min_mean_words, config.max_mean_words
+    if wlo is not None or whi is not None:
+        bounds = ([f">= {fmt(wlo)}"] if wlo is not None else []) + ([f"<= {fmt(whi)}"] if whi is not None else [])
+        checks.append(
+            Check(
+                SAMPLES,
+                "n_words",
+                "mean n_words " + " and ".join(bounds),
+                gxe.ExpectColumnMeanToBeBetween(column="n_words", min_value=wlo, max_value=whi),
+            )
+        )
+    return checks + label_and_duplicate_checks(tables, config, "text")
+
+
+__all__ = ["REPLACEMENT", "TEXT_SAMPLE_COLUMNS", "build_text_tables", "text_suite"]

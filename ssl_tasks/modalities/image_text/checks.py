@@ -24,18 +24,37 @@ import numpy as np
 import pandas as pd
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.pair_shards import PairDataset
+from ssl_tasks.modalities.image_text.shards import UNSAFE_PATH, PairDataset
+from ssl_tasks.validation.gx_suite import (
+    SAMPLES,
+    Check,
+    ValidationConfig,
+    duplicate_check,
+    image_table_checks,
+    label_and_duplicate_checks,
+    row_count_check,
+    string_checks,
+)
 from ssl_tasks.validation.image_checks import SAMPLE_COLUMNS, TRAIN_SPLIT, DatasetTables, class_counts_table
 from ssl_tasks.validation.image_checks import _split_table as _image_split_table
 
 REPLACEMENT = "\ufffd"  # what ingest decodes undecodable bytes to
 PAIR_SAMPLE_COLUMNS = [*SAMPLE_COLUMNS[:-1], "image", "error", "n_captions", "sha256", "in_train"]
+CAPTIONS = "captions"  # the captions table's name in the suite
 CAPTION_COLUMNS = ["id", "split", "image_id", "n_chars", "blank", "decode_error", "pair_key", "pair_in_train"]
 
 
 @dataclass(frozen=True)
 class PairTables(DatasetTables):
     captions: pd.DataFrame  # one row per caption, columns CAPTION_COLUMNS
+
+    def extra_frames(self) -> dict[str, pd.DataFrame]:
+        return {CAPTIONS: self.captions}
+
+    def report_fields(self, splits: list[str]) -> tuple[dict, dict]:
+        c = self.captions
+        return ({"n_captions": {split: int((c["split"] == split).sum()) for split in splits}},
+                {"n_captions": len(c), "cross_split_duplicate_pairs": int(c["pair_in_train"].sum())})
 
 
 def _pair_key(sha256: str | None, caption: str) -> str | None:
@@ -94,4 +113,46 @@ def build_pair_tables(ds: PairDataset) -> PairTables:
     )
 
 
-__all__ = ["CAPTION_COLUMNS", "PAIR_SAMPLE_COLUMNS", "PairTables", "build_pair_tables"]
+__all__ = ["CAPTION_COLUMNS", "CAPTIONS", "PAIR_SAMPLE_COLUMNS", "PairTables", "build_pair_tables", "pair_suite"]
+
+
+def pair_suite(tables: PairTables, config: ValidationConfig) -> list[Check]:
+    """The image–caption suite: the image checks, the pair records, every caption, then the shared checks.
+
+    Rows ingest could not use (missing or undecodable image, a path outside the dataset root) carry
+    an ``error``; the stored path is checked on its own too, whatever ingest recorded.
+    """
+    import great_expectations.expectations as gxe
+
+    lo, hi = int(config.min_chars), int(config.max_chars)
+    checks = image_table_checks(tables) + [
+        Check(
+            SAMPLES,
+            "error",
+            "error is null: every image exists, decodes and lies inside the dataset root",
+            gxe.ExpectColumnValuesToBeNull(column="error"),
+            detail="error",
+        ),
+        Check(
+            SAMPLES,
+            "image",
+            "image path is relative and has no '..' part",
+            gxe.ExpectColumnValuesToNotMatchRegex(column="image", regex=UNSAFE_PATH),
+        ),
+        Check(
+            SAMPLES,
+            "n_captions",
+            "n_captions >= 1: every image has a caption",
+            gxe.ExpectColumnValuesToBeBetween(column="n_captions", min_value=1),
+        ),
+        row_count_check(tables, CAPTIONS, "n_captions"),
+        *string_checks(CAPTIONS, "captions", "caption ", lo, hi),
+        duplicate_check(
+            CAPTIONS,
+            "pair_in_train",
+            len(tables.captions),
+            config,
+            "non-train captions repeat a train (image bytes, caption) pair",
+        ),
+    ]
+    return checks + label_and_duplicate_checks(tables, config, "image", class_balance=config.pair_class_balance)

@@ -46,9 +46,9 @@ import numpy as np
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import sha256_file
-from ssl_tasks.data.pair_shards import UNLABELED, PairRecord, PairSplit, unsafe_path
 from ssl_tasks.data.sources import SOURCES, _open_tar, _tar_read, _visible, source_kind, stratified_split
-from ssl_tasks.data.text_sources import (
+from ssl_tasks.modalities.image_text.shards import UNLABELED, PairRecord, PairSplit, unsafe_path
+from ssl_tasks.modalities.text.sources import (
     TABLE_FORMATS,
     _csv_rows,
     _decode,
