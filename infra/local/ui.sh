@@ -44,9 +44,12 @@ start() {
   setsid "$BIN/python" -m flows.deploy --name default </dev/null >"$RUN/serve.log" 2>&1 &
   echo $! >"$RUN/serve.pid"
   wait_for "http://127.0.0.1:$mport/health" "MLflow UI"
+  local compare
+  compare=$("$BIN/ssl-tasks" ui-link --base "http://127.0.0.1:$mport" 2>&1 | tail -n 1) || true
   cat <<MSG
 Prefect UI : http://127.0.0.1:$pport   (Deployments -> ssl-pipeline/default -> Run -> Custom run)
 MLflow UI  : http://127.0.0.1:$mport/#/experiments   (experiment "ssl-tasks"; parent runs expand to children)
+Comparison : $compare
 Logs       : $RUN/*.log        Stop with: make ui-stop
 MSG
 }

@@ -28,12 +28,13 @@ def baselines(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
         for spec in modality.baselines(ds, params.baselines, params.evaluation.protocols):
             name = f"{spec.name}@{dataset}"
             torch.manual_seed(params.seed)
-            t0 = time.perf_counter()
+            t0, started = time.perf_counter(), time.time()
             result = modality.run_baseline(ctx, spec, ds, layout.tokenizer_dir(dataset), params.baselines, name)
             record_compute(f"baselines@{name}", time.perf_counter() - t0)
             encoder = "-" if result.encoder is None else spec.encoder_name
             run_id = runs.baseline_run(uri, exp, name, spec.kind, dataset, modality.name, encoder,
-                                       spec.encoder_kwargs, params.seed, layout.root, data_dir, result.metrics)
+                                       spec.encoder_kwargs, params.seed, layout.root, data_dir, result.metrics,
+                                       started=started)
             (tmp / spec.kind).mkdir()
             save_subsets(tmp / spec.kind, result.subsets)
             if result.encoder is not None:

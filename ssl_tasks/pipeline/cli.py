@@ -131,6 +131,12 @@ def cmd_compare(args: argparse.Namespace) -> None:
     compare(_params(args), _layout(args))
 
 
+def cmd_ui_link(args: argparse.Namespace) -> None:
+    from ssl_tasks.pipeline.compare import comparison_link
+
+    print(comparison_link(_params(args), _layout(args), args.base))
+
+
 def _record_process_time(args: argparse.Namespace) -> None:
     """Append this process's wall time (imports included) to $SSL_TASKS_TIMING_LOG for bench/overhead.py."""
     path = os.environ.get("SSL_TASKS_TIMING_LOG")
@@ -183,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True)
     s.set_defaults(fn=cmd_baselines)
     sub.add_parser("compare", help="leaderboard + MLflow parent run").set_defaults(fn=cmd_compare)
+    s = sub.add_parser("ui-link", help="the MLflow UI link comparing the latest pipeline's runs")
+    s.add_argument("--base", default="http://127.0.0.1:5000", help="where the MLflow UI is served")
+    s.set_defaults(fn=cmd_ui_link)
     return p
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 from ssl_tasks.core.errors import UserError
@@ -33,18 +32,62 @@ def compare(params: Params, layout: Layout) -> Any:
     write_text_atomic(md, to_markdown(table, params.evaluation))
     plot_leaderboard(table, png)
     uri, exp = runs.tracking(params, layout.root)
-    parent = mt.start_run(uri, exp, f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}",
+    commit = runs.git_commit(layout.root)
+    parent = mt.start_run(uri, exp, parent_name(used, list(params.runs), commit),
                           {"runs": ",".join(params.runs), "datasets": ",".join(used),
                            "protocols": ",".join(params.evaluation.protocols)},
-                          {"kind": "pipeline", "git_commit": runs.git_commit(layout.root),
+                          {"kind": "pipeline", "git_commit": commit,
                            "prefect_flow_run_id": os.environ.get("PREFECT__FLOW_RUN_ID", "")})
     children = [rid for row in rows.values() for rid in row.get("mlflow_run_ids", [row["mlflow_run_id"]])]
     adopted = runs.adopt(uri, parent, children)
+    mt.log_metrics(uri, parent, leaderboard_metrics(table))
     for p in (csv, md, png):
         mt.log_artifact(uri, parent, p, "leaderboard")
-    mt.set_tags(uri, parent, {"reused_child_runs": ",".join(r for r in children if r not in adopted)})
+    mt.set_tags(uri, parent, {"reused_child_runs": ",".join(r for r in children if r not in adopted),
+                              "child_runs": ",".join(children)})
     mt.finish(uri, parent)
     print("\nLeaderboard (top-1 accuracy on the test split; every column names its protocol)\n")
     print(to_markdown(table, params.evaluation))
     print(f"written: {csv}, {md}, {png}; MLflow parent run {parent}")
+    print(f"compare the runs in MLflow (after `make ui`): {mt.ui_compare_url(UI_BASE, exp, children)}")
     return table
+
+
+UI_BASE = "http://127.0.0.1:5000"  # where `make ui` serves the MLflow UI by default
+
+
+def comparison_link(params: Params, layout: Layout, base: str = UI_BASE) -> str:
+    """The MLflow UI link that compares the runs of the latest ``compare`` (``ssl-tasks ui-link``; `make ui`)."""
+    uri = mt.tracking_uri(layout.root)
+    parent = mt.latest_run(uri, params.tracking.experiment, {"kind": "pipeline"})
+    if parent is None:
+        raise UserError(f"no pipeline run in MLflow experiment {params.tracking.experiment!r} yet: run `make run` "
+                        "(or dvc repro) first")
+    children = [c for c in parent.data.tags.get("child_runs", "").split(",") if c]
+    exp = parent.info.experiment_id
+    return mt.ui_compare_url(base, exp, children) if children else mt.ui_runs_url(base, exp)
+
+
+def parent_name(datasets: list[str], run_names: list[str], commit: str, width: int = 60) -> str:
+    """The parent run's name says what it compared: ``digits: simclr, byol, moco_v2 @ 1c5a5e2``."""
+    tail = f" @ {commit[:7]}"
+    head = f"{', '.join(datasets)}: "
+    body = ", ".join(run_names)
+    room = width - len(head) - len(tail)
+    if len(body) > room:
+        body = body[: max(0, room - 1)].rstrip(", ") + "…"
+    return head + body + tail
+
+
+def leaderboard_metrics(table: Any) -> dict[str, float]:
+    """Every leaderboard cell as an MLflow metric of the parent run, ``<row>/<protocol>/<metric>``, so the
+    comparison shows in MLflow's chart and table views without expanding the children."""
+    from ssl_tasks.pipeline.leaderboard import metric_columns
+
+    out: dict[str, float] = {}
+    for _, r in table.iterrows():
+        for c in metric_columns(table.columns):
+            v = r[c]
+            if v is not None and v == v:  # not NaN
+                out[f"{r['name']}/{c}"] = float(v)
+    return out

@@ -123,28 +123,63 @@ def to_markdown(df: pd.DataFrame, evaluation: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+def axis_limits(values: np.ndarray, errors: np.ndarray) -> tuple[float, float]:
+    """A y range fitted to the bars and their error bars, inside [0, 1], so 0.95 vs 0.97 is visible."""
+    ok = np.isfinite(values)
+    if not ok.any():
+        return 0.0, 1.0
+    lo, hi = float(np.min(values[ok] - errors[ok])), float(np.max(values[ok] + errors[ok]))
+    pad = max(0.01, 0.15 * (hi - lo))
+    return max(0.0, lo - pad), min(1.0, hi + pad)
+
+
+def metric_label(col: str) -> str:
+    return "recall@1" if col.endswith(RECALL) else "top-1 accuracy"
+
+
 def plot_leaderboard(df: pd.DataFrame, path: Path) -> None:
+    """One panel per protocol (accuracy and recall columns; perplexities stay in the table), each with its own
+    y range fitted to the data (so points with error bars, not bars that would pretend the axis starts at 0),
+    every point labelled with its value to three decimals. Rows are coloured by kind, so SSL runs stand apart
+    from their references."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     from ssl_tasks.core.io import atomic_file
 
-    cols = [c for c in df.columns if c.endswith((ACCURACY, RECALL))]  # perplexities are in the table, not on this axis
-    names = [f"{n}" for n in df["name"]]
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names)), 4))
+    cols = [c for c in df.columns if c.endswith((ACCURACY, RECALL)) and df[c].notna().any()]
+    names = [str(n) for n in df["name"]]
+    colours = {"ssl": "tab:blue", "random_init": "tab:gray", "raw_pixels": "tab:orange", "supervised": "tab:green"}
+    colour_of = [colours.get(k, "tab:purple") for k in df["kind"]]
+    n = max(1, len(cols))
+    fig, axes = plt.subplots(n, 1, figsize=(max(6, 0.9 * len(names) + 2), 2.6 * n + 1.2), squeeze=False)
     x = np.arange(len(names))
-    w = 0.8 / max(1, len(cols))
-    for i, c in enumerate(cols):
-        err = df[f"{c}_ci95"].astype(float).fillna(0) if f"{c}_ci95" in df.columns else None
-        ax.bar(x + i * w - 0.4 + w / 2, df[c].astype(float).fillna(0), w, label=c, yerr=err, capsize=2)
-    ax.set_xticks(x, names, rotation=20, ha="right")
-    ax.set_ylabel("top-1 accuracy / recall@1 (test split)")
-    ax.set_ylim(0, 1)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("SSL leaderboard")
+    for ax, c in zip(axes[:, 0], cols):
+        v = df[c].astype(float).to_numpy()
+        err = (df[f"{c}_ci95"].astype(float).fillna(0).to_numpy() if f"{c}_ci95" in df.columns
+               else np.zeros_like(v))
+        if err.any():
+            ax.errorbar(x, v, yerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=3)
+        ax.scatter(x, v, s=40, c=colour_of, zorder=3)  # points, not bars: the axis does not start at 0
+        for xi, vi in zip(x, v):
+            if np.isfinite(vi):
+                ax.annotate(f"{vi:.3f}", (xi, vi), ha="left", va="bottom", fontsize=7,
+                            xytext=(4, 2), textcoords="offset points")
+        ax.set_ylim(*axis_limits(v, err))
+        ax.set_ylabel(metric_label(c), fontsize=8)
+        ax.set_title(c, fontsize=9, loc="left")
+        ax.set_xticks(x, [] if ax is not axes[-1, 0] else names, rotation=25, ha="right", fontsize=8)
+        ax.set_xlim(-0.5, len(names) - 0.5)
+        ax.grid(axis="y", alpha=0.3)
+    if not cols:
+        axes[0, 0].text(0.5, 0.5, "no accuracy or recall columns", ha="center", transform=axes[0, 0].transAxes)
+    kinds = [k for k in colours if k in set(df["kind"])]
+    handles = [matplotlib.patches.Patch(color=colours[k], label=k) for k in kinds]
+    if handles:
+        axes[0, 0].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
+    fig.suptitle("SSL leaderboard (test split; y axes fitted to the data)", fontsize=10)
     fig.tight_layout()
     with atomic_file(Path(path)) as tmp:
         fig.savefig(tmp, dpi=100)

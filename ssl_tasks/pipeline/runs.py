@@ -57,12 +57,13 @@ def pretrain_run(uri: str, exp: str, marker: Path, run: str, seed: int, spec: An
 
 def baseline_run(uri: str, exp: str, name: str, kind: str, dataset: str, modality: str, encoder: str,
                  encoder_kwargs: dict[str, Any], seed: int, root: Path, data_dir: Path,
-                 metrics: dict[str, float]) -> str:
-    """A finished MLflow run holding one baseline's evaluation metrics."""
+                 metrics: dict[str, float], started: float | None = None) -> str:
+    """A finished MLflow run holding one baseline's evaluation metrics; ``started`` (``time.time()`` when the
+    baseline's work began) makes its duration the real one."""
     tags = {"kind": "baseline", "baseline": kind, "dataset": dataset, "encoder": encoder, "modality": modality,
             "git_commit": git_commit(root), "data_hash": data_hash(data_dir)}
     run_id = mt.start_run(uri, exp, name, {"baseline": kind, "encoder": encoder, "seed": seed,
-                                           "encoder_kwargs": encoder_kwargs}, tags)
+                                           "encoder_kwargs": encoder_kwargs}, tags, started=started)
     mt.log_metrics(uri, run_id, {f"eval/{k}": v for k, v in metrics.items()})
     mt.finish(uri, run_id)
     return run_id

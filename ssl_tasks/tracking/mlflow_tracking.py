@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+# MLflow 3 opens an experiment without this tag in its GenAI view (traces, tokens, cost); ours are model training.
+KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_TAGS = {KIND_TAG: "custom_model_development"}
 QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
@@ -62,15 +65,21 @@ def ensure_experiment(uri: str, name: str, root: Path | None = None) -> str:
 def _get_or_create(uri: str, name: str, artifact_location: str | None) -> str:
     client = _client(uri)
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
+    if exp is None:
+        return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
+    if exp.tags.get(KIND_TAG) is None:  # a store made before the tag: set it so the UI opens on the runs table
+        client.set_experiment_tag(exp.experiment_id, KIND_TAG, EXPERIMENT_TAGS[KIND_TAG])
+    return exp.experiment_id
 
 
-def start_run(uri: str, experiment_id: str, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
-    """Create a run (status RUNNING) with flattened params and tags; return its id."""
+def start_run(uri: str, experiment_id: str, name: str, params: Mapping[str, Any], tags: Mapping[str, str],
+              started: float | None = None) -> str:
+    """Create a run (status RUNNING) with flattened params and tags; return its id. ``started`` (seconds since the
+    epoch) back-dates its start to when the work began, so a run logged after the fact shows its real duration."""
     client = _client(uri)
-    run = client.create_run(experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
+    start_ms = None if started is None else int(started * 1000)
+    run = client.create_run(experiment_id, start_time=start_ms, run_name=name,
+                            tags={k: str(v) for k, v in tags.items()})
     flat = flatten(params)
     from mlflow.entities import Param
 
@@ -146,3 +155,22 @@ def _key(k: str) -> str:
 
 def ui_runs_url(base: str, experiment_id: str) -> str:
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
+
+
+def ui_compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
+    """The MLflow UI page that puts ``run_ids`` side by side (every param and metric, at full precision)."""
+    import json
+
+    runs = json.dumps(list(run_ids), separators=(",", ":"))
+    return f"{base.rstrip('/')}/#/compare-runs?runs={runs}&experiments={json.dumps([experiment_id])}"
+
+
+def latest_run(uri: str, experiment_name: str, tags: Mapping[str, str]) -> Any | None:
+    """The most recently started run of the experiment carrying every tag in ``tags`` (None if there is none)."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment_name)
+    if exp is None:
+        return None
+    query = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
+    found = client.search_runs([exp.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0] if found else None

@@ -94,6 +94,13 @@ def test_mlflow_lineage(project: Path) -> None:
     rerun = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == second.info.run_id]
     assert [r.info.run_name for r in rerun] == ["simclr"]  # only the rerun child; the rest are reused
     assert second.data.tags["reused_child_runs"]
+    # the parent opens on the answer: named for what it compared, carrying every leaderboard cell
+    assert first.info.run_name.startswith("digits: simclr, byol") and " @ " in first.info.run_name
+    board = pd.read_csv(project / "artifacts" / "leaderboard.csv").set_index("name")
+    assert first.data.metrics["simclr/knn/top1"] == pytest.approx(board.loc["simclr", "knn/top1"], abs=1e-4)
+    baseline = next(r for r in children if r.info.run_name == "supervised@digits")  # its duration is its work
+    assert baseline.info.end_time - baseline.info.start_time > 500
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_seeds_rerun_that_run_and_report_an_interval(project: Path) -> None:

@@ -1,0 +1,105 @@
+"""What a user sees of a comparison in MLflow, against a real sqlite store: the experiment opens on the runs (not
+MLflow 3's GenAI view), a run logged after the fact shows its real duration, the parent names what it compared and
+carries the leaderboard, and `ssl-tasks ui-link` points at the compare page of the latest pipeline's runs."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ssl_tasks.core.errors import UserError
+from ssl_tasks.pipeline.compare import comparison_link, leaderboard_metrics, parent_name
+from ssl_tasks.pipeline.layout import Layout
+from ssl_tasks.pipeline.leaderboard import axis_limits, plot_leaderboard
+from ssl_tasks.pipeline.params import parse_params
+from ssl_tasks.tracking import mlflow_tracking as mt
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _client(uri: str):  # noqa: ANN202
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def test_experiment_opens_on_the_model_training_view(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = mt.ensure_experiment(uri, "fresh")
+    assert _client(uri).get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
+    old = _client(uri).create_experiment("made-before-the-tag")  # an existing store gets the tag when next used
+    assert mt.ensure_experiment(uri, "made-before-the-tag") == old
+    assert _client(uri).get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_run_logged_after_its_work_keeps_the_real_duration(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = mt.ensure_experiment(uri, "e")
+    run = mt.start_run(uri, exp, "late", {}, {}, started=time.time() - 42.0)
+    mt.finish(uri, run)
+    info = _client(uri).get_run(run).info
+    assert 41_000 < info.end_time - info.start_time < 60_000
+
+
+def test_parent_name_says_what_was_compared() -> None:
+    assert parent_name(["digits"], ["simclr", "byol"], "1c5a5e2abcdef") == "digits: simclr, byol @ 1c5a5e2"
+    long = parent_name(["digits"], [f"run_{i}" for i in range(30)], "abcdef0")
+    assert len(long) <= 60 and long.endswith("… @ abcdef0") and long.startswith("digits: run_0, run_1")
+
+
+def _board() -> pd.DataFrame:
+    return pd.DataFrame({"name": ["simclr", "raw_pixels@d"], "kind": ["ssl", "raw_pixels"],
+                         "knn/top1": [0.9749, 0.9694], "knn/top1_ci95": [0.0, 0.0],
+                         "perplexity/ppl": [np.nan, np.nan], "n_seeds": [1, 1]})
+
+
+def test_parent_metrics_are_the_leaderboard_cells() -> None:
+    assert leaderboard_metrics(_board()) == {"simclr/knn/top1": 0.9749, "raw_pixels@d/knn/top1": 0.9694}
+
+
+def test_chart_axis_fits_the_data_so_small_gaps_show() -> None:
+    lo, hi = axis_limits(np.array([0.95, 0.97, 0.99]), np.zeros(3))
+    assert 0.9 < lo < 0.95 and 0.99 < hi <= 1.0  # a 0-1 axis would flatten these
+    assert axis_limits(np.array([0.5, np.nan]), np.array([0.1, 0.0])) == pytest.approx((0.37, 0.63))  # ±0.1 error, 15% padding
+    assert axis_limits(np.array([np.nan]), np.zeros(1)) == (0.0, 1.0)
+
+
+def test_chart_draws_one_panel_per_protocol(tmp_path: Path) -> None:
+    import matplotlib.image
+
+    board = _board().assign(**{"linear/top1": [0.986, 0.942], "linear/top1_ci95": [0.0, 0.0]})
+    plot_leaderboard(board, tmp_path / "lb.png")
+    h, w = matplotlib.image.imread(tmp_path / "lb.png").shape[:2]
+    plot_leaderboard(board.drop(columns=["linear/top1", "linear/top1_ci95"]), tmp_path / "one.png")
+    assert matplotlib.image.imread(tmp_path / "one.png").shape[0] < h  # two panels stand taller than one
+
+
+def test_ui_link_compares_the_latest_pipelines_children(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = parse_params(_yaml(), REPO)
+    layout = Layout(tmp_path)
+    with pytest.raises(UserError, match="no pipeline run"):
+        comparison_link(params, layout)
+    uri, exp = mt.tracking_uri(tmp_path), None
+    exp = mt.ensure_experiment(uri, params.tracking.experiment)
+    kids = [mt.start_run(uri, exp, n, {}, {}) for n in ("a", "b")]
+    for when, children in ((time.time() - 60, ["old"]), (time.time(), kids)):
+        parent = mt.start_run(uri, exp, "p", {}, {"kind": "pipeline", "child_runs": ",".join(children)},
+                              started=when)
+        mt.finish(uri, parent)
+    link = comparison_link(params, layout, "http://127.0.0.1:5123")
+    assert link.startswith("http://127.0.0.1:5123/#/compare-runs?")
+    query = urllib.parse.parse_qs(link.split("?", 1)[1])
+    assert json.loads(query["runs"][0]) == kids and json.loads(query["experiments"][0]) == [exp]
+
+
+def _yaml() -> dict:
+    import yaml
+
+    return yaml.safe_load((REPO / "params.yaml").read_text())
