@@ -7,9 +7,11 @@ and unchanged stages are skipped by DVC.
 
 Where it runs:
 
-- no parameters: in the project root (same dvc.lock and outputs as ``dvc repro`` there);
+- no parameters (every one left at its default): in the project root (same dvc.lock and outputs as
+  ``dvc repro`` there);
 - any of ``params_file``, ``dataset``, ``objectives``, ``epochs``, ``num_workers``, ``overrides``
-  (or ``workspace="new"``): in its own workspace ``<root>/workspaces/<flow-run-name>-<id8>/``,
+  (or ``workspace="new"``): in its own workspace ``<root>/workspaces/<flow-run-name>-<id8>/``
+  (e.g. ``workspaces/amber-fox-1a2b3c4d/``),
   a copy of the project's source files with the parameters applied to its params.yaml
   (as ``dvc exp run -S`` would), DVC without git, the project's DVC cache (so its run cache
   too) and the project's MLflow store, so every run shows in one MLflow UI;
@@ -62,40 +64,44 @@ def _flow_run_ids() -> tuple[str, str]:
 @flow(name="ssl-pipeline", description="The dvc.yaml stages (ingest, validate, baselines, pretrain, evaluate, "
       "compare), run by DVC, one task per stage; parameters run in their own workspace.")
 def ssl_pipeline(
-    params_file: str | None = None,
-    dataset: str | None = None,
-    objectives: list[str] | None = None,
-    epochs: int | None = None,
-    num_workers: int | None = None,
-    overrides: dict[str, Any] | None = None,
-    workspace: str | None = None,
-    project_root: str | None = None,
+    params_file: str = "",
+    dataset: str = "",
+    objectives: list[str] = [],  # noqa: B006 - never mutated; a list default renders as an editable field
+    epochs: int = 0,
+    num_workers: int = 0,
+    overrides: dict[str, Any] = {},  # noqa: B006 - never mutated
+    workspace: str = "",
+    project_root: str = "",
 ) -> dict[str, Any]:
     """Run the pipeline of ``dvc.yaml``.
+
+    Every parameter has a plain type and a default that means "as in params.yaml", so the Prefect UI shows each
+    as an editable field (an optional type would render as "None" until its type toggle is clicked).
 
     Args:
         params_file: a params file to start from instead of the project's params.yaml (relative to the
             project, e.g. "configs/text.yaml": the language pipeline); it always runs in a workspace.
-        dataset: a dataset of params.yaml: run only the runs on it (or point the kept runs at it).
-        objectives: run names from params.yaml ``runs`` to keep (e.g. ["simclr", "byol"]).
-        epochs: pretraining epochs (``train.epochs``).
-        num_workers: Ray Train workers (``train.num_workers``).
-        overrides: dotted params keys -> values, like ``dvc exp run -S`` (``{"baselines.supervised_epochs": 2}``).
-        workspace: None: the project root without parameters, a new workspace with them; "new": a new
-            workspace; a name (under <root>/workspaces/) or absolute path: that workspace.
-        project_root: the project (default: the repository holding this file).
+        dataset: a dataset of params.yaml: run only the runs on it (or point the kept runs at it); empty: all.
+        objectives: run names from params.yaml runs to keep (e.g. ["simclr", "byol"]); empty: all.
+        epochs: pretraining epochs (train.epochs); 0: as in the params file.
+        num_workers: Ray Train workers (train.num_workers); 0: as in the params file.
+        overrides: dotted params keys and values, like dvc exp run -S ({"baselines.supervised_epochs": 2}).
+        workspace: empty: the project root without parameters, a new workspace (workspaces/RUN-NAME-ID8 in the
+            project) with them; "new": a new workspace; a name: workspaces/NAME in the project; an absolute path:
+            that folder.
+        project_root: the project (empty: the repository holding this file).
 
     Returns:
         {"workspace", "leaderboard_csv", "leaderboard" (rows), "stages" (per stage: ran/unchanged/restored)}.
     """
     logger = get_run_logger()
-    root = resolve_root(project_root, PROJECT_ROOT)
-    given = {k: v for k, v in {"dataset": dataset, "objectives": objectives, "epochs": epochs,
-                               "num_workers": num_workers, "overrides": overrides}.items() if v is not None}
+    root = resolve_root(project_root or None, PROJECT_ROOT)
+    given = {k: v for k, v in {"dataset": dataset, "objectives": list(objectives), "epochs": epochs,
+                               "num_workers": num_workers, "overrides": dict(overrides)}.items() if v}
     params = workspace_params(root, params_file, given, warn=logger.warning)
     if params_file:
         given = {"params_file": str(params_file), **given}
-    ws = resolve_workspace(root, workspace, bool(given), run_ids=_flow_run_ids)
+    ws = resolve_workspace(root, workspace or None, bool(given), run_ids=_flow_run_ids)
     with workspace_lock(ws):
         extra_env: dict[str, str] = {}
         if flow_run.get_id() and not os.environ.get("PREFECT__FLOW_RUN_ID"):

@@ -34,7 +34,15 @@ QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",
     "PYTHONUNBUFFERED": "1",
+    "NO_COLOR": "1",  # plain log lines: tools that honour it print no colour codes
 }
+# What tools colour anyway (tqdm, Ray's worker prefixes): CSI sequences and OSC links, stripped from every line.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+
+
+def plain(line: str) -> str:
+    """``line`` without terminal escape sequences (colours, cursor moves, hyperlinks) or trailing space."""
+    return _ANSI.sub("", line).rstrip()
 
 _ERROR_LINE = re.compile(r"^\s*(error:|ERROR:)|^\w+(Error|Exception): ")
 _STATUS = (("didn't change, skipping", "unchanged"), ("is cached - skipping run", "restored"),
@@ -158,7 +166,7 @@ def repro_stage(stage: str, run_dir: Path, extra_env: dict[str, str],
     try:
         assert proc.stdout is not None
         for raw in proc.stdout:
-            line = raw.rstrip()
+            line = plain(raw)
             if not line.strip():
                 continue
             tail.append(line)

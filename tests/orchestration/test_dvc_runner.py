@@ -65,6 +65,7 @@ def tiny(tmp_path: Path) -> Path:
     root.mkdir()
     stages = {
         "hello": {"cmd": _py("import os; print('WARNING: loud'); print('greeting', os.environ['GREETING']); "
+                             "print('\\x1b[36m(RayTrainWorker pid=1)\\x1b[0m epoch 1'); "
                              "open('out.txt', 'w').write('hi')"),
                   "deps": ["in.txt"], "outs": ["out.txt"]},  # deps: DVC's run cache needs some
         "broken": {"cmd": _py("import sys; print('step one'); print('error: no such thing', file=sys.stderr); "
@@ -89,6 +90,7 @@ def test_repro_stage_streams_dvc_and_reports_ran_unchanged_restored(tiny: Path) 
     assert (tiny / "out.txt").read_text() == "hi"
     assert (logging.INFO, "greeting from-the-flow") in lines  # the command's own output, line by line
     assert (logging.WARNING, "WARNING: loud") in lines
+    assert (logging.INFO, "(RayTrainWorker pid=1) epoch 1") in lines  # colour codes stripped: plain log text
     assert lines[0] == (logging.INFO, f"$ dvc repro --single-item hello   (in {tiny})")
     assert lines[-1][1].startswith("stage hello: ran (")
 
