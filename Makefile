@@ -16,7 +16,7 @@ export RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION := 0
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run run-text run-clip services services-stop test test-fast bench ui ui-stop clean help
+.PHONY: install run run-text run-clip services services-stop test test-fast browser bench ui ui-stop clean help
 
 help:
 	@echo "make run    - install (first time) and run the default pipeline with dvc repro"
@@ -30,12 +30,16 @@ help:
 
 $(STAMP): requirements.txt requirements-torch.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 2; }
+	@echo "[install 1/4] virtual environment $(VENV) (the whole install: ~5 min and ~7 GB on a 2-core machine)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip
-	# torch first, with pip (uv must never resolve torch itself: multi-GB CUDA download)
+	@echo "[install 2/4] torch + torchvision (~3 GB, ~2 min): PyPI's torch wheel bundles the CUDA libraries even on a"
+	@echo "              CPU-only machine; the CPU-only wheel breaks torchvision here, and the same venv then runs on a GPU"
 	$(BIN)/python -m pip install -q -r requirements-torch.txt
 	$(BIN)/python -m pip install -q uv==0.13.9
+	@echo "[install 3/4] Ray, Prefect, MLflow, DVC, Great Expectations and the rest (requirements.txt, ~1.5 min)"
 	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode -q -r requirements.txt
+	@echo "[install 4/4] this project (editable) and DVC's repository"
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -q -e .
 	@test -d .dvc || $(BIN)/dvc init -q $$(git rev-parse --git-dir >/dev/null 2>&1 || echo --no-scm)
 	touch $(STAMP)
@@ -60,8 +64,16 @@ run-clip: $(STAMP)
 	@echo
 	@echo "Leaderboard: workspaces/clip/artifacts/leaderboard.md; reproduce there with: cd workspaces/clip && dvc repro"
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q --durations=25
+
+# The browser test of the MLflow UI drives headless Chromium (Debian's package; no download of a browser build).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Chromium (Debian package, ~80 s) for the browser test of the MLflow UI"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: no chromium on PATH and not root: the MLflow UI browser test will fail (apt-get install chromium)"; fi; }
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not services and not ray_cluster and not gpu"

@@ -97,10 +97,31 @@ def test_mlflow_lineage(project: Path) -> None:
     # the parent opens on the answer: named for what it compared, carrying every leaderboard cell
     assert first.info.run_name.startswith("digits: simclr, byol") and " @ " in first.info.run_name
     board = pd.read_csv(project / "artifacts" / "leaderboard.csv").set_index("name")
-    assert first.data.metrics["simclr/knn/top1"] == pytest.approx(board.loc["simclr", "knn/top1"], abs=1e-4)
+    assert second.data.metrics["simclr/knn/top1"] == pytest.approx(board.loc["simclr", "knn/top1"], abs=1e-4)
     baseline = next(r for r in children if r.info.run_name == "supervised@digits")  # its duration is its work
     assert baseline.info.end_time - baseline.info.start_time > 500
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_mlflow_ui_opens_on_the_comparison_in_a_real_browser(project: Path) -> None:
+    """`ssl-tasks ui-link` gives the page that compares the latest pipeline's runs; headless Chromium loads it from
+    a real `mlflow ui` and sees every run by name with its k-NN and linear accuracies to three decimals."""
+    from browser import mlflow_ui, page_text
+
+    board = pd.read_csv(project / "artifacts" / "leaderboard.csv")
+    with mlflow_ui(project / "mlflow" / "mlflow.db", BIN) as base:
+        link = subprocess.run([str(BIN / "ssl-tasks"), "ui-link", "--base", base], cwd=project, capture_output=True,
+                              text=True, timeout=120)
+        assert link.returncode == 0 and link.stdout.startswith(f"{base}/#/compare-runs?runs="), link.stderr
+        text = page_text(link.stdout.strip())
+    tracked = board[board["kind"] != "random_init"]  # random-init rows live in their run (eval_random_init/*)
+    assert f"Comparing {len(tracked)} Runs" in text, text[:2000]
+    metrics = text[text.index("Metrics"):]
+    shown = set(re.findall(r"\b[01]\.\d{1,3}\b", metrics))
+    for _, row in board.iterrows():
+        assert row["kind"] == "random_init" or row["name"] in text
+        for col in ("knn/top1", "linear/top1"):  # the UI drops trailing zeros: 0.950 shows as 0.95
+            assert f"{row[col]:.3f}".rstrip("0").rstrip(".") in shown, (row["name"], col, row[col], metrics[:1500])
 
 
 def test_seeds_rerun_that_run_and_report_an_interval(project: Path) -> None:
