@@ -14,7 +14,8 @@ from torch import nn
 
 from ssl_tasks.core.io import atomic_dir, write_json_atomic
 from ssl_tasks.core.modality import MODALITIES, BaselineResult, BaselineSpec, EvalContext, Modality, Say, open_dataset
-from ssl_tasks.data import shards
+from ssl_tasks.modalities.image import shards
+from ssl_tasks.modalities.image import sources as _sources  # noqa: F401  (registers the image sources)
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,7 @@ class ImageModality(Modality):
         return shards.ImageDataset(Path(root))
 
     def validation_suite(self, ds: Any, config: Any) -> tuple[Any, list[Any]]:
-        from ssl_tasks.validation.gx_suite import image_suite
-        from ssl_tasks.validation.image_checks import build_tables
+        from ssl_tasks.modalities.image.checks import build_tables, image_suite
 
         tables = build_tables(ds.root)
         return tables, image_suite(tables, config)

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from ssl_tasks.core.errors import UserError
+from ssl_tasks.data.shards import UNLABELED
 from ssl_tasks.data.sources import SOURCES, source_kind, stratified_split
-from ssl_tasks.modalities.text.shards import UNLABELED, TextSplit
+from ssl_tasks.modalities.text.shards import TextSplit
 
 REPLACEMENT = "\ufffd"
 TABLE_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl"}
