@@ -15,7 +15,7 @@ so readers hold one shard's pages at a time and memory stays flat for any datase
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -55,11 +55,20 @@ def write_dataset(
     shard_size: int = 8192,
 ) -> dict[str, Any]:
     """Write splits as shards + manifest into ``out`` atomically; return the manifest."""
-    size = check_write_args(shard_size, sum(len(s.labels) for s in splits.values()), source, "samples")
-    manifest = image_manifest(FORMAT, "image", image_shape, label_names, source)
+    return write_image_format(out, FORMAT, "image", splits, sum(len(s.labels) for s in splits.values()), "samples",
+                              image_shape, label_names, source, shard_size, _write_split)
+
+
+def write_image_format(out: Path, fmt: str, modality: str, splits: dict[str, Any], n_samples: int, what: str,
+                       image_shape: Sequence[int], label_names: Sequence[str], source: dict[str, Any], shard_size: Any,
+                       write_split: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """Write a format that stores uint8 (C, H, W) image shards (image, image–caption): check the arguments, build
+    the manifest head, then ``write_split(root, split, data, shape, n_classes, shard_size)`` per split, atomically."""
+    size = check_write_args(shard_size, n_samples, source, what)
+    manifest = image_manifest(fmt, modality, image_shape, label_names, source)
     shape = tuple(manifest["image_shape"])
     return write_manifest_dataset(
-        out, manifest, splits, lambda root, split, data: _write_split(root, split, data, shape, len(label_names), size)
+        out, manifest, splits, lambda root, split, data: write_split(root, split, data, shape, len(label_names), size)
     )
 
 

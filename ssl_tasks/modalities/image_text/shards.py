@@ -34,8 +34,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.shards import check_write_args, shard_entry, split_summary, write_manifest_dataset
-from ssl_tasks.modalities.image.shards import ImageDataset, image_manifest
+from ssl_tasks.data.shards import shard_entry, split_summary
+from ssl_tasks.modalities.image.shards import ImageDataset, write_image_format
 from ssl_tasks.modalities.text.shards import read_json_lines
 
 FORMAT = "ssl_tasks.pair_shards/v1"
@@ -115,12 +115,8 @@ def write_pair_dataset(
     shard_size: int = 8192,
 ) -> dict[str, Any]:
     """Write splits as image/pair/label shards + manifest into ``out`` atomically; return the manifest."""
-    size = check_write_args(shard_size, sum(len(s.records) for s in splits.values()), source, "image-caption pairs")
-    manifest = image_manifest(FORMAT, "image_text", image_shape, label_names, source)
-    shape = tuple(manifest["image_shape"])
-    return write_manifest_dataset(
-        out, manifest, splits, lambda root, split, data: _write_split(root, split, data, shape, len(label_names), size)
-    )
+    return write_image_format(out, FORMAT, "image_text", splits, sum(len(s.records) for s in splits.values()),
+                              "image-caption pairs", image_shape, label_names, source, shard_size, _write_split)
 
 
 def _check_split(split: str, data: PairSplit, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:

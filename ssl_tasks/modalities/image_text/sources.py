@@ -48,18 +48,9 @@ from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import sha256_file
 from ssl_tasks.data.shards import UNLABELED
 from ssl_tasks.data.sources import SOURCES, open_tar, source_kind, stratified_split, tar_read, visible
+from ssl_tasks.data.tables import TABLE_FORMATS, decode_text, table_rows
 from ssl_tasks.modalities.image_text.shards import PairRecord, PairSplit, unsafe_path
-from ssl_tasks.modalities.text.sources import (
-    TABLE_FORMATS,
-    _csv_rows,
-    _decode,
-    _jsonl_rows,
-    _label_names,
-    _missing,
-    _name,
-    _options,
-    _scrub,
-)
+from ssl_tasks.modalities.text.sources import _label_names, _name, _options, _scrub
 
 MODALITY = "image_text"
 DEFAULT_IMAGE_SIZE = 64
@@ -298,21 +289,10 @@ def _table_pairs(
     needed = [(image_col, "image_column"), *((c, "caption_column") for c in caption_cols)]
     if label_col is not None:
         needed.append((label_col, "label_column"))
-    if fmt == "jsonl":
-        rows = _jsonl_rows(path, content)
-    else:
-        header, rows = _csv_rows(path, content, fmt)
-        for col, option in needed:
-            if col not in header:
-                raise _missing(str(path), "column", col, option, header, "")
     pairs: dict[str, _Pair] = {}
     n_rows = 0
-    for n, row in rows:
+    for n, row in table_rows(path, fmt, content, needed):
         where = f"{path}:{n}"
-        if fmt == "jsonl":
-            for col, option in needed:
-                if col not in row:
-                    raise _missing(where, "key", col, option, list(row), "")
         n_rows += 1
         image = _row_image(where, row, image_col)
         label = None if label_col is None else _row_label(where, row, label_col, depth)
@@ -377,7 +357,7 @@ def image_text_table(path: Path | None, *, test_fraction: float, split_seed: int
     assert path is not None
     fmt = _table_format(path)
     root = _root(source, opts["root"], path).resolve()
-    content, digest = _decode(path)
+    content, digest = decode_text(path)
     pairs, n_rows = _table_pairs(path, fmt, content, image_col, caption_cols, separator, label_col, depth)
     names, labels = _encode_labels(pairs)
     stratified_split(labels, test_fraction, split_seed)  # a split that cannot be made fails before decoding
