@@ -159,8 +159,8 @@ def _adapt(images: np.ndarray, size: int, invert: bool) -> np.ndarray:
 def out_of_domain(params, layout) -> dict:  # noqa: ANN001
     """Zero-shot of the clip-art towers on Fashion-MNIST (inverted: dark on white, like the drawings) and CIFAR-10."""
     from ssl_tasks.data.ingest import ingest
-    from ssl_tasks.data.shards import ImageDataset
     from ssl_tasks.evaluation import zero_shot as zs
+    from ssl_tasks.modalities.image.shards import ImageDataset
     from ssl_tasks.modalities.image_text.shards import PairDataset
     from ssl_tasks.modalities.image_text.towers import embed_images, embed_texts, load_two_tower
 

@@ -152,7 +152,7 @@ from ssl_tasks.pipeline.params import load_params
 from ssl_tasks.pipeline.layout import Layout
 from ssl_tasks.pipeline.pretrain import train_job
 from ssl_tasks.data.ingest import ingest
-from ssl_tasks.data.shards import ImageDataset
+from ssl_tasks.modalities.image.shards import ImageDataset
 from ssl_tasks.training.loop import channel_stats, job_to_dict
 from ssl_tasks.training.ray_runner import init_ray
 from ray.train import RunConfig, ScalingConfig

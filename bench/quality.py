@@ -24,9 +24,9 @@ import torch
 from recipes import RECIPES, VIEWS, Recipe  # bench/ is on sys.path when run as a script
 
 from ssl_tasks.data.ingest import ingest
-from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.evaluation.protocols import EvalConfig, evaluate_encoder
 from ssl_tasks.modalities.image.encoders import build_encoder
+from ssl_tasks.modalities.image.shards import ImageDataset
 from ssl_tasks.modalities.image.views import ImageViewConfig, ImageViews
 from ssl_tasks.modalities.image.visual_tokenizer import train_tokenizer
 from ssl_tasks.training.config import TrainConfig, TrainJob

@@ -36,7 +36,7 @@ SETUPS = {"1 node": [2], "2 nodes": [1, 1]}  # CPUs per node, head first
 def driver(args: argparse.Namespace) -> None:
     """One run, in its own process: join the cluster, train, print a JSON line."""
     t0 = time.perf_counter()
-    from ssl_tasks.data.shards import ImageDataset
+    from ssl_tasks.modalities.image.shards import ImageDataset
     from ssl_tasks.training.config import TrainConfig, TrainJob
     from ssl_tasks.training.loop import channel_stats
     from ssl_tasks.training.ray_runner import fit

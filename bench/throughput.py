@@ -38,8 +38,8 @@ from quality import FASHION  # bench/ is on sys.path when run as a script
 from recipes import RECIPES, VIT
 
 from ssl_tasks.data.ingest import ingest
-from ssl_tasks.data.shards import ImageDataset, SplitData, write_dataset
 from ssl_tasks.modalities.image.encoders import SmallCNN
+from ssl_tasks.modalities.image.shards import ImageDataset, SplitData, write_dataset
 from ssl_tasks.training.config import TrainConfig, TrainJob
 from ssl_tasks.training.feeds import open_feed
 from ssl_tasks.training.loop import LocalSession, build_objective, channel_stats, make_optimizer, run_training

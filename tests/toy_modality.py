@@ -215,7 +215,7 @@ class VectorModality(Modality):
         import great_expectations.expectations as gxe
 
         from ssl_tasks.validation.gx_suite import SAMPLES, Check, label_and_duplicate_checks, row_count_check
-        from ssl_tasks.validation.image_checks import DatasetTables, class_counts_table
+        from ssl_tasks.validation.tables import DatasetTables, class_counts_table
 
         rows = []
         for split in ds.splits():

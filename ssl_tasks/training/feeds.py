@@ -1,6 +1,6 @@
 """What the training loop eats, per modality: a data spec for the objective, the encoder, and epoch batches.
 
-- images: uint8 (B, C, H, W) batches streamed from memory-mapped shards (``data/shards.stream_epoch``);
+- images: uint8 (B, C, H, W) batches streamed from memory-mapped shards (``modalities/image/shards.stream_epoch``);
 - image–text pairs: the training images in memory and every caption tokenized once into padded rows; each
   epoch draws one of an image's captions per step (``PairFeed``);
 - text: the training split's texts tokenized once by the dataset's tokenizer (the ``tokenizer@<dataset>``
@@ -23,7 +23,7 @@ from torch import nn
 
 from ssl_tasks.core.config import build
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.shards import ImageDataset, stream_epoch
+from ssl_tasks.modalities.image.shards import ImageDataset, stream_epoch
 from ssl_tasks.objectives.base import DataSpec, PairDataSpec, TextDataSpec
 
 DEFAULT_MAX_LEN = 64

@@ -25,7 +25,7 @@ from ssl_tasks.core.config import build
 from ssl_tasks.core.ema import update_momentum
 from ssl_tasks.core.encoders import ENCODERS
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.shards import ImageDataset
+from ssl_tasks.modalities.image.shards import ImageDataset
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.objectives.base import Objective, check_compatible
 from ssl_tasks.training.config import TrainConfig, TrainJob

@@ -5,12 +5,11 @@ The only package in the project that imports ``great_expectations`` (lazily, on 
 """
 
 from ssl_tasks.validation.gx_suite import ValidationConfig, ValidationFailed, validate_dataset
-from ssl_tasks.validation.image_checks import DatasetTables, build_tables
+from ssl_tasks.validation.tables import DatasetTables
 
 __all__ = [
     "DatasetTables",
     "ValidationConfig",
     "ValidationFailed",
-    "build_tables",
     "validate_dataset",
 ]

@@ -1,18 +1,20 @@
-"""The Great Expectations adapter: the expectation suites of ingested image, text and image–caption datasets.
+"""The Great Expectations adapter: the machinery every modality's expectation suite runs on.
 
 This module is the only place in the project that imports ``great_expectations``, and it
 does so lazily (the import costs ~4 s), so importing :mod:`ssl_tasks.validation` is cheap.
 
-Two tables (built by :mod:`ssl_tasks.validation.image_checks` or, for text datasets,
-:mod:`ssl_tasks.modalities.text.checks`) are validated in one GX context: ``samples`` (one
-row per image or text) and ``class_counts`` (one row per split and class). Image–caption
-datasets (:mod:`ssl_tasks.modalities.image_text.checks`) add a third table, ``captions`` (one row
-per caption). The suite is picked from the manifest's format; the report and failure message
-are the same for all.
+Each modality builds its tables and picks its checks in its package's ``checks`` module
+(:mod:`ssl_tasks.modalities.image.checks`, :mod:`ssl_tasks.modalities.text.checks`,
+:mod:`ssl_tasks.modalities.image_text.checks`), through its plug-in's ``validation_suite``: a
+``samples`` table (one row per image or text) and ``class_counts`` (one row per split and class;
+:mod:`ssl_tasks.validation.tables`), validated in one GX context; image–caption datasets add a
+third table, ``captions`` (one row per caption). The suite is picked from the manifest's format;
+the report and failure message are the same for all. Reusable checks live here
+(:func:`row_count_check`, :func:`string_checks`, :func:`duplicate_check`,
+:func:`label_and_duplicate_checks`).
 Without ``docs_dir`` the context is ephemeral (nothing touches disk but the report); with it,
 a file-mode context lives in a temporary directory and its ``local_site`` Data Docs are copied
-into ``docs_dir`` atomically.
-"""
+into ``docs_dir`` atomically."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from typing import Any
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import atomic_dir, write_json_atomic
 from ssl_tasks.core.modality import modality_of
-from ssl_tasks.validation.image_checks import DatasetTables, fully_labelled_splits, labelled
+from ssl_tasks.validation.tables import DatasetTables, fully_labelled_splits, labelled
 
 SAMPLES = "samples"
 CLASS_COUNTS = "class_counts"
@@ -118,36 +120,6 @@ def row_count_check(tables: DatasetTables, table: str = SAMPLES, key: str = "cou
     n_rows = int(sum(int(s.get(key, 0)) for s in tables.manifest.get("splits", {}).values()))
     what = "manifest total" if key == "count" else f"manifest total {key}"
     return Check(table, None, f"row count == {what} {n_rows}", gxe.ExpectTableRowCountToEqual(value=n_rows))
-
-
-def image_suite(tables: DatasetTables, config: ValidationConfig) -> list[Check]:
-    """The image suite: shape, dtype and value range of every image, then the shared checks."""
-    return image_table_checks(tables) + label_and_duplicate_checks(tables, config, "image")
-
-
-def image_table_checks(tables: DatasetTables) -> list[Check]:
-    """Row count, shape, dtype and value range of every image (image and image–caption datasets)."""
-    import great_expectations.expectations as gxe
-
-    m = tables.manifest
-    shape = "x".join(str(int(s)) for s in m["image_shape"])
-    lo, hi = (float(v) for v in m.get("value_range", [0, 255]))
-    checks = [
-        row_count_check(tables),
-        Check(SAMPLES, "shape", f"shape in {{{shape}}}",
-               gxe.ExpectColumnValuesToBeInSet(column="shape", value_set=[shape])),
-        Check(SAMPLES, "dtype", "dtype in {uint8}",
-               gxe.ExpectColumnValuesToBeInSet(column="dtype", value_set=["uint8"])),
-        Check(SAMPLES, "min", f"min >= {fmt(lo)}", gxe.ExpectColumnValuesToBeBetween(column="min", min_value=lo)),
-        Check(SAMPLES, "max", f"max <= {fmt(hi)}", gxe.ExpectColumnValuesToBeBetween(column="max", max_value=hi)),
-        Check(
-            SAMPLES,
-            "n_nonfinite",
-            "n_nonfinite == 0",
-            gxe.ExpectColumnValuesToBeBetween(column="n_nonfinite", min_value=0, max_value=0),
-        ),
-    ]
-    return checks
 
 
 def string_checks(table: str, noun: str, label: str, lo: int, hi: int) -> list[Check]:

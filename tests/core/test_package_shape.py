@@ -1,5 +1,6 @@
-"""The package's shape: no import cycles between modules at import time, no modality branches in the stages, and
-no modality package importing another (except image_text, which composes image and text)."""
+"""The package's shape: no import cycles between modules at import time, no modality branches in the stages,
+no modality package importing another (except image_text, which composes image and text), and no modality code in
+the generic ``data/`` and ``validation/`` packages."""
 
 from __future__ import annotations
 
@@ -102,3 +103,28 @@ def test_modality_packages_import_only_what_they_compose() -> None:
                 if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ssl_tasks.modalities."):
                     other = node.module.split(".")[2]
                     assert other == name or other in may, f"{path.relative_to(PACKAGE)} imports {node.module}"
+
+
+#: What only the image modality defines: its reader, writer, sources and validation tables/suite.
+IMAGE_ONLY = {"ImageDataset", "SplitData", "SourceResult", "image_manifest", "write_image_format", "stream_epoch",
+              "sklearn_digits", "cifar", "image_folder", "IMAGE_EXTENSIONS", "FASHION_MNIST_NAMES",
+              "RestrictedUnpickler", "load_restricted_pickle", "build_tables", "image_split_table", "SAMPLE_COLUMNS",
+              "image_suite", "image_table_checks"}
+
+
+def test_generic_packages_hold_no_modality_code() -> None:
+    """``data/`` and ``validation/`` are what every modality shares: they import no modality package (``data.ingest``
+    only loads ``modalities.builtin``, the registration of all of them) and name nothing image-only."""
+    for folder in ("data", "validation"):
+        for path in sorted((PACKAGE / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ssl_tasks.modalities"):
+                    assert node.module == "ssl_tasks.modalities" and [a.name for a in node.names] == ["builtin"], (
+                        f"{path.relative_to(PACKAGE)} imports {node.module}")
+            names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+            names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+            names |= {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+            names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+            names |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+            assert not names & IMAGE_ONLY, f"{path.relative_to(PACKAGE)} names {sorted(names & IMAGE_ONLY)}"

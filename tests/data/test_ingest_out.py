@@ -11,7 +11,7 @@ import pytest
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.data.ingest import ingest
-from ssl_tasks.data.shards import ImageDataset
+from ssl_tasks.modalities.image.shards import ImageDataset
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -17,8 +17,8 @@ from PIL import Image
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.modality import modality_of, open_dataset
 from ssl_tasks.data.ingest import SOURCES, ingest
-from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.data.sources import takes_options
+from ssl_tasks.modalities.image.shards import ImageDataset
 from ssl_tasks.modalities.image_text.shards import (
     FORMAT,
     PairDataset,

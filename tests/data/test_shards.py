@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.shards import ImageDataset, SplitData, stream_epoch, write_dataset
+from ssl_tasks.modalities.image.shards import ImageDataset, SplitData, stream_epoch, write_dataset
 
 N = 1000
 

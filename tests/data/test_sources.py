@@ -19,8 +19,9 @@ from PIL import Image
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.data.ingest import SOURCES, ingest
-from ssl_tasks.data.shards import FORMAT, ImageDataset
-from ssl_tasks.data.sources import FASHION_MNIST_NAMES, stratified_split
+from ssl_tasks.data.sources import stratified_split
+from ssl_tasks.modalities.image.shards import FORMAT, ImageDataset
+from ssl_tasks.modalities.image.sources import FASHION_MNIST_NAMES
 
 FASHION = SHARED_DATA / "fashion_mnist"
 CIFAR_JPEG_TAR = SHARED_DATA / "cifar10_jpeg" / "cifar10_test_jpeg.tar"

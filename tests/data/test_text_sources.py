@@ -14,7 +14,7 @@ from helpers import needs_shared
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.modality import modality_of, open_dataset
 from ssl_tasks.data.ingest import ingest
-from ssl_tasks.data.shards import ImageDataset
+from ssl_tasks.modalities.image.shards import ImageDataset
 from ssl_tasks.modalities.text.shards import FORMAT, TextDataset, TextSplit, write_text_dataset
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.shards import ImageDataset
+from ssl_tasks.modalities.image.shards import ImageDataset
 from ssl_tasks.modalities.image.visual_tokenizer import EPS, PatchTokenizer, fit_patch_kmeans, train_tokenizer
 
 

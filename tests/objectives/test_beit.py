@@ -10,8 +10,8 @@ from objective_cases import GREY, TINY_VIT
 
 from ssl_tasks.core.config import build
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.modalities.image.encoders import build_encoder
+from ssl_tasks.modalities.image.shards import ImageDataset
 from ssl_tasks.modalities.image.visual_tokenizer import PatchTokenizer
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.objectives.beit import BEiT

@@ -11,8 +11,8 @@ from objective_cases import TINY_VIT
 from ssl_tasks.core.config import build
 from ssl_tasks.core.encoders import ENCODERS
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.modalities.image.encoders import build_encoder
+from ssl_tasks.modalities.image.shards import ImageDataset
 from ssl_tasks.objectives import OBJECTIVES, DataSpec
 from ssl_tasks.objectives.base import check_compatible
 from ssl_tasks.objectives.mae import MAE

@@ -12,8 +12,8 @@ import torch
 
 from ssl_tasks.core.config import build
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.modalities.image.encoders import build_encoder
+from ssl_tasks.modalities.image.shards import ImageDataset
 from ssl_tasks.objectives import OBJECTIVES, DataSpec, Objective
 from ssl_tasks.objectives.colorization import ab_bins, rgb_to_lab
 from ssl_tasks.objectives.jigsaw import all_permutations, permutation_set

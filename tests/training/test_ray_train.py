@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_tasks.data.shards import ImageDataset
+from ssl_tasks.modalities.image.shards import ImageDataset
 from ssl_tasks.training.config import TrainConfig, TrainJob
 from ssl_tasks.training.loop import channel_stats
 

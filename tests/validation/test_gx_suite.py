@@ -13,8 +13,9 @@ import pytest
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import sha256_file
-from ssl_tasks.data.shards import SplitData, write_dataset
-from ssl_tasks.validation import ValidationConfig, ValidationFailed, build_tables, validate_dataset
+from ssl_tasks.modalities.image.checks import build_tables
+from ssl_tasks.modalities.image.shards import SplitData, write_dataset
+from ssl_tasks.validation import ValidationConfig, ValidationFailed, validate_dataset
 
 SHAPE = (1, 8, 8)
 K = 10

@@ -4,6 +4,7 @@ the k-NN / linear / 1% / 10% protocols, and the random-init, raw-pixel and super
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,7 +15,8 @@ from torch import nn
 
 from ssl_tasks.core.io import atomic_dir, write_json_atomic
 from ssl_tasks.core.modality import MODALITIES, BaselineResult, BaselineSpec, EvalContext, Modality, Say, open_dataset
-from ssl_tasks.data import shards
+from ssl_tasks.modalities.image import shards
+from ssl_tasks.modalities.image import sources as _sources  # noqa: F401  (registers the image sources)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,21 @@ class VisualTokenizerConfig:
         for name in ("patch_size", "num_codes", "max_patches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+#: Per-channel (mean, std) of each open reader: the baselines stage runs every baseline on one reader.
+_CHANNEL_STATS: weakref.WeakKeyDictionary[Any, tuple[tuple[float, ...], tuple[float, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def dataset_channel_stats(ds: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``training.loop.channel_stats(ds)``, computed once per reader (a reader's shards never change under it)."""
+    if ds not in _CHANNEL_STATS:
+        from ssl_tasks.training.loop import channel_stats
+
+        _CHANNEL_STATS[ds] = channel_stats(ds)
+    return _CHANNEL_STATS[ds]
 
 
 @MODALITIES.register("image")
@@ -48,8 +65,7 @@ class ImageModality(Modality):
         return shards.ImageDataset(Path(root))
 
     def validation_suite(self, ds: Any, config: Any) -> tuple[Any, list[Any]]:
-        from ssl_tasks.validation.gx_suite import image_suite
-        from ssl_tasks.validation.image_checks import build_tables
+        from ssl_tasks.modalities.image.checks import build_tables, image_suite
 
         tables = build_tables(ds.root)
         return tables, image_suite(tables, config)
@@ -71,11 +87,10 @@ class ImageModality(Modality):
 
     def prepare_run(self, ds: Any, objective: type) -> tuple[tuple[float, ...], tuple[float, ...]]:
         from ssl_tasks.objectives.base import DataSpec
-        from ssl_tasks.training.loop import channel_stats
 
         c, h, w = ds.image_shape
         objective.check_data(DataSpec(channels=c, image_size=min(h, w), mean=(), std=()))
-        return channel_stats(ds)
+        return dataset_channel_stats(ds)
 
     def encoder_meta(self, ds: Any, tokenizer_file: Path | None) -> dict[str, Any]:
         c, h, w = ds.image_shape
@@ -119,10 +134,9 @@ class ImageModality(Modality):
 
     def run_baseline(self, ctx: EvalContext, spec: BaselineSpec, ds: Any, tokenizer_dir: Path, cfg: Any,
                      label: str) -> BaselineResult:
-        from ssl_tasks.training.loop import channel_stats
         from ssl_tasks.training.supervised import train_supervised
 
-        mean, std = channel_stats(ds)
+        mean, std = dataset_channel_stats(ds)  # once per dataset, not once per baseline
         c, h, w = ds.image_shape
         encoder = None
         if spec.kind != "raw_pixels":

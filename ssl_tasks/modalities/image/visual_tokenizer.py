@@ -48,7 +48,7 @@ from torch import nn
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import atomic_file, sha256_file
-from ssl_tasks.data.shards import ImageDataset
+from ssl_tasks.modalities.image.shards import ImageDataset
 
 FORMAT = "ssl_tasks.patch_kmeans_tokenizer/v1"
 EPS = 1e-2  # added to each patch's variance ([0, 1] pixel units): near-flat patches stay near the zero vector

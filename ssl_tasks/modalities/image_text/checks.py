@@ -1,6 +1,6 @@
 """Per-image, per-caption and per-class tables of an ingested image–caption dataset (numpy/pandas only, no GX).
 
-The image–caption counterpart of :mod:`ssl_tasks.validation.image_checks`:
+The image–caption counterpart of :mod:`ssl_tasks.modalities.image.checks`:
 
 * ``samples``: one row per image. The image statistics of the image suite (shape, dtype, min, max,
   n_nonfinite, pixel sha1) plus the pair record: ``image`` (stored path), ``error``, ``n_captions``,
@@ -24,19 +24,18 @@ import numpy as np
 import pandas as pd
 
 from ssl_tasks.core.errors import UserError
+from ssl_tasks.modalities.image.checks import SAMPLE_COLUMNS, image_split_table, image_table_checks
 from ssl_tasks.modalities.image_text.shards import UNSAFE_PATH, PairDataset
 from ssl_tasks.validation.gx_suite import (
     SAMPLES,
     Check,
     ValidationConfig,
     duplicate_check,
-    image_table_checks,
     label_and_duplicate_checks,
     row_count_check,
     string_checks,
 )
-from ssl_tasks.validation.image_checks import SAMPLE_COLUMNS, TRAIN_SPLIT, DatasetTables, class_counts_table
-from ssl_tasks.validation.image_checks import _split_table as _image_split_table
+from ssl_tasks.validation.tables import TRAIN_SPLIT, DatasetTables, class_counts_table
 
 REPLACEMENT = "\ufffd"  # what ingest decodes undecodable bytes to
 PAIR_SAMPLE_COLUMNS = [*SAMPLE_COLUMNS[:-1], "image", "error", "n_captions", "sha256", "in_train"]
@@ -65,7 +64,7 @@ def _pair_key(sha256: str | None, caption: str) -> str | None:
 
 def _split_tables(ds: PairDataset, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(samples, captions) rows of one split."""
-    samples = _image_split_table(ds, split)
+    samples = image_split_table(ds, split)
     records = ds.records(split)
     if len(records) != len(samples):
         raise UserError(f"dataset {ds.root}: split {split!r} has {len(samples)} images but {len(records)} pair records")

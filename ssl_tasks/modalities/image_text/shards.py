@@ -17,7 +17,7 @@ name), the sha256 of the source image bytes (null when they could not be read) a
 failing, and validation reports them. Canonical JSON (sorted keys, no spaces) and ``.npy`` without
 timestamps make a dataset byte-identical when ingested twice from the same input.
 
-:class:`PairDataset` is an :class:`~ssl_tasks.data.shards.ImageDataset`: image readers (``load``,
+:class:`PairDataset` is an :class:`~ssl_tasks.modalities.image.shards.ImageDataset`: image readers (``load``,
 ``shards``, ``iter_batches``, ``stream_epoch``) work on it unchanged; ``records``, ``captions``
 and ``iter_texts`` add the text side.
 """
@@ -34,12 +34,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.core.io import atomic_dir, sha256_file, write_json_atomic
-from ssl_tasks.data.shards import ImageDataset, image_manifest
+from ssl_tasks.data.shards import shard_entry, split_summary
+from ssl_tasks.modalities.image.shards import ImageDataset, write_image_format
 from ssl_tasks.modalities.text.shards import read_json_lines
 
 FORMAT = "ssl_tasks.pair_shards/v1"
-UNLABELED = -1
 _RECORD_KEYS = {"captions", "error", "image", "sha256"}
 #: A stored image path that is absolute (``/x``, ``\\x``, ``C:x``) or has a ``..`` part could point
 #: outside the dataset root: ingest never opens one, and validation flags it (``re.search`` semantics).
@@ -116,17 +115,8 @@ def write_pair_dataset(
     shard_size: int = 8192,
 ) -> dict[str, Any]:
     """Write splits as image/pair/label shards + manifest into ``out`` atomically; return the manifest."""
-    if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
-        raise UserError(f"shard_size must be an integer >= 1, got {shard_size!r}")
-    if sum(len(s.records) for s in splits.values()) == 0:
-        raise UserError(f"dataset from source {source.get('name')!r} is empty: no image-caption pairs found")
-    manifest = image_manifest(FORMAT, "image_text", image_shape, label_names, source)
-    shape = tuple(manifest["image_shape"])
-    with atomic_dir(out) as tmp:
-        for split, data in splits.items():
-            manifest["splits"][split] = _write_split(tmp, split, data, shape, len(label_names), int(shard_size))
-        write_json_atomic(tmp / "manifest.json", manifest)
-    return manifest
+    return write_image_format(out, FORMAT, "image_text", splits, sum(len(s.records) for s in splits.values()),
+                              "image-caption pairs", image_shape, label_names, source, shard_size, _write_split)
 
 
 def _check_split(split: str, data: PairSplit, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -160,18 +150,9 @@ def _write_split(
         with open(root / files["pairs"], "wb") as f:
             f.write(b"".join(_encode(split, start + i, r) for i, r in enumerate(records[start:end])))
         np.save(root / files["labels"], np.ascontiguousarray(labels[start:end]))
-        shards.append(
-            {
-                **files,
-                "count": len(records[start:end]),
-                "sha256": {key: sha256_file(root / rel) for key, rel in files.items()},
-            }
-        )
-    counts = np.bincount(labels[labels >= 0], minlength=n_classes) if n_classes else np.zeros(0)
+        shards.append(shard_entry(root, files, len(records[start:end])))
     return {
-        "count": len(records),
-        "labeled": int((labels >= 0).sum()),
-        "class_counts": [int(c) for c in counts],
+        **split_summary(labels, n_classes),
         "n_captions": sum(len(r.captions) for r in records),
         "shards": shards,
     }

@@ -46,19 +46,11 @@ import numpy as np
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import sha256_file
-from ssl_tasks.data.sources import SOURCES, _open_tar, _tar_read, _visible, source_kind, stratified_split
-from ssl_tasks.modalities.image_text.shards import UNLABELED, PairRecord, PairSplit, unsafe_path
-from ssl_tasks.modalities.text.sources import (
-    TABLE_FORMATS,
-    _csv_rows,
-    _decode,
-    _jsonl_rows,
-    _label_names,
-    _missing,
-    _name,
-    _options,
-    _scrub,
-)
+from ssl_tasks.data.shards import UNLABELED
+from ssl_tasks.data.sources import SOURCES, open_tar, source_kind, stratified_split, tar_read, visible
+from ssl_tasks.data.tables import TABLE_FORMATS, decode_text, table_rows
+from ssl_tasks.modalities.image_text.shards import PairRecord, PairSplit, unsafe_path
+from ssl_tasks.modalities.text.sources import _label_names, _name, _options, _scrub
 
 MODALITY = "image_text"
 DEFAULT_IMAGE_SIZE = 64
@@ -297,21 +289,10 @@ def _table_pairs(
     needed = [(image_col, "image_column"), *((c, "caption_column") for c in caption_cols)]
     if label_col is not None:
         needed.append((label_col, "label_column"))
-    if fmt == "jsonl":
-        rows = _jsonl_rows(path, content)
-    else:
-        header, rows = _csv_rows(path, content, fmt)
-        for col, option in needed:
-            if col not in header:
-                raise _missing(str(path), "column", col, option, header, "")
     pairs: dict[str, _Pair] = {}
     n_rows = 0
-    for n, row in rows:
+    for n, row in table_rows(path, fmt, content, needed):
         where = f"{path}:{n}"
-        if fmt == "jsonl":
-            for col, option in needed:
-                if col not in row:
-                    raise _missing(where, "key", col, option, list(row), "")
         n_rows += 1
         image = _row_image(where, row, image_col)
         label = None if label_col is None else _row_label(where, row, label_col, depth)
@@ -376,7 +357,7 @@ def image_text_table(path: Path | None, *, test_fraction: float, split_seed: int
     assert path is not None
     fmt = _table_format(path)
     root = _root(source, opts["root"], path).resolve()
-    content, digest = _decode(path)
+    content, digest = decode_text(path)
     pairs, n_rows = _table_pairs(path, fmt, content, image_col, caption_cols, separator, label_col, depth)
     names, labels = _encode_labels(pairs)
     stratified_split(labels, test_fraction, split_seed)  # a split that cannot be made fails before decoding
@@ -432,14 +413,14 @@ def _tar_shards(path: Path) -> tuple[list[Path], str]:
 def _tar_entries(path: Path, tf: tarfile.TarFile) -> list[tarfile.TarInfo]:
     """Regular, visible members sorted by name (a later duplicate of a name wins, as on extraction).
 
-    Unlike :func:`ssl_tasks.data.sources._tar_members`, names that are absolute or have ``..`` parts
+    Unlike :func:`ssl_tasks.data.sources.tar_members`, names that are absolute or have ``..`` parts
     are kept, so the caller can record them as errors instead of silently dropping them.
     """
     members: dict[str, tarfile.TarInfo] = {}
     try:
         for m in tf:
             parts = PurePosixPath(m.name.lstrip("/")).parts
-            if m.isfile() and not m.issparse() and parts and _visible([p for p in parts if p != ".."]):
+            if m.isfile() and not m.issparse() and parts and visible([p for p in parts if p != ".."]):
                 members[m.name] = m
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise UserError(f"{path}: corrupt tar archive ({e})") from None
@@ -510,7 +491,7 @@ def _group_shard(
     for key, kind, m in reads:
         if unsafe_path(m.name):
             continue  # never read
-        data = _tar_read(shard, tf, m)
+        data = tar_read(shard, tf, m)
         if kind == "txt":
             pairs[key].captions = _tar_captions(data)
         else:
@@ -541,7 +522,7 @@ def image_text_tar(path: Path | None, *, test_fraction: float, split_seed: int, 
     to_decode: list[tuple[Path, list[tuple[str, tarfile.TarInfo]]]] = []
     ignored = 0
     for shard in shards:
-        with _open_tar(shard) as tf:
+        with open_tar(shard) as tf:
             found, n_ignored = _group_shard(shard, tf, pairs, seen_in)
         to_decode.append((shard, found))
         ignored += n_ignored
@@ -554,9 +535,9 @@ def image_text_tar(path: Path | None, *, test_fraction: float, split_seed: int, 
 
     images = np.zeros((len(order), 3, size, size), dtype=np.uint8)
     for shard, found in to_decode:
-        with _open_tar(shard) as tf:
+        with open_tar(shard) as tf:
             for key, m in sorted(found, key=lambda t: t[1].offset_data):
-                _decode_into(images[index[key]], pairs[key], _tar_read(shard, tf, m), size, background)
+                _decode_into(images[index[key]], pairs[key], tar_read(shard, tf, m), size, background)
     return PairSourceResult(
         splits=_splits(order, images, labels, test_fraction, split_seed),
         label_names=names,

@@ -1,6 +1,6 @@
 """Per-sample and per-class tables of an ingested text dataset (numpy/pandas only, no GX).
 
-The text counterpart of :mod:`ssl_tasks.validation.image_checks`: same ``DatasetTables``, same
+The text counterpart of :mod:`ssl_tasks.modalities.image.checks`: same ``DatasetTables``, same
 ``class_counts`` table, and a ``samples`` table of per-text statistics. Shards are read one
 at a time; SST-2 (68,221 texts) takes well under a second.
 """
@@ -22,7 +22,7 @@ from ssl_tasks.validation.gx_suite import (
     row_count_check,
     string_checks,
 )
-from ssl_tasks.validation.image_checks import TRAIN_SPLIT, DatasetTables, class_counts_table
+from ssl_tasks.validation.tables import TRAIN_SPLIT, DatasetTables, class_counts_table
 
 TEXT_SAMPLE_COLUMNS = ["id", "split", "label", "n_chars", "n_words", "blank", "decode_error", "sha1", "in_train"]
 REPLACEMENT = "\ufffd"  # what ingest decodes undecodable bytes to

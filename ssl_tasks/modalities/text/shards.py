@@ -23,11 +23,16 @@ from typing import Any
 import numpy as np
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.core.io import atomic_dir, read_manifest, sha256_file, write_json_atomic
-from ssl_tasks.data.shards import ManifestDataset
+from ssl_tasks.core.io import read_manifest
+from ssl_tasks.data.shards import (
+    ManifestDataset,
+    check_write_args,
+    shard_entry,
+    split_summary,
+    write_manifest_dataset,
+)
 
 FORMAT = "ssl_tasks.text_shards/v1"
-UNLABELED = -1
 
 
 @dataclass(frozen=True)
@@ -47,10 +52,7 @@ def write_text_dataset(
     shard_size: int = 8192,
 ) -> dict[str, Any]:
     """Write splits as shards + manifest into ``out`` atomically; return the manifest."""
-    if shard_size < 1:
-        raise UserError(f"shard_size must be >= 1, got {shard_size}")
-    if sum(len(s.texts) for s in splits.values()) == 0:
-        raise UserError(f"dataset from source {source.get('name')!r} is empty: no texts found")
+    size = check_write_args(shard_size, sum(len(s.texts) for s in splits.values()), source, "texts")
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "modality": "text",
@@ -58,11 +60,9 @@ def write_text_dataset(
         "source": source,
         "splits": {},
     }
-    with atomic_dir(out) as tmp:
-        for split, data in splits.items():
-            manifest["splits"][split] = _write_split(tmp, split, data, len(label_names), shard_size)
-        write_json_atomic(tmp / "manifest.json", manifest)
-    return manifest
+    return write_manifest_dataset(
+        out, manifest, splits, lambda root, split, data: _write_split(root, split, data, len(label_names), size)
+    )
 
 
 def _encode(split: str, i: int, text: object) -> bytes:
@@ -86,22 +86,9 @@ def _write_split(root: Path, split: str, data: TextSplit, n_classes: int, shard_
         with open(root / f"{stem}.texts.jsonl", "wb") as f:
             f.write(b"".join(_encode(split, start + i, t) for i, t in enumerate(texts)))
         np.save(root / f"{stem}.labels.npy", np.ascontiguousarray(labels[start : start + shard_size]))
-        shards.append(
-            {
-                "texts": f"{stem}.texts.jsonl",
-                "labels": f"{stem}.labels.npy",
-                "count": len(texts),
-                "sha256": {
-                    "texts": sha256_file(root / f"{stem}.texts.jsonl"),
-                    "labels": sha256_file(root / f"{stem}.labels.npy"),
-                },
-            }
-        )
-    counts = np.bincount(labels[labels >= 0], minlength=n_classes) if n_classes else np.zeros(0)
+        shards.append(shard_entry(root, {"texts": f"{stem}.texts.jsonl", "labels": f"{stem}.labels.npy"}, len(texts)))
     return {
-        "count": len(labels),
-        "labeled": int((labels >= 0).sum()),
-        "class_counts": [int(c) for c in counts],
+        **split_summary(labels, n_classes),
         "n_chars": sum(len(t) for t in data.texts),
         "shards": shards,
     }

@@ -16,13 +16,8 @@ Sources:
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
 import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +25,12 @@ from typing import Any
 import numpy as np
 
 from ssl_tasks.core.errors import UserError
+from ssl_tasks.data.shards import UNLABELED
 from ssl_tasks.data.sources import SOURCES, source_kind, stratified_split
-from ssl_tasks.modalities.text.shards import UNLABELED, TextSplit
+from ssl_tasks.data.tables import TABLE_FORMATS, decode_text, table_rows
+from ssl_tasks.modalities.text.shards import TextSplit
 
 REPLACEMENT = "\ufffd"
-TABLE_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl"}
 TEST_STEMS = ("test", "dev", "validation")
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -80,15 +76,6 @@ def _name(source: str, name: str, value: Any, *, optional: bool = False) -> str 
 
 
 # --------------------------------------------------------------------------- shared helpers
-
-
-def _decode(path: Path) -> tuple[str, str]:
-    """(text, sha256 of the bytes): UTF-8 (a leading BOM dropped), bad bytes replaced by U+FFFD."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e}") from None
-    return data.decode("utf-8-sig", errors="replace"), hashlib.sha256(data).hexdigest()
 
 
 def _split_indices(n: int, test_fraction: float, seed: int, how: str) -> tuple[np.ndarray, np.ndarray]:
@@ -165,7 +152,7 @@ def text(path: Path | None, *, test_fraction: float, split_seed: int, **options:
     texts: list[str] = []
     digests: dict[str, str] = {}
     for p in _txt_files(path):
-        content, digests[p.name] = _decode(p)
+        content, digests[p.name] = decode_text(p)
         texts.extend(_units(content, unit))
     if not texts:
         raise UserError(f"{path} is empty: no texts found (unit={unit})")
@@ -206,51 +193,6 @@ def _scrub(value: str) -> str:
     return _SURROGATE.sub(REPLACEMENT, value)
 
 
-def _csv_rows(path: Path, content: str, fmt: str) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]]]:
-    """Header and (line number, row) of a TSV (quoting disabled) or CSV (standard quoting)."""
-    kwargs: dict[str, Any] = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
-    reader = csv.reader(io.StringIO(content, newline=""), **kwargs)
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        raise UserError(f"{path} is empty: no header row") from None
-    except csv.Error as e:
-        raise UserError(f"{path}:1: {e}") from None
-
-    def rows() -> Iterator[tuple[int, dict[str, Any]]]:
-        try:
-            for row in reader:
-                if not row:  # a blank line
-                    continue
-                if len(row) != len(header):
-                    raise UserError(
-                        f"{path}:{reader.line_num}: {len(row)} fields but the header has {len(header)} "
-                        f"({', '.join(header)})"
-                    )
-                yield reader.line_num, dict(zip(header, row, strict=True))
-        except csv.Error as e:
-            raise UserError(f"{path}:{reader.line_num}: {e}") from None
-
-    return header, rows()
-
-
-def _jsonl_rows(path: Path, content: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    for n, line in enumerate(content.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError) as e:
-            raise UserError(f"{path}:{n}: not a JSON object ({e})") from None
-        if not isinstance(obj, dict):
-            raise UserError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
-        yield n, obj
-
-
-def _missing(where: str, kind: str, column: str, option: str, have: list[str], hint: str) -> UserError:
-    return UserError(f"{where} has no {kind} {column!r} (option {option}); it has: {', '.join(have)}{hint}")
-
-
 def _read_table(
     path: Path, text_column: str, label_column: str | None, hint: str = ""
 ) -> tuple[list[str], list[str] | None, str]:
@@ -259,21 +201,12 @@ def _read_table(
     Empty text cells are kept (as "") for validation to report; an empty label is an error.
     """
     fmt = _table_format(path)
-    content, digest = _decode(path)
-    if fmt == "jsonl":
-        rows = _jsonl_rows(path, content)
-    else:
-        header, rows = _csv_rows(path, content, fmt)
-        for col, option in ((text_column, "text_column"), (label_column, "label_column")):
-            if col is not None and col not in header:
-                raise _missing(str(path), "column", col, option, header, hint)
+    content, digest = decode_text(path)
+    needed = [(col, option) for col, option in ((text_column, "text_column"), (label_column, "label_column"))
+              if col is not None]
     texts: list[str] = []
     labels: list[str] = []
-    for n, row in rows:
-        if fmt == "jsonl":
-            for col, option in ((text_column, "text_column"), (label_column, "label_column")):
-                if col is not None and col not in row:
-                    raise _missing(f"{path}:{n}", "key", col, option, list(row), hint)
+    for n, row in table_rows(path, fmt, content, needed, hint):
         value = row[text_column]
         if value is None:
             value = ""

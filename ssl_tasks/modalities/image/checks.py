@@ -1,45 +1,35 @@
-"""Per-sample and per-class tables of an ingested image dataset (numpy/pandas only, no GX).
+"""Per-sample and per-class tables of an ingested image dataset (numpy/pandas only) and its GX suite.
 
-The tables are what the expectation suite in :mod:`ssl_tasks.validation.gx_suite` runs on.
-Shards are streamed one memory-mapped batch at a time and every statistic is computed
-vectorised per batch, so memory stays flat and Fashion-MNIST (70,000 rows) takes about a second.
+The tables are what the expectation suite (:func:`image_suite`, run by :mod:`ssl_tasks.validation.gx_suite`)
+checks. Shards are streamed one memory-mapped batch at a time and every statistic is computed vectorised per
+batch, so memory stays flat and Fashion-MNIST (70,000 rows) takes about a second.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.data.shards import UNLABELED, ImageDataset
+from ssl_tasks.modalities.image.shards import ImageDataset
+from ssl_tasks.validation.gx_suite import (
+    SAMPLES,
+    Check,
+    ValidationConfig,
+    fmt,
+    label_and_duplicate_checks,
+    row_count_check,
+)
+from ssl_tasks.validation.tables import TRAIN_SPLIT, DatasetTables, class_counts_table
 
-TRAIN_SPLIT = "train"
 # Float elements held at once per batch (float32: 16 MiB), whatever the image size.
 _BATCH_ELEMENTS = 1 << 22
 _MAX_BATCH = 4096
 
 SAMPLE_COLUMNS = ["id", "split", "label", "shape", "dtype", "min", "max", "n_nonfinite", "sha1", "in_train"]
-CLASS_COLUMNS = ["id", "split", "label", "count", "fraction"]
-
-
-@dataclass(frozen=True)
-class DatasetTables:
-    samples: pd.DataFrame  # one row per stored sample, columns SAMPLE_COLUMNS
-    class_counts: pd.DataFrame  # one row per (labelled split, class), columns CLASS_COLUMNS
-    manifest: dict
-
-    def extra_frames(self) -> dict[str, pd.DataFrame]:
-        """Tables beyond ``samples`` and ``class_counts`` that a modality's suite checks, by name."""
-        return {}
-
-    def report_fields(self, splits: list[str]) -> tuple[dict, dict]:
-        """(top-level fields, metrics) a modality adds to the validation report."""
-        return {}, {}
 
 
 def _shape_str(shape: tuple[int, ...]) -> str:
@@ -73,7 +63,7 @@ def build_tables(data_dir: Path) -> DatasetTables:
     ds = ImageDataset(data_dir)
     parts: list[pd.DataFrame] = []
     for split in ds.splits():
-        parts.append(_split_table(ds, split))
+        parts.append(image_split_table(ds, split))
     samples = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SAMPLE_COLUMNS)
 
     train_mask = (samples["split"] == TRAIN_SPLIT).to_numpy()
@@ -86,7 +76,7 @@ def build_tables(data_dir: Path) -> DatasetTables:
     return DatasetTables(samples=samples, class_counts=class_counts_table(ds, samples), manifest=ds.manifest)
 
 
-def _split_table(ds: ImageDataset, split: str) -> pd.DataFrame:
+def image_split_table(ds: ImageDataset, split: str) -> pd.DataFrame:
     try:
         shards = ds.shards(split)
     except (OSError, ValueError) as e:
@@ -137,56 +127,34 @@ def _split_table(ds: ImageDataset, split: str) -> pd.DataFrame:
     )
 
 
-def labelled(manifest: dict) -> bool:
-    """An unlabeled dataset has no label names (its labels are all -1)."""
-    return bool(manifest.get("label_names"))
+def image_suite(tables: DatasetTables, config: ValidationConfig) -> list[Check]:
+    """The image suite: shape, dtype and value range of every image, then the shared checks."""
+    return image_table_checks(tables) + label_and_duplicate_checks(tables, config, "image")
 
 
-def fully_labelled_splits(manifest: dict) -> list[str]:
-    """Splits the manifest declares labelled throughout (-1 is not allowed there)."""
-    out = []
-    for name, info in manifest.get("splits", {}).items():
-        if int(info.get("labeled", info.get("count", 0))) >= int(info.get("count", 0)):
-            out.append(name)
-    return out
+def image_table_checks(tables: DatasetTables) -> list[Check]:
+    """Row count, shape, dtype and value range of every image (image and image–caption datasets)."""
+    import great_expectations.expectations as gxe
+
+    m = tables.manifest
+    shape = "x".join(str(int(s)) for s in m["image_shape"])
+    lo, hi = (float(v) for v in m.get("value_range", [0, 255]))
+    checks = [
+        row_count_check(tables),
+        Check(SAMPLES, "shape", f"shape in {{{shape}}}",
+               gxe.ExpectColumnValuesToBeInSet(column="shape", value_set=[shape])),
+        Check(SAMPLES, "dtype", "dtype in {uint8}",
+               gxe.ExpectColumnValuesToBeInSet(column="dtype", value_set=["uint8"])),
+        Check(SAMPLES, "min", f"min >= {fmt(lo)}", gxe.ExpectColumnValuesToBeBetween(column="min", min_value=lo)),
+        Check(SAMPLES, "max", f"max <= {fmt(hi)}", gxe.ExpectColumnValuesToBeBetween(column="max", max_value=hi)),
+        Check(
+            SAMPLES,
+            "n_nonfinite",
+            "n_nonfinite == 0",
+            gxe.ExpectColumnValuesToBeBetween(column="n_nonfinite", min_value=0, max_value=0),
+        ),
+    ]
+    return checks
 
 
-def class_counts_table(ds: Any, samples: pd.DataFrame) -> pd.DataFrame:
-    """Count and share of each class within each split that has labelled samples.
-
-    Labels outside 0..K-1 (caught by the label expectation) and -1 (unlabeled) are not counted.
-    """
-    k = ds.num_classes
-    rows: list[dict] = []
-    if k == 0 or samples.empty:
-        return pd.DataFrame({c: [] for c in CLASS_COLUMNS})
-    for split in ds.splits():
-        lab = samples.loc[samples["split"] == split, "label"].to_numpy()
-        valid = lab[(lab >= 0) & (lab < k) & (lab == np.floor(lab))].astype(np.int64)
-        if len(valid) == 0:
-            continue
-        counts = np.bincount(valid, minlength=k)
-        for c in range(k):
-            rows.append(
-                {
-                    "id": f"{split}/class={c}",
-                    "split": split,
-                    "label": c,
-                    "count": int(counts[c]),
-                    "fraction": float(counts[c]) / len(valid),
-                }
-            )
-    return pd.DataFrame(rows, columns=CLASS_COLUMNS)
-
-
-__all__ = [
-    "CLASS_COLUMNS",
-    "SAMPLE_COLUMNS",
-    "TRAIN_SPLIT",
-    "UNLABELED",
-    "DatasetTables",
-    "build_tables",
-    "class_counts_table",
-    "fully_labelled_splits",
-    "labelled",
-]
+__all__ = ["SAMPLE_COLUMNS", "build_tables", "image_split_table", "image_suite", "image_table_checks"]
