@@ -301,6 +301,17 @@ def _failure_line(e: dict[str, Any]) -> str:
     return line
 
 
+def shown(path: Path) -> str:
+    """``path`` as the report records it: relative to the working directory when inside it (a stage runs in its
+    project or workspace root, so every workspace writes the same report and DVC reuses the stages that depend on
+    it), else absolute."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(p)
+
+
 def _verify_checksums(ds: Any, data_dir: Path, report_path: Path, config: ValidationConfig) -> str:
     """``ds.verify()`` where the reader has it: ``verified`` (or ``not checked``), else the report and a failure."""
     verify = getattr(ds, "verify", None)
@@ -309,7 +320,7 @@ def _verify_checksums(ds: Any, data_dir: Path, report_path: Path, config: Valida
     try:
         verify()
     except UserError as e:
-        report = {"success": False, "dataset": str(data_dir), "checksums": f"failed: {e}", "n_expectations": 0,
+        report = {"success": False, "dataset": shown(data_dir), "checksums": f"failed: {e}", "n_expectations": 0,
                   "n_failed": 0, "expectations": [], "config": asdict(config),
                   "metrics": {"pass_rate": 0.0, "n_failed": 0, "checksum_failed": 1}}
         write_json_atomic(report_path, report)
@@ -349,7 +360,7 @@ def validate_dataset(
     failed = [e for e in entries if not e["success"]]
     report: dict[str, Any] = {
         "success": not failed,
-        "dataset": str(data_dir),
+        "dataset": shown(data_dir),
         "checksums": checksums,
         "n_samples": n_samples,
         "n_expectations": len(entries),
@@ -368,7 +379,7 @@ def validate_dataset(
     report.update(fields)
     report["metrics"].update(extra_metrics)
     if docs_dir is not None:
-        report["data_docs"] = str(Path(docs_dir) / "index.html")
+        report["data_docs"] = shown(Path(docs_dir) / "index.html")
     write_json_atomic(report_path, report)
     if failed:
         lines = [f"validation failed for {data_dir}: {len(failed)} of {len(entries)} expectations failed"]

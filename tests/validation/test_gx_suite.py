@@ -322,3 +322,18 @@ def test_sklearn_digits(tmp_path: Path) -> None:
     assert report["n_samples"] == {"train": 1438, "test": 359}
     assert report["cross_split_duplicates"] == 0  # digits holds no exact duplicate images at all
     assert (tmp_path / "docs" / "index.html").is_file()
+
+
+def test_report_is_the_same_in_every_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workspaces validating the same data write byte-identical reports (no absolute paths), so DVC reuses the
+    stages that depend on the report instead of rerunning them in each workspace."""
+    reports = []
+    for ws in ("ws-a", "ws-b"):
+        root = tmp_path / ws
+        make_dataset(root / "data" / "d")
+        monkeypatch.chdir(root)  # a stage runs in its project or workspace root
+        validate_dataset(Path("data/d"), root / "reports" / "d.json", root / "reports" / "d_docs")
+        reports.append((root / "reports" / "d.json").read_bytes())
+    assert reports[0] == reports[1]
+    report = json.loads(reports[0])
+    assert report["dataset"] == "data/d" and report["data_docs"] == "reports/d_docs/index.html"
