@@ -11,6 +11,7 @@ features are dominated by colour. Imported as ``learning.common`` (tests/ is on 
 from __future__ import annotations
 
 import copy
+import os
 
 import torch
 from torch import nn
@@ -21,6 +22,15 @@ from ssl_tasks.evaluation.knn import knn_top1
 from ssl_tasks.modalities.image.encoders import build_encoder
 from ssl_tasks.modalities.image.views import normalize
 from ssl_tasks.objectives import OBJECTIVES, DataSpec, Objective
+
+# The control that shows these tests can fail: SSL_TASKS_LEARNING_CONTROL=lr0 trains every learning test with a zero
+# learning rate (nothing moves but BatchNorm statistics, which the probe recalibrates), and every one must then fail.
+CONTROL = os.environ.get("SSL_TASKS_LEARNING_CONTROL", "")
+
+
+def control_lr(lr: float) -> float:
+    return 0.0 if CONTROL == "lr0" else lr
+
 
 SIZE = 16
 SPEC = DataSpec(channels=3, image_size=SIZE, mean=(0.5, 0.5, 0.5), std=(0.3, 0.3, 0.3))
@@ -65,12 +75,14 @@ def make(name: str, kwargs: dict | None = None, encoder: tuple[str, dict] = CNN,
     return cls(enc, build(cls.Config, kwargs or {}, name), spec)
 
 
-def train(obj: Objective, x: torch.Tensor, steps: int, batch: int = 64, lr: float = 2e-3, seed: int = 0,
+def train(obj: Objective, x: torch.Tensor | tuple[torch.Tensor, ...], steps: int, batch: int = 64, lr: float = 2e-3, seed: int = 0,
           weight_decay: float = 1e-4) -> list[float]:
     """``steps`` AdamW steps on random batches of ``x`` as the training loop runs them (progress, after_backward,
-    EMA of the momentum pairs); returns the losses. ``lr=0`` is the control that must not learn."""
+    EMA of the momentum pairs); returns the losses. ``lr=0`` is the control that must not learn. ``x``: images, or
+    a tuple of aligned tensors (images, captions) whose rows are drawn together."""
     g = torch.Generator().manual_seed(seed)
     params = [p for p in obj.parameters() if p.requires_grad]
+    lr = control_lr(lr)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     obj.train()
     losses = []
@@ -78,8 +90,9 @@ def train(obj: Objective, x: torch.Tensor, steps: int, batch: int = 64, lr: floa
         obj.progress = step / steps
         for group in opt.param_groups:  # short warm-up: the first steps of a fresh projector are the wildest
             group["lr"] = lr * min(1.0, (step + 1) / 20)
-        idx = torch.randint(0, len(x), (batch,), generator=g)
-        res = obj(obj.make_views(x[idx], g))
+        idx = torch.randint(0, len(x[0]) if isinstance(x, tuple) else len(x), (batch,), generator=g)
+        xb = tuple(t[idx] for t in x) if isinstance(x, tuple) else x[idx]
+        res = obj(obj.make_views(xb, g))
         opt.zero_grad()
         res.loss.backward()
         obj.after_backward()
