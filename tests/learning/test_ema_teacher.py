@@ -2,7 +2,7 @@
 feature of the stripes task (``learning.common``) instead of collapsing: a k-NN probe on frozen features, held-out
 images, must beat the same encoder at random init (~0.73 and ~0.79 for seeds 0 and 1).
 
-Short runs use a fast teacher (momentum 0.9): the paper's 0.996 barely moves the teacher in 100 steps.
+Short runs use a fast teacher (momentum 0.9): the paper's 0.996 barely moves the teacher in 150 steps.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from learning.common import SMALL_HEAD, VIEWS, assert_learned, learned_and_rando
 
 def test_byol_beats_its_random_init() -> None:
     learned, random = learned_and_random("byol", {**SMALL_HEAD, "pred_hidden_dim": 64, "base_momentum": 0.9},
-                                         steps=100, lr=1e-2)  # ~0.89 (seed 1: 0.87)
-    assert_learned("byol", learned, random, floor=0.8, margin=0.08)
+                                         steps=150, lr=1e-2)  # ~0.97 (seed 1: 0.97; 100 steps: 0.89, 0.87)
+    assert_learned("byol", learned, random)
 
 
 def test_simsiam_beats_its_random_init() -> None:
