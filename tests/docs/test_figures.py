@@ -153,6 +153,7 @@ def figures(text: str, integers: bool = True) -> list[tuple[str, float, int]]:
     text = CODE_SPAN.sub(" ", text).replace("**", "")
     text = DATE.sub(" ", text)
     text = TIME.sub(" ", text)
+    text = re.sub(r"(?<=\d)-(?=\d)", " – ", text)  # a range 0.535-0.560: both ends are figures, neither signed
     text = re.sub(r"\d+(?:\.\d+)*\s*\(derived\)", " ", text)
     found = []
     for m in NUMBER.finditer(text):
