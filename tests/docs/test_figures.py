@@ -24,7 +24,10 @@ The rule (what is checked, exactly):
   files, plus seed-group means: for entries of one dict whose keys differ only by a ``-s<seed>`` suffix
   (``mlm_local``, ``mlm_local-s1``; the ``rows`` of all the scope's files merged, so a group may span files) or
   whose keys are all seed numbers, the mean of each shared metric over the first k members, every k >= 2 (what
-  ``--render-seeds`` prints; a table that quotes 4 of 5 seeds quotes the first four).
+  ``--render-seeds`` prints; a table that quotes 4 of 5 seeds quotes the first four). A table row whose first
+  cell is one name, optionally followed by a parenthesis (``clip (3 seeds)``, ``random_init_local``), and names
+  rows of the files (``clip``; ``random_init_local-s0`` .. ``-s4``; ``random_init@clipart``) is matched against
+  those rows only; any other row against every value of its files.
 
 The test also checks that every results file the two documents name exists.
 """
@@ -59,6 +62,7 @@ class Scope:
     kind: str  # "row" or "paragraph"
     text: str
     refs: list[tuple[str | None, str]] = field(default_factory=list)  # (commit, path pattern)
+    name: str | None = None  # a table row's first word
 
 
 def refs_in(text: str) -> list[tuple[str | None, str]]:
@@ -131,7 +135,9 @@ def scopes(doc: str, text: str) -> list[Scope]:
                 continue
             own = refs_in(stripped)
             body = " | ".join(cells[1:]) + (f" ({NO_RAW})" if NO_RAW in cells[0] else "")
-            out.append(Scope(doc, i, "row", body, own or table_refs))
+            named = re.fullmatch(r"([\w@.\-]+)(?:\s*\(.*\))?", re.sub(r"[*`]", "", cells[0]))  # "clip (3 seeds)"
+            name = named[1] if named else None
+            out.append(Scope(doc, i, "row", body, own or table_refs, name))
             continue
         if in_table:
             in_table, intro = False, []
@@ -208,12 +214,20 @@ def _group_means(obj) -> list[float]:
     return out
 
 
-def values_of(datas: list) -> list[float]:
+def _row_key(name: str) -> str:
+    return re.sub(r"-s\d+$", "", name).split("@")[0]
+
+
+def values_of(datas: list, row: str | None = None) -> list[float]:
     """The numeric leaves of results files, plus the seed-group means over their rows merged (a group may
-    span files: seed 0 in one, seeds 1-4 in another)."""
+    span files: seed 0 in one, seeds 1-4 in another). With ``row`` (a table row's first word) naming rows of
+    the files (``clip``, ``mlm_local`` and its ``-s<seed>`` rows, ``random_init@clipart``), only those rows."""
+    merged = {name: r for d in datas if isinstance(d, dict) and isinstance(d.get("rows"), dict)
+              for name, r in d["rows"].items()}
+    own = {name: r for name, r in merged.items() if row and _row_key(name) == row}
+    if own:
+        return _leaves(own) + _group_means(own)
     vals = [v for d in datas for v in _leaves(d)]
-    merged = {name: row for d in datas if isinstance(d, dict) and isinstance(d.get("rows"), dict)
-              for name, row in d["rows"].items()}
     vals += _group_means(merged)
     vals += [v for d in datas for v in _group_means({k: x for k, x in d.items() if k != "rows"})
              if isinstance(d, dict)]
@@ -250,7 +264,7 @@ def check(doc: str, text: str, root: Path = ROOT) -> tuple[list[str], list[str],
         files = [f for ref in sc.refs for f in resolve(ref, root)]
         if not files:
             continue
-        vals = values_of([load(f, root) for f in files])
+        vals = values_of([load(f, root) for f in files], sc.name)
         for printed, value, decimals in figures(sc.text, integers=sc.kind == "row"):
             checked += 1
             if not matches(value, decimals, vals):
