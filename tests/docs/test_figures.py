@@ -18,7 +18,8 @@ The rule (what is checked, exactly):
   - a signed number, ``+0.0418`` or ``-0.017`` (a difference of two figures),
   - a number followed by ``(derived)``,
   - the first cell of a table row (the row's name), dates (``2026-12-02``), times (``07:22``) and versions,
-  - any number in a row or paragraph that says ``no raw results file`` (the text says it cannot be checked).
+  - any number in a table row, or a sentence of a paragraph, that says ``no raw results file`` (the text says
+    it cannot be checked).
 * Match. A figure printed with ``d`` decimals matches a value ``v`` when ``|v - x| <= 0.5 * 10**-d``
   (``0.9610`` matches 0.96104; ``1,369`` matches 1368.9). The values of a scope are the numeric leaves of its
   files, plus seed-group means: for entries of one dict whose keys differ only by a ``-s<seed>`` suffix
@@ -134,7 +135,7 @@ def scopes(doc: str, text: str) -> list[Scope]:
                 header = False
                 continue
             own = refs_in(stripped)
-            body = " | ".join(cells[1:]) + (f" ({NO_RAW})" if NO_RAW in cells[0] else "")
+            body = "" if NO_RAW in stripped else " | ".join(cells[1:])
             named = re.fullmatch(r"([\w@.\-]+)(?:\s*\(.*\))?", re.sub(r"[*`]", "", cells[0]))  # "clip (3 seeds)"
             name = named[1] if named else None
             out.append(Scope(doc, i, "row", body, own or table_refs, name))
@@ -154,12 +155,14 @@ def scopes(doc: str, text: str) -> list[Scope]:
 
 def figures(text: str, integers: bool = True) -> list[tuple[str, float, int]]:
     """The checked figures of a scope's text: (as printed, value, decimals); integers only if ``integers``."""
-    if NO_RAW in text:
-        return []
+    if NO_RAW in text:  # a row: all of it; a paragraph: the sentences that say so
+        sentences = re.split(r"(?<=[^\d\s])\.\s+(?=[A-Z(*])", text)
+        text = " ".join(s for s in sentences if NO_RAW not in s)
     text = CODE_SPAN.sub(" ", text).replace("**", "")
     text = DATE.sub(" ", text)
     text = TIME.sub(" ", text)
     text = re.sub(r"(?<=\d)-(?=\d)", " – ", text)  # a range 0.535-0.560: both ends are figures, neither signed
+    text = re.sub(r"(\d)\s*–\s*([\d.,]+)\s*(×|%|x\b)", r"\1\3 – \2\3", text)  # 1.45–1.98×: both ends ratios
     text = re.sub(r"\d+(?:\.\d+)*\s*\(derived\)", " ", text)
     found = []
     for m in NUMBER.finditer(text):
@@ -296,7 +299,8 @@ SYNTHETIC = """# Title
 |---|---|
 | y | 0.1234 |
 
-- A bullet that names `bench/results/b.json`: 38.1 s of epochs, 2.5% share, 3.2x chance.
+- A bullet that names `bench/results/b.json`: 38.1 s of epochs, 2.5% share, 3.2x chance, 1.45–1.98× faster.
+  Its other timing, 7.777 s, has no raw results file. Ranges such as 38.0-38.2 s check both ends.
 - A bullet that names nothing: 0.4444.
 
 ## (2) Seeds — `bench/results/c.json`
@@ -312,7 +316,7 @@ def _synthetic(tmp_path: Path, doc: str = SYNTHETIC) -> tuple[list[str], list[st
     res.mkdir(parents=True)
     (res / "a.json").write_text(json.dumps({"rows": {"simclr": {"knn": 0.96104, "linear": 0.5851},
                                                      "random": {"knn": 0.95536, "thr": 1368.9}}}))
-    (res / "b.json").write_text(json.dumps({"fit": {"epochs_s": 38.12}}))
+    (res / "b.json").write_text(json.dumps({"fit": {"epochs_s": 38.12, "min_s": 38.04, "max_s": 38.2}}))
     (res / "c.json").write_text(json.dumps({"rows": {"span": {"m": {"linear": 0.59}},
                                                      "span-s1": {"m": {"linear": 0.61}}}}))
     return check("synthetic.md", doc, tmp_path)
@@ -321,18 +325,19 @@ def _synthetic(tmp_path: Path, doc: str = SYNTHETIC) -> tuple[list[str], list[st
 def test_checker_passes_a_document_whose_figures_are_in_its_files(tmp_path):
     missing, wrong, checked = _synthetic(tmp_path)
     assert (missing, wrong) == ([], [])
-    # 0.9610, 0.585, 0.9554, 1,369 (row table 1), 38.1 (bullet), 0.6000 (a seed-group mean); not 0.1234 (its
-    # table names no file), 0.4444 (its bullet names none), 0.013 (±), 1.30× / 2.5% / 3.2x, +0.0056 (derived).
-    assert checked == 6
+    # 0.9610, 0.585, 0.9554, 1,369 (row table 1), 38.1, 38.0, 38.2 (bullet), 0.6000 (a seed-group mean); not
+    # 0.1234 (its table names no file), 0.4444 (its bullet names none), 0.013 (±), 1.30× / 2.5% / 3.2x /
+    # 1.45–1.98×, +0.0056 (derived), 7.777 (its sentence says it has no raw results file).
+    assert checked == 8
 
 
-@pytest.mark.parametrize("old, new", [("0.9610", "0.9620"), ("1,369", "1,371"), ("38.1 s", "38.3 s"),
+@pytest.mark.parametrize("old, new", [("0.9610", "0.9620"), ("1,369", "1,371"), ("38.1 s", "38.3 s"), ("38.0-", "37.9-"),
                                       ("| 0.6000 |", "| 0.6200 |"), ("0.585 ±", "0.586 ±")])
 def test_checker_fails_when_a_figure_is_altered(tmp_path, old, new):
     assert SYNTHETIC.count(old) == 1
     missing, wrong, _ = _synthetic(tmp_path, SYNTHETIC.replace(old, new))
     assert not missing
-    assert len(wrong) == 1 and new.strip("| ").split()[0] in wrong[0]
+    assert len(wrong) == 1 and new.strip("| -").split()[0] in wrong[0]
 
 
 def test_checker_reports_a_named_file_that_does_not_exist(tmp_path):
@@ -343,7 +348,7 @@ def test_checker_reports_a_named_file_that_does_not_exist(tmp_path):
 def test_a_scope_marked_without_raw_file_is_not_checked(tmp_path):
     doc = SYNTHETIC.replace("| random | 0.9554 |", "| random (no raw results file kept) | 0.9999 |")
     _, wrong, checked = _synthetic(tmp_path, doc)
-    assert wrong == [] and checked == 4
+    assert wrong == [] and checked == 6
 
 
 def test_glob_and_brace_references_expand(tmp_path):
