@@ -68,6 +68,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.merge:
         record = merge([json.loads(Path(f).read_text()) for f in args.merge])
+        record["meta"]["provenance"] = provenance(args)  # the merge's own command; the parts' are kept above
         Path(args.out).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         print(render(record))
         return
@@ -137,6 +138,7 @@ def merge(records: list[dict]) -> dict:
             for k, v in scores.items():
                 out.setdefault("out_of_domain_zero_shot", {}).setdefault(name, {}).setdefault(k, v)
     out["meta"]["merged_from"] = len(records)
+    out["meta"]["parts_provenance"] = [r.get("meta", {}).get("provenance") for r in records]  # each part's command
     return out
 
 
