@@ -5,12 +5,16 @@
 had uncommitted changes), and the machine's CPU model from ``/proc/cpuinfo`` (``platform.processor()`` only
 says ``x86_64`` on Linux). Every bench script that writes a results file stores it under ``"provenance"``;
 ``machine_line()`` is the one-line ``"<cpu>, <n> cores"`` form the older files carry as ``"machine"``.
+Scripts that add rows to an existing file (``quality.py``, ``text_quality.py``) also keep the provenance of the
+invocations that wrote its earlier rows (``earlier_provenance``), so ``args`` never has to describe rows it did
+not write (the ``skip_baselines: true`` files that hold baseline rows).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import shlex
@@ -71,3 +75,13 @@ def provenance(args: argparse.Namespace | dict[str, Any] | None = None, argv: li
         "torch": torch_version,
         "recorded_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+
+
+def earlier_provenance(out: Path) -> list[dict[str, Any]]:
+    """The provenance of every earlier invocation whose rows an existing results file keeps (scripts that add rows
+    to a file rewrite its ``args`` with the latest invocation's; this keeps the others, oldest first)."""
+    try:
+        old = json.loads(Path(out).read_text())
+    except (OSError, ValueError):
+        return []
+    return [*old.get("earlier_provenance", []), *([old["provenance"]] if old.get("provenance") else [])]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from provenance import cpu_model, provenance  # bench/ is on sys.path when run as a script
+from provenance import cpu_model, earlier_provenance, provenance  # bench/ is on sys.path when run as a script
 
 from ssl_tasks.data.ingest import ingest
 from ssl_tasks.evaluation.language import causal_perplexity, pseudo_perplexity, unigram_perplexity
@@ -105,7 +105,7 @@ def main() -> None:
     meta = {"machine": f"{cpu_model()}, {torch.get_num_threads()} threads",
             "data": "sst2 (train phrases -> dev sentences)", "counts": {k: ds.count(k) for k in ("train", "test")},
             "tokenizer": {"vocab_size": tok.vocab_size}, "encoder": ENCODER, "args": vars(args),
-            "provenance": provenance(args)}
+            "provenance": provenance(args), "earlier_provenance": earlier_provenance(out)}
 
     def write() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)

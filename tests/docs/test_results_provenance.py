@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -65,3 +66,13 @@ def test_every_bench_script_that_writes_results_records_provenance():
     assert not missing, f"bench scripts writing results without provenance: {missing}"
     typed = [f.name for f in writers if "platform.processor()" in f.read_text()]
     assert not typed, f"machine from platform.processor() (only 'x86_64' on Linux), not the CPU model: {typed}"
+
+
+def test_earlier_provenance_keeps_every_invocation_that_wrote_rows(tmp_path):
+    out = tmp_path / "r.json"
+    assert prov.earlier_provenance(out) == []
+    first = prov.provenance({"skip_baselines": False}, argv=["q.py"])
+    out.write_text(json.dumps({"provenance": first, "earlier_provenance": [], "rows": {}}))
+    second = prov.provenance({"skip_baselines": True}, argv=["q.py", "--skip-baselines"])
+    out.write_text(json.dumps({"provenance": second, "earlier_provenance": prov.earlier_provenance(out)}))
+    assert [p["argv"] for p in prov.earlier_provenance(out)] == [["q.py"], ["q.py", "--skip-baselines"]]
