@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from provenance import cpu_model, provenance  # bench/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -68,6 +68,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.merge:
         record = merge([json.loads(Path(f).read_text()) for f in args.merge])
+        record["meta"]["provenance"] = provenance(args)  # the merge's own command; the parts' are kept above
         Path(args.out).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         print(render(record))
         return
@@ -117,8 +118,9 @@ def main() -> None:
                            "train_seconds": round(sum(h["train/epoch_time_s"] for h in hist), 1)}
     record = {"rows": rows, "throughput": throughput, "timings_s": timings, **diagnostics(params, layout),
               "out_of_domain_zero_shot": out_of_domain(params, layout),
-              "meta": {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-                       "epochs": params.train.epochs, "counts": _counts(layout)}}
+              "meta": {"machine": f"{cpu_model()}, {torch.get_num_threads()} threads",
+                       "epochs": params.train.epochs, "counts": _counts(layout),
+                       "provenance": provenance(args)}}
     Path(args.out).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     print(table.to_string())
     print(render(record))
@@ -136,6 +138,7 @@ def merge(records: list[dict]) -> dict:
             for k, v in scores.items():
                 out.setdefault("out_of_domain_zero_shot", {}).setdefault(name, {}).setdefault(k, v)
     out["meta"]["merged_from"] = len(records)
+    out["meta"]["parts_provenance"] = [r.get("meta", {}).get("provenance") for r in records]  # each part's command
     return out
 
 

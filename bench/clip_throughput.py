@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import yaml
+from provenance import provenance  # bench/ is on sys.path when run as a script
 from throughput import _machine, interleave, ours_round  # bench/ is on sys.path when run as a script
 
 from ssl_tasks.training.config import TrainConfig, TrainJob
@@ -109,7 +110,8 @@ def main() -> None:
 
     raw = yaml.safe_load((REPO / "configs" / "clip.yaml").read_text())
     mean, std = channel_stats(PairDataset(data))
-    result: dict[str, Any] = {"machine": _machine(), "args": vars(args), "loss_agreement": loss_agreement()}
+    result: dict[str, Any] = {"machine": _machine(), "args": vars(args), "provenance": provenance(args),
+                              "loss_agreement": loss_agreement()}
     print(result["loss_agreement"], flush=True)
     for objective in ("clip", "siglip"):
         run = raw["runs"][objective]

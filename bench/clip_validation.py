@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import cpu_model, provenance  # bench/ is on sys.path when run as a script
 
 from ssl_tasks.evaluation import zero_shot as zs
 from ssl_tasks.modalities.image_text.shards import PairDataset, PairSplit, write_pair_dataset
@@ -123,8 +123,9 @@ def main() -> None:
     work = Path(args.work)
     carve(Path(args.data), work / "data")
     counts = {s: PairDataset(work / "data").count(s) for s in ("train", "test")}
-    record = {"meta": {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-                       "epochs": args.epochs, "counts": counts, "seeds": args.seeds}, "variants": {}}
+    record = {"meta": {"machine": f"{cpu_model()}, {torch.get_num_threads()} threads",
+                       "epochs": args.epochs, "counts": counts, "seeds": args.seeds,
+                       "provenance": provenance(args)}, "variants": {}}
     for variant in args.variants:
         for seed in args.seeds:
             ckpt = work / f"ckpt-{variant.replace(' ', '_')}-{seed}"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import provenance  # bench/ is on sys.path when run as a script
 
 from ssl_tasks.evaluation import zero_shot as zs
 from ssl_tasks.modalities.image_text.shards import PairDataset
@@ -62,6 +63,7 @@ def main() -> None:
             print(f"{run:8s} {name:36s} top-1 {s['top1']:.3f} balanced {s['balanced_top1']:.3f}")
         print(f"{run:8s} 'flag' nearest: {r['nearest_test_images']['flag']}")
     if args.out:
+        result["provenance"] = provenance(args)
         Path(args.out).write_text(json.dumps(result, indent=2, default=float) + "\n")
 
 

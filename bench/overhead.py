@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from provenance import machine_line, provenance  # bench/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -228,10 +229,9 @@ def main() -> None:
             r = run_once(shared_ray=(mode == "shared"))
         print(json.dumps({k: v for k, v in r.items() if k != "stages"}), flush=True)
         rows.append(r)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"machine": f"{cpu}, {os.cpu_count()} cores", "runs": rows}, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps({"machine": machine_line(), "provenance": provenance(args), "runs": rows},
+                                         indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from provenance import cpu_model, earlier_provenance, provenance  # bench/ is on sys.path when run as a script
 from recipes import RECIPES, VIEWS, Recipe  # bench/ is on sys.path when run as a script
 
 from ssl_tasks.data.ingest import ingest
@@ -92,9 +92,9 @@ def main() -> None:
         return {**m, "eval_seconds": round(time.perf_counter() - t0, 1)}
 
     results: dict[str, dict] = json.loads(out.read_text()).get("rows", {}) if out.is_file() else {}
-    meta = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+    meta = {"machine": f"{cpu_model()}, {torch.get_num_threads()} threads",
             "data": args.data, "split_seed": args.split_seed, "counts": {k: ds.count(k) for k in ("train", "test")},
-            "args": vars(args)}
+            "args": vars(args), "provenance": provenance(args), "earlier_provenance": earlier_provenance(out)}
 
     def merge(key: str, row: dict) -> None:  # an earlier row keeps the protocols not recomputed now
         old = results.get(key, {})

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -26,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from provenance import machine_line, provenance  # bench/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the cluster helper the two-node tests use
@@ -133,9 +134,7 @@ def main() -> None:
         rows = run_all(args.reps, data, work, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    out = {"machine": f"{cpu}, {os.cpu_count()} cores", "run": {"data": "sklearn_digits (1437 train images)",
+    out = {"machine": machine_line(), "provenance": provenance(args), "run": {"data": "sklearn_digits (1437 train images)",
            "objective": "simclr", "encoder": f"small_cnn width {args.width}", "epochs": args.epochs,
            "batch_size_per_worker": args.batch_size, "workers": 2},
            "note": "both setups share the same 2 cores: the 2-node figure is overhead, not speed-up",

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import cpu_model, earlier_provenance, provenance  # bench/ is on sys.path when run as a script
 
 from ssl_tasks.data.ingest import ingest
 from ssl_tasks.evaluation.language import causal_perplexity, pseudo_perplexity, unigram_perplexity
@@ -102,9 +102,10 @@ def main() -> None:
     lm_train, lm_test = (token_rows(ds, tok, s, "pack", ENCODER["max_len"]) for s in ("train", "test"))
     ecfg = EvalConfig(linear_epochs=args.linear_epochs)
     results: dict[str, dict] = json.loads(out.read_text()).get("rows", {}) if out.is_file() else {}
-    meta = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+    meta = {"machine": f"{cpu_model()}, {torch.get_num_threads()} threads",
             "data": "sst2 (train phrases -> dev sentences)", "counts": {k: ds.count(k) for k in ("train", "test")},
-            "tokenizer": {"vocab_size": tok.vocab_size}, "encoder": ENCODER, "args": vars(args)}
+            "tokenizer": {"vocab_size": tok.vocab_size}, "encoder": ENCODER, "args": vars(args),
+            "provenance": provenance(args), "earlier_provenance": earlier_provenance(out)}
 
     def write() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -233,8 +234,8 @@ def throughput(work: Path, args: argparse.Namespace, out: Path, warmup: int = 3,
         dt = time.perf_counter() - t0
         rows_out[name] = {"rows_per_s": round(n / dt, 1), "tokens_per_s": round(tokens / dt), "layout": feed.layout}
         print(name, rows_out[name], flush=True)
-    out.write_text(json.dumps({"machine": f"{platform.processor() or platform.machine()}, "
-                                          f"{torch.get_num_threads()} threads", "encoder": ENCODER,
+    out.write_text(json.dumps({"machine": f"{cpu_model()}, {torch.get_num_threads()} threads",
+                               "provenance": provenance(args), "encoder": ENCODER,
                                "batch_size": args.batch_size, "steps": steps, "rows": rows_out}, indent=2) + "\n")
 
 

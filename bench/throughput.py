@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torchvision
 from PIL import Image
+from provenance import cpu_model, provenance  # bench/ is on sys.path when run as a script
 from quality import FASHION  # bench/ is on sys.path when run as a script
 from recipes import RECIPES, VIT
 
@@ -97,7 +98,7 @@ def measure(args: argparse.Namespace, objectives: list[str] | None, work: Path) 
         raise SystemExit(f"--steps x --batch-size must be <= {len(images)} train images")
     mean, std = channel_stats(ImageDataset(full))
     subset = _write_subset(work / "subset", images[: args.steps * args.batch_size])
-    result: dict[str, Any] = {"machine": _machine(), "args": vars(args), "mean": mean, "std": std,
+    result: dict[str, Any] = {"machine": _machine(), "args": vars(args), "provenance": provenance(args), "mean": mean, "std": std,
                               "recipes": {n: asdict(RECIPES[n]) for n in ["simclr", *(objectives or [])]},
                               "lightly_transform": lightly_transform_kwargs(mean, std)}
 
@@ -288,9 +289,7 @@ def _write_subset(out: Path, images: np.ndarray) -> Path:
 def _machine() -> dict[str, Any]:
     import lightly
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor() or platform.machine())
-    return {"cpu": cpu, "cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)),
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "torch": torch.__version__, "torchvision": torchvision.__version__, "lightly": lightly.__version__,
             "numpy": np.__version__, "loadavg_start": os.getloadavg()}
