@@ -98,7 +98,11 @@ def cmd_validate(args: argparse.Namespace) -> None:
     from ssl_tasks.validation import validate_dataset
 
     report = validate_dataset(Path(args.data), Path(args.report), Path(args.docs) if args.docs else None)
-    print(f"validation passed: {report['n_expectations']} expectations; report {args.report}")
+    warned = report.get("warnings", [])
+    print(f"validation passed: {report['n_expectations'] - len(warned)} expectations"
+          + (f", {len(warned)} warning{'s' * (len(warned) > 1)}" if warned else "") + f"; report {args.report}")
+    for w in warned:
+        print(f"warning: {w}")
 
 
 def cmd_tokenizer(args: argparse.Namespace) -> None:
