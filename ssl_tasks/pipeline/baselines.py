@@ -4,6 +4,7 @@ raw input, the supervised ceiling, and any a modality adds), through the same pr
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -12,12 +13,15 @@ from ssl_tasks.core.io import atomic_dir, write_json_atomic
 from ssl_tasks.core.modality import modality_of
 from ssl_tasks.pipeline import runs
 from ssl_tasks.pipeline.evaluate import save_subsets
-from ssl_tasks.pipeline.layout import Layout, eval_context, record_compute
+from ssl_tasks.pipeline.layout import Layout, eval_context, record_compute, say
 from ssl_tasks.pipeline.params import Params
 
 
 def baselines(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
-    """One MLflow run, one folder (``<kind>/``: label subsets, encoder weights) and one row per baseline."""
+    """One MLflow run, one folder (``<kind>/``: label subsets, encoder weights) and one row per baseline: those
+    :meth:`Params.baselines_for` names (``datasets.<name>.baselines``, else ``baselines.include``)."""
+    say(f"baselines {params.describe_baselines(dataset)}")
+    cfg = replace(params.baselines, include=params.baselines_for(dataset))
     data_dir = layout.data(dataset)
     modality = modality_of(data_dir)
     ds = modality.open(data_dir)
@@ -25,11 +29,11 @@ def baselines(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
     uri, exp = runs.tracking(params, layout.root)
     rows: dict[str, Any] = {}
     with atomic_dir(layout.baselines_dir(dataset)) as tmp:
-        for spec in modality.baselines(ds, params.baselines, params.evaluation.protocols):
+        for spec in modality.baselines(ds, cfg, params.evaluation.protocols):
             name = f"{spec.name}@{dataset}"
             torch.manual_seed(params.seed)
             t0, started = time.perf_counter(), time.time()
-            result = modality.run_baseline(ctx, spec, ds, layout.tokenizer_dir(dataset), params.baselines, name)
+            result = modality.run_baseline(ctx, spec, ds, layout.tokenizer_dir(dataset), cfg, name)
             record_compute(f"baselines@{name}", time.perf_counter() - t0)
             encoder = "-" if result.encoder is None else spec.encoder_name
             run_id = runs.baseline_run(uri, exp, name, spec.kind, dataset, modality.name, encoder,

@@ -98,7 +98,11 @@ def cmd_validate(args: argparse.Namespace) -> None:
     from ssl_tasks.validation import validate_dataset
 
     report = validate_dataset(Path(args.data), Path(args.report), Path(args.docs) if args.docs else None)
-    print(f"validation passed: {report['n_expectations']} expectations; report {args.report}")
+    warned = report.get("warnings", [])
+    print(f"validation passed: {report['n_expectations'] - len(warned)} expectations"
+          + (f", {len(warned)} warning{'s' * (len(warned) > 1)}" if warned else "") + f"; report {args.report}")
+    for w in warned:
+        print(f"warning: {w}")
 
 
 def cmd_tokenizer(args: argparse.Namespace) -> None:
@@ -169,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split-seed", type=int, default=0)
     s.add_argument("--shard-size", type=int, default=8192)
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="source option, repeatable (text and image-text sources), e.g. --option unit=paragraph")
+                   help="source option, repeatable (image_folder, text and image-text sources), e.g. "
+                        "--option image_size=32")
     s.set_defaults(fn=cmd_ingest)
     s = sub.add_parser("validate", help="Great Expectations checks of an ingested dataset")
     s.add_argument("--dataset")
@@ -185,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("tokenizer", help="fit a dataset's visual tokenizer (k-means over patches; BEiT's targets)")
     s.add_argument("--dataset", required=True)
     s.set_defaults(fn=cmd_tokenizer)
-    s = sub.add_parser("baselines", help="random-init, raw-pixel and supervised baselines for a dataset")
+    s = sub.add_parser("baselines", help="a dataset's baselines: datasets.<name>.baselines, else baselines.include "
+                                         "(raw pixels; the supervised ceiling is opt-in)")
     s.add_argument("--dataset", required=True)
     s.set_defaults(fn=cmd_baselines)
     sub.add_parser("compare", help="leaderboard + MLflow parent run").set_defaults(fn=cmd_compare)

@@ -48,6 +48,9 @@ def compare(params: Params, layout: Layout) -> Any:
     mt.finish(uri, parent)
     print("\nLeaderboard (top-1 accuracy on the test split; every column names its protocol)\n")
     print(to_markdown(table, params.evaluation))
+    print("Baselines per dataset (each run is also read against random init of its own encoder):")
+    for d in used:
+        print(f"  {params.describe_baselines(d)}")
     print(f"written: {csv}, {md}, {png}; MLflow parent run {parent}")
     print(f"compare the runs in MLflow (after `make ui`): {mt.ui_compare_url(UI_BASE, exp, children)}")
     return table

@@ -31,5 +31,10 @@ def validate(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
     report = validate_dataset(layout.data(dataset), layout.validation_report(dataset), layout.validation_docs(dataset),
                               params.dataset(dataset).validation)
     record_compute(f"validate@{dataset}", time.perf_counter() - t0)
-    say(f"validate {dataset}: {report['n_expectations']} expectations passed")
+    warned = report.get("warnings", [])
+    say(f"validate {dataset}: {report['n_expectations'] - len(warned)} expectations passed"
+        + (f", {len(warned)} warning{'s' * (len(warned) > 1)} (datasets.{dataset}.validation sets the thresholds; "
+           "docs/your-data.md)" if warned else ""))
+    for w in warned:
+        say(f"validate {dataset}: warning: {w}")
     return report

@@ -32,6 +32,8 @@ class DatasetParams:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     # the dataset's tokenizer stage: the keys of its modality's ``tokenizer_config``
     tokenizer: dict[str, Any] = field(default_factory=dict)
+    # the dataset baselines its runs are read against (raw_pixels, supervised); unset: ``baselines.include``
+    baselines: tuple[str, ...] | None = None
 
     @property
     def modality(self) -> str:
@@ -84,7 +86,9 @@ class BaselineParams:
     encoder_kwargs: dict[str, Any] = field(default_factory=dict)
     # per dataset: raw_pixels (pixels; a bag of words for text and captions) and the supervised ceiling. Random init
     # is no dataset baseline: every run is evaluated next to random init of its own encoder (evaluate@<run>).
-    include: tuple[str, ...] = ("raw_pixels", "supervised")
+    # The supervised ceiling trains an encoder for supervised_epochs (most of a small pipeline's time), so it is
+    # opt-in: list it here for every dataset, or in datasets.<name>.baselines for one.
+    include: tuple[str, ...] = ("raw_pixels",)
     supervised_epochs: int = 20
     supervised_lr: float = 2e-3
     text_encoder: str = "text_transformer"  # the supervised ceiling's encoder on text datasets
@@ -130,6 +134,21 @@ class Params:
         if name not in self.datasets:
             raise UserError(f"unknown dataset {name!r}; datasets in params: {', '.join(sorted(self.datasets))}")
         return self.datasets[name]
+
+    def baselines_for(self, dataset: str) -> tuple[str, ...]:
+        """The baselines ``dataset`` gets: ``datasets.<name>.baselines``, else ``baselines.include``."""
+        own = self.dataset(dataset).baselines
+        return self.baselines.include if own is None else own
+
+    def describe_baselines(self, dataset: str) -> str:
+        """One line saying which baselines ``dataset`` gets, where that is set, and what the supervised one costs."""
+        kinds = self.baselines_for(dataset)
+        where = f"datasets.{dataset}.baselines" if self.dataset(dataset).baselines is not None else "baselines.include"
+        parts = [f"supervised ({self.baselines.supervised_epochs} epochs)" if k == "supervised" else k for k in kinds]
+        line = f"{dataset}: {', '.join(parts) or 'none'} (from {where})"
+        if "supervised" not in kinds:
+            line += f"; add the supervised ceiling with datasets.{dataset}.baselines: [{', '.join([*kinds, 'supervised'])}]"
+        return line
 
     def train_for(self, run: str) -> TrainConfig:
         from dataclasses import asdict
@@ -200,10 +219,15 @@ def parse_params(raw: dict[str, Any], root: Path | None = None) -> Params:
     ENCODERS.get(params.baselines.encoder)
     if getattr(ENCODERS.get(params.baselines.text_encoder), "modality", "image") != "text":
         raise UserError(f"baselines.text_encoder: {params.baselines.text_encoder!r} is not a text encoder")
-    for b in params.baselines.include:
-        if b == "random_init":
-            raise UserError("baselines.include: random_init is no dataset baseline any more: every run is evaluated "
-                            "next to random init of its own encoder; remove it")
-        if b not in BASELINE_KINDS:
-            raise UserError(f"baselines.include: unknown baseline {b!r}; valid: {', '.join(BASELINE_KINDS)}")
+    lists = {"baselines.include": params.baselines.include}
+    lists.update({f"datasets.{n}.baselines": d.baselines for n, d in params.datasets.items() if d.baselines is not None})
+    for where, kinds in lists.items():
+        for b in kinds:
+            if b == "random_init":
+                raise UserError(f"{where}: random_init is no dataset baseline any more: every run is evaluated "
+                                "next to random init of its own encoder; remove it")
+            if b not in BASELINE_KINDS:
+                raise UserError(f"{where}: unknown baseline {b!r}; valid: {', '.join(BASELINE_KINDS)}")
+        if len(set(kinds)) != len(kinds):
+            raise UserError(f"{where}: lists a baseline twice: {list(kinds)}")
     return params

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 TRAIN_SPLIT = "train"
-CLASS_COLUMNS = ["id", "split", "label", "count", "fraction"]
+CLASS_COLUMNS = ["id", "split", "label", "name", "count", "fraction", "share"]
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,12 @@ def fully_labelled_splits(manifest: dict) -> list[str]:
 def class_counts_table(ds: Any, samples: pd.DataFrame) -> pd.DataFrame:
     """Count and share of each class within each split that has labelled samples.
 
+    Rows are named by the class's name (the manifest's ``label_names``: an image folder's class folder names),
+    ``<split>/class=<name>``, e.g. ``test/class=animals``; ``share`` says ``<count> of <n> (<percent>)``.
     Labels outside 0..K-1 (caught by the label expectation) and -1 (unlabeled) are not counted.
     """
     k = ds.num_classes
+    names = list(getattr(ds, "label_names", None) or [str(c) for c in range(k)])
     rows: list[dict] = []
     if k == 0 or samples.empty:
         return pd.DataFrame({c: [] for c in CLASS_COLUMNS})
@@ -66,11 +69,13 @@ def class_counts_table(ds: Any, samples: pd.DataFrame) -> pd.DataFrame:
         for c in range(k):
             rows.append(
                 {
-                    "id": f"{split}/class={c}",
+                    "id": f"{split}/class={names[c]}",
                     "split": split,
                     "label": c,
+                    "name": names[c],
                     "count": int(counts[c]),
                     "fraction": float(counts[c]) / len(valid),
+                    "share": f"{int(counts[c])} of {len(valid)}, {counts[c] / len(valid):.1%}",
                 }
             )
     return pd.DataFrame(rows, columns=CLASS_COLUMNS)

@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 FAST = {
     "baselines.supervised_epochs": 1,
     "baselines.include": ["raw_pixels"],
+    "datasets.digits.baselines": ["raw_pixels"],  # params.yaml gives digits the supervised ceiling too
     "evaluation.settings.finetune_epochs": 2,
     "evaluation.settings.linear_epochs": 20,
 }

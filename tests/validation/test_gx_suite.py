@@ -98,7 +98,9 @@ def test_clean_dataset_passes_and_writes_report_and_docs(tmp_path: Path) -> None
     assert report["n_samples"] == {"train": 200, "test": 50}
     assert report["n_failed"] == 0 and report["n_expectations"] == 9
     assert report["cross_split_duplicates"] == 0
-    assert report["metrics"] == {"pass_rate": 1.0, "n_failed": 0, "cross_split_duplicates": 0, "n_samples": 250}
+    assert report["metrics"] == {"pass_rate": 1.0, "n_failed": 0, "n_warnings": 0, "cross_split_duplicates": 0,
+                                 "n_samples": 250}
+    assert report["warnings"] == []
     names = [e["name"] for e in report["expectations"]]
     assert "expect_column_values_to_be_in_set(shape in {1x8x8})" in names
     assert "expect_column_values_to_be_between(max <= 255)" in names
@@ -119,7 +121,9 @@ def test_table_columns_are_computed_from_the_arrays(tmp_path: Path) -> None:
     assert row["sha1"] == hashlib.sha1(img.tobytes()).hexdigest()
     assert not s["in_train"].any()
     counts = t.class_counts.set_index("id")
-    assert counts.loc["train/class=0", "count"] == 7 and counts.loc["test/class=9", "fraction"] == pytest.approx(0.1)
+    # rows are named by class name (the manifest's label_names), not by index
+    assert counts.loc["train/class=c0", "count"] == 7 and counts.loc["test/class=c9", "fraction"] == pytest.approx(0.1)
+    assert counts.loc["train/class=c0", "name"] == "c0" and counts.loc["train/class=c0", "share"] == "7 of 70, 10.0%"
 
 
 def test_wrong_shape_shard(tmp_path: Path) -> None:
@@ -183,12 +187,19 @@ def test_label_outside_the_label_set(tmp_path: Path) -> None:
 def test_heavy_class_imbalance(tmp_path: Path) -> None:
     labels = np.r_[np.zeros(110, dtype=np.int64), np.arange(90) % K]  # class 0: 64% of train
     ds = make_dataset(tmp_path / "ds", train_labels=labels)
-    msg, report = fail(ds, tmp_path)
+    strict = ValidationConfig(min_class_fraction=0.5, max_class_fraction=2.0)  # thresholds set: enforced
+    msg, report = fail(ds, tmp_path, config=strict)
     entry = failed(report)["expect_column_values_to_be_between(class fraction of split in [0.05, 0.2])"]
-    assert entry["column"] == "fraction" and entry["table"] == "class_counts"
+    assert entry["column"] == "fraction" and entry["table"] == "class_counts" and entry["severity"] == "error"
     assert entry["unexpected_count"] == 10  # class 0 too common, classes 1..9 (9 each, 4.5%) too rare
-    assert entry["sample_ids"][:2] == ["train/class=0", "train/class=1"]
-    assert "class fraction of split in [0.05, 0.2]): 10 rows, e.g. train/class=0" in msg
+    assert entry["sample_ids"][:2] == ["train/class=c0", "train/class=c1"]
+    assert ("class fraction of split in [0.05, 0.2]): 10 rows, e.g. train/class=c0 (119 of 200, 59.5%), "
+            "train/class=c1 (9 of 200, 4.5%)") in msg
+    # Unset thresholds: the same band, as a warning naming the classes; validation passes.
+    report = validate_dataset(ds, tmp_path / "r1.json")
+    assert report["success"] and report["n_failed"] == 0 and report["n_warnings"] == 1
+    assert report["warnings"][0].startswith("expect_column_values_to_be_between(class fraction of split in "
+                                            "[0.05, 0.2]): 10 rows, e.g. train/class=c0 (119 of 200, 59.5%)")
     # A looser config accepts it.
     loose = ValidationConfig(min_class_fraction=0.4, max_class_fraction=7)
     report = validate_dataset(ds, tmp_path / "r2.json", config=loose)
@@ -201,7 +212,9 @@ def test_duplicates_between_train_and_test(tmp_path: Path) -> None:
     test = rng.integers(0, 256, size=(50, *SHAPE), dtype=np.uint8)
     test[[4, 20, 31]] = train[[0, 150, 199]]
     ds = make_dataset(tmp_path / "ds", test_images=test)
-    msg, report = fail(ds, tmp_path)
+    warned = validate_dataset(ds, tmp_path / "r0.json")  # unset: 0 allowed, as a warning
+    assert warned["success"] and warned["n_warnings"] == 1 and "3 rows, e.g. test/000004" in warned["warnings"][0]
+    msg, report = fail(ds, tmp_path, config=ValidationConfig(max_cross_split_duplicates=0))
     assert report["cross_split_duplicates"] == 3 and report["metrics"]["cross_split_duplicates"] == 3
     entry = by_column(report, "in_train")
     assert not entry["success"] and entry["sample_ids"] == ["test/000004", "test/000020", "test/000031"]

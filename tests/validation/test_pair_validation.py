@@ -93,7 +93,8 @@ def test_full_openclipart_passes_the_defaults(tmp_path: Path) -> None:
     k = m["label_names"].index("signs_and_symbols")
     assert entry["unexpected_count"] > 0
     counts = build_pair_tables(PairDataset(ds)).class_counts.set_index("id")
-    assert counts.loc[f"train/class={k}", "fraction"] == pytest.approx(462 / 1136)  # 577 - round(577 * 0.2)
+    assert counts.loc["train/class=signs_and_symbols", "label"] == k
+    assert counts.loc["train/class=signs_and_symbols", "fraction"] == pytest.approx(462 / 1136)  # 577 - round(577 * 0.2)
 
 
 def test_bad_rows_ingest_but_fail_naming_the_rows(tmp_path: Path) -> None:
@@ -179,7 +180,7 @@ def test_pair_repeated_across_splits_fails(tmp_path: Path) -> None:
     # c.png has a's bytes under another name: its "fruit" caption repeats a train pair, "green" does not.
     test = [rec("c.png", "aa", "green", "fruit"), rec("d.png", "dd", "a blue bird")]
     ds = synthetic(tmp_path, train, test)
-    msg, failed = fail(ds, tmp_path)
+    msg, failed = fail(ds, tmp_path, config=ValidationConfig(max_cross_split_duplicates=0))  # set: enforced
     assert set(failed) == {PAIRS, IMAGES}
     assert failed[PAIRS]["sample_ids"] == ["test/000000:c.png#1"]  # d.png: same caption, other image: fine
     assert failed[IMAGES]["sample_ids"] == ["test/000000:c.png"]

@@ -92,7 +92,7 @@ def test_table_columns_are_computed_from_the_texts(tmp_path: Path) -> None:
     assert s.index[s["in_train"]].tolist() == ["test/000000"]  # train rows are never in_train
     assert s["label"].dtype == np.int64
     counts = t.class_counts.set_index("id")
-    assert counts.loc["train/class=0", "count"] == 2 and counts.loc["test/class=1", "fraction"] == 0.5
+    assert counts.loc["train/class=a", "count"] == 2 and counts.loc["test/class=b", "fraction"] == 0.5
 
 
 def test_undecodable_bytes_fail_decode_error(tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ def test_test_text_duplicated_from_train_fails(tmp_path: Path) -> None:
     (folder / "test.jsonl").write_text('{"text": "new one"}\n{"text": "  sentence 7 "}\n{"text": "another"}\n')
     ds = tmp_path / "ds"
     ingest("text_table", folder, ds)
-    msg, failed = fail(ds, tmp_path)
+    msg, failed = fail(ds, tmp_path, config=ValidationConfig(max_cross_split_duplicates=0))  # set: enforced
     assert set(failed) == {DUPLICATES}
     assert failed[DUPLICATES]["sample_ids"] == ["test/000001"]
     assert f"{DUPLICATES}: 1 rows, e.g. test/000001" in msg

@@ -13,7 +13,8 @@ Sources:
 * ``cifar``: CIFAR-10/100 python pickle batches in a folder or tar archive; official split.
   Pickles are read with a restricted unpickler that only rebuilds numpy arrays.
 * ``image_folder``: PNG/JPEG files in a folder or tar archive, either in class sub-folders
-  (labelled) or flat (unlabeled).
+  (labelled) or flat (unlabeled); options ``image_size`` and ``background`` (the image modality's one
+  normalisation, :mod:`ssl_tasks.modalities.image.normalize`, shared with the image–caption sources).
 """
 
 from __future__ import annotations
@@ -36,7 +37,17 @@ import numpy as np
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.data.shards import UNLABELED
-from ssl_tasks.data.sources import SOURCES, open_tar, pathless, stratified_split, tar_members, tar_read, visible
+from ssl_tasks.data.sources import (
+    SOURCES,
+    open_tar,
+    pathless,
+    source_kind,
+    stratified_split,
+    tar_members,
+    tar_read,
+    visible,
+)
+from ssl_tasks.modalities.image.normalize import DECODE_ERRORS, check_background, check_image_size, normalize_image
 from ssl_tasks.modalities.image.shards import SplitData
 
 #: Images per chunk handed to the shard writer.
@@ -359,6 +370,13 @@ def cifar(path: Path | None, *, test_fraction: float, split_seed: int) -> Source
 
 # --------------------------------------------------------------------------- image folders
 
+
+def _options(source: str, given: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(defaults), key=str)
+    if unknown:
+        raise UserError(f"source {source!r}: unknown option {unknown[0]!r}; valid: {', '.join(sorted(defaults))}")
+    return {**defaults, **given}
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 _GRAY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
 
@@ -450,8 +468,9 @@ def _folder_layout(path: Path, names: list[str]) -> tuple[str | None, list[str] 
     return prefix, [p[0] for p in parts]
 
 
-def _decode_chunks(files: _ImageFiles, order: np.ndarray, mode: str, shape: tuple[int, int, int]) -> Iterator[np.ndarray]:
-    """Decode the images at ``order`` into uint8 (n, C, H, W) chunks."""
+def _decode_chunks(files: _ImageFiles, order: np.ndarray, mode: str, shape: tuple[int, int, int],
+                   size: int | None, background: tuple[int, int, int]) -> Iterator[np.ndarray]:
+    """Decode the images at ``order`` into uint8 (n, C, H, W) chunks with :func:`normalize_image`."""
     from PIL import Image
 
     c, h, w = shape
@@ -460,27 +479,37 @@ def _decode_chunks(files: _ImageFiles, order: np.ndarray, mode: str, shape: tupl
         out = np.empty((len(idx), c, h, w), dtype=np.uint8)
         for j, (i, data) in enumerate(zip(idx, files.iter_bytes(idx), strict=True)):
             try:
-                with Image.open(io.BytesIO(data)) as im:
-                    arr = np.asarray(im.convert(mode), dtype=np.uint8)
-            except Exception as e:  # noqa: BLE001 - any decoder failure is the file's fault
+                arr = normalize_image(data, mode=mode, size=size, background=background)
+            except (*DECODE_ERRORS, Image.DecompressionBombError) as e:
                 raise UserError(f"cannot decode image {files.display(i)}: {type(e).__name__}: {e}") from None
-            if arr.shape[:2] != (h, w):
-                raise UserError(f"{files.display(i)}: decoded size {arr.shape[1]}x{arr.shape[0]} differs from {w}x{h}")
-            out[j] = arr[None] if c == 1 else arr.transpose(2, 0, 1)
+            if arr.shape != (c, h, w):
+                raise UserError(f"{files.display(i)}: decoded size {arr.shape[2]}x{arr.shape[1]} differs from {w}x{h}")
+            out[j] = arr
         yield out
 
 
-@SOURCES.register("image_folder")
-def image_folder(path: Path | None, *, test_fraction: float, split_seed: int) -> SourceResult:
-    """PNG/JPEG images in a folder or tar: ``<class>/<file>`` is labelled, flat files are unlabeled.
+#: ``image_folder``'s options and their defaults (``--option KEY=VALUE``; params.yaml ``options:``).
+IMAGE_FOLDER_OPTIONS: dict[str, Any] = {"image_size": None, "background": "white"}
 
-    One common top folder (e.g. ``test/<class>/...``) is skipped. All images must share one size;
-    all-grayscale gives C=1, anything else is converted to RGB (C=3). Split: stratified (labelled)
-    or seeded random (unlabeled).
+
+@SOURCES.register("image_folder")
+@source_kind("image")
+def image_folder(path: Path | None, *, test_fraction: float, split_seed: int, **options: Any) -> SourceResult:
+    """PNG/JPEG images in a folder or tar: ``<class>/<file>`` is labelled (class names: the folder names),
+    flat files are unlabeled.
+
+    One common top folder (e.g. ``test/<class>/...``) is skipped. Options: ``image_size`` (default none: all
+    images must share one size; N: each is padded to a square and resized to N x N, keeping its aspect) and
+    ``background`` (``white``, the default, or ``black``: what transparent pixels and the padding become).
+    Images are decoded by content with :func:`normalize_image`. All-grayscale gives C=1, anything else RGB (C=3).
+    Split: stratified (labelled) or seeded random (unlabeled).
     """
     from PIL import Image
 
     assert path is not None
+    opts = _options("image_folder", options, IMAGE_FOLDER_OPTIONS)
+    image_size = check_image_size("image_folder", opts["image_size"], optional=True)
+    background = check_background("image_folder", opts["background"])
     files = _ImageFiles(path)
     if not files.names:
         raise UserError(f"no images found in {path} (looked for {', '.join(IMAGE_EXTENSIONS)})")
@@ -503,15 +532,17 @@ def image_folder(path: Path | None, *, test_fraction: float, split_seed: int) ->
             raise UserError(f"cannot read image {files.display(i)}: {type(e).__name__}: {e}") from None
         if size is None:
             size = im_size
-        elif im_size != size:
+        elif im_size != size and image_size is None:
             raise UserError(
                 f"images differ in size: {files.display(0)} is {size[0]}x{size[1]} but "
-                f"{files.display(i)} is {im_size[0]}x{im_size[1]}; resize them to one size first"
+                f"{files.display(i)} is {im_size[0]}x{im_size[1]}; give the option image_size "
+                "(--option image_size=32, or options: {image_size: 32} in params.yaml) to pad every image to a "
+                "square and resize it to that size"
             )
         all_gray = all_gray and im_mode in _GRAY_MODES
     assert size is not None
     mode, channels = ("L", 1) if all_gray else ("RGB", 3)
-    shape = (channels, size[1], size[0])
+    shape = (channels, size[1], size[0]) if image_size is None else (channels, image_size, image_size)
 
     if classes is None:
         label_names: list[str] = []
@@ -523,8 +554,8 @@ def image_folder(path: Path | None, *, test_fraction: float, split_seed: int) ->
     train, test = stratified_split(labels, test_fraction, split_seed)
     return SourceResult(
         splits={
-            "train": SplitData(labels[train], _decode_chunks(files, train, mode, shape)),
-            "test": SplitData(labels[test], _decode_chunks(files, test, mode, shape)),
+            "train": SplitData(labels[train], _decode_chunks(files, train, mode, shape, image_size, background)),
+            "test": SplitData(labels[test], _decode_chunks(files, test, mode, shape, image_size, background)),
         },
         image_shape=shape,
         label_names=label_names,
@@ -537,6 +568,7 @@ def image_folder(path: Path | None, *, test_fraction: float, split_seed: int) ->
             "num_images": len(files.names),
             "ignored_files": files.ignored,
             "color": "grayscale" if all_gray else "rgb",
+            "options": {"image_size": image_size, "background": opts["background"]},
             "content_sha256": digest.hexdigest(),
             "split": "random" if classes is None else "stratified",
         },

@@ -12,7 +12,8 @@ Sources:
 * ``image_text_tar``: a ``.tar`` (or a folder of ``.tar`` shards) of ``<key>.<ext>`` members:
   ``jpg``/``jpeg``/``png``/``webp`` image, ``txt`` captions, optional ``cls`` label.
 
-Images, the same for both sources: opened with PIL, ``convert("RGBA")`` and alpha-composited onto
+Images, the same for both sources and for the image modality's ``image_folder`` (one function,
+:func:`ssl_tasks.modalities.image.normalize.normalize_image`): opened with PIL and alpha-composited onto
 the ``background`` colour (``white``, the default, or ``black``) so transparent pixels (most clip
 art) get one fixed colour rather than whatever RGB a transparent pixel happens to hold; padded to a
 square with that colour, centred; resized to ``image_size`` x ``image_size`` (default 64, 8..1024)
@@ -33,8 +34,6 @@ stratified by label when there are labels.
 from __future__ import annotations
 
 import hashlib
-import io
-import struct
 import tarfile
 import zlib
 from collections.abc import Sequence
@@ -49,16 +48,19 @@ from ssl_tasks.core.io import sha256_file
 from ssl_tasks.data.shards import UNLABELED
 from ssl_tasks.data.sources import SOURCES, open_tar, source_kind, stratified_split, tar_read, visible
 from ssl_tasks.data.tables import TABLE_FORMATS, decode_text, table_rows
+from ssl_tasks.modalities.image.normalize import (
+    DECODE_ERRORS,
+    check_background,
+    check_image_size,
+    normalize_image,
+)
 from ssl_tasks.modalities.image_text.shards import PairRecord, PairSplit, unsafe_path
 from ssl_tasks.modalities.text.sources import _label_names, _name, _options, _scrub
 
 MODALITY = "image_text"
 DEFAULT_IMAGE_SIZE = 64
-IMAGE_SIZE_RANGE = (8, 1024)
-BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0)}
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # tar members; table rows may name any file PIL reads
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-REDUCING_GAP = 3.0
 _IMAGE_DEFAULTS = {"image_size": DEFAULT_IMAGE_SIZE, "background": "white"}
 
 _takes_pair_options = source_kind(MODALITY)
@@ -91,16 +93,11 @@ class _Pair:
 
 
 def _image_size(source: str, value: Any) -> int:
-    lo, hi = IMAGE_SIZE_RANGE
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
-        raise UserError(f"source {source!r}: option image_size must be an integer in {lo}..{hi}; got {value!r}")
-    return int(value)
+    return int(check_image_size(source, value))  # type: ignore[arg-type]
 
 
 def _background(source: str, value: Any) -> tuple[int, int, int]:
-    if not isinstance(value, str) or value not in BACKGROUNDS:
-        raise UserError(f"source {source!r}: option background must be one of {', '.join(BACKGROUNDS)}; got {value!r}")
-    return BACKGROUNDS[value]
+    return check_background(source, value)
 
 
 def _caption_columns(source: str, value: Any) -> tuple[str, ...]:
@@ -148,30 +145,14 @@ def _root(source: str, value: Any, table: Path) -> Path:
 # --------------------------------------------------------------------------- images
 
 
-_DECODE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError, EOFError, struct.error,
-                                                   IndexError, TypeError, ZeroDivisionError, zlib.error)
+_DECODE_ERRORS = DECODE_ERRORS
 
 
 def render(data: bytes, size: int, background: tuple[int, int, int]) -> np.ndarray:
-    """Encoded image bytes -> uint8 (3, size, size): composited on ``background``, padded square, bicubic.
-
-    Raises what PIL raises for bytes it cannot decode (see the module docstring for the steps).
-    """
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        rgba = im.convert("RGBA")
-    rgb = Image.alpha_composite(Image.new("RGBA", rgba.size, (*background, 255)), rgba).convert("RGB")
-    w, h = rgb.size
-    if w != h:
-        side = max(w, h)
-        square = Image.new("RGB", (side, side), background)
-        square.paste(rgb, ((side - w) // 2, (side - h) // 2))
-        rgb = square
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
-    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
+    """Encoded image bytes -> uint8 (3, size, size): the image modality's one normalisation
+    (:func:`ssl_tasks.modalities.image.normalize.normalize_image`: composited on ``background``, padded square,
+    bicubic). Raises what PIL raises for bytes it cannot decode."""
+    return normalize_image(data, mode="RGB", size=size, background=background)
 
 
 def _decode_into(out: np.ndarray, pair: _Pair, data: bytes, size: int, background: tuple[int, int, int]) -> None:
