@@ -153,7 +153,8 @@ from ssl_tasks.pipeline.layout import Layout
 from ssl_tasks.pipeline.pretrain import train_job
 from ssl_tasks.data.ingest import ingest
 from ssl_tasks.data.shards import ImageDataset
-from ssl_tasks.training.loop import channel_stats, job_to_dict
+from ssl_tasks.training.config import job_to_dict
+from ssl_tasks.training.loop import channel_stats
 from ssl_tasks.training.ray_runner import init_ray
 from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
@@ -170,7 +171,8 @@ t2 = time.perf_counter()
 def loop(cfg):
     import time, torch
     from pathlib import Path
-    from ssl_tasks.training.loop import LocalSession, job_from_dict, run_training
+    from ssl_tasks.training.config import job_from_dict
+    from ssl_tasks.training.loop import LocalSession, run_training
     torch.set_num_threads(os.cpu_count())
     out = []
     for j in cfg["jobs"]:

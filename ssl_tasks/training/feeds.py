@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ssl_tasks.core.config import build
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.data.shards import ImageDataset, stream_epoch
 from ssl_tasks.objectives.base import DataSpec, PairDataSpec, TextDataSpec
@@ -164,11 +163,9 @@ def stream_rows(rows: np.ndarray, *, batch_size: int, seed: int, epoch: int, ran
         yield rows[np.sort(b)]
 
 
-def text_layout(objective: str, kwargs: dict[str, Any], run: str) -> str:
-    from ssl_tasks.objectives import OBJECTIVES
-
-    cfg = build(OBJECTIVES.get(objective).Config, kwargs, f"runs.{run}.objective_kwargs")
-    return getattr(cfg, "layout", "pad")
+def text_layout(objective_config: Any) -> str:
+    """How a text objective wants its rows: ``pack`` or ``pad`` (its config's ``layout``; ``pad`` without one)."""
+    return getattr(objective_config, "layout", "pad")
 
 
 def text_rows(data_dir: Path, tokenizer_path: str | Path, *, split: str, layout: str, max_len: int) -> tuple[
@@ -223,13 +220,11 @@ def pair_feed(job: Any) -> PairFeed:
     """Train images and captions of a pair dataset, tokenized by the job's tokenizer."""
     from ssl_tasks.modalities.image_text.shards import PairDataset
     from ssl_tasks.modalities.text.tokenizer import TextTokenizer
-    from ssl_tasks.objectives import OBJECTIVES
-
     if not job.tokenizer:
         raise UserError(f"{job.data_dir} is an image–text dataset: the job needs its caption tokenizer "
                         "(the tokenizer@<dataset> stage)")
     ds = PairDataset(Path(job.data_dir))
-    cfg = build(OBJECTIVES.get(job.objective).Config, job.objective_kwargs, f"runs.{job.run}.objective_kwargs")
+    cfg = job.objective_config
     max_len = int(cfg.text_encoder_kwargs.get("max_len", DEFAULT_MAX_LEN))
     tok = TextTokenizer.load(job.tokenizer)
     images = np.concatenate([np.asarray(a) for a in ds.shard_images("train")])  # label files are never opened

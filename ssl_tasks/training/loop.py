@@ -12,7 +12,6 @@ import os
 import pickle
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,7 +20,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ssl_tasks.core.config import build
 from ssl_tasks.core.ema import update_momentum
 from ssl_tasks.core.encoders import ENCODERS
 from ssl_tasks.core.errors import UserError
@@ -84,7 +82,9 @@ def build_objective(job: TrainJob, feed: ImageFeed | TextFeed | PairFeed) -> Obj
     cls = OBJECTIVES.get(job.objective)
     check_compatible(cls, ENCODERS.get(job.encoder), feed.modality)
     cls.check_data(feed.spec)
-    cfg = build(cls.Config, job.objective_kwargs, f"runs.{job.run}.objective_kwargs")
+    cfg = job.objective_config
+    if not isinstance(cfg, cls.Config):
+        raise TypeError(f"job {job.run!r}: objective_config is a {type(cfg).__name__}, not {cls.__name__}.Config")
     encoder = feed.build_encoder(job.encoder, job.encoder_kwargs)
     if job.init_encoder:  # before the objective is built, so EMA teachers start from the same weights
         load_encoder(encoder, job.init_encoder, f"runs.{job.run}.init_encoder")
@@ -294,14 +294,3 @@ def channel_stats(ds: ImageDataset, max_samples: int = 10000) -> tuple[tuple[flo
     mean = total / seen
     std = np.sqrt(np.maximum(total_sq / seen - mean**2, 1e-12))
     return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
-
-
-def job_to_dict(job: TrainJob) -> dict[str, Any]:
-    return asdict(job)
-
-
-def job_from_dict(d: dict[str, Any]) -> TrainJob:
-    d = {k: v for k, v in d.items() if not k.startswith("_")}
-    d["train"] = TrainConfig(**d["train"])
-    d["mean"], d["std"], d["plugins"] = tuple(d["mean"]), tuple(d["std"]), tuple(d.get("plugins", ()))
-    return TrainJob(**d)

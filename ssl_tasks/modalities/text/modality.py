@@ -97,7 +97,7 @@ class TextModality(Modality):
         from ssl_tasks.training.feeds import DEFAULT_MAX_LEN, TextFeed, text_layout, text_rows
 
         max_len = int(job.encoder_kwargs.get("max_len", DEFAULT_MAX_LEN))
-        layout = text_layout(job.objective, job.objective_kwargs, job.run)
+        layout = text_layout(job.objective_config)
         rows, spec = text_rows(Path(job.data_dir), job.tokenizer, split="train", layout=layout, max_len=max_len)
         return TextFeed(rows, spec, layout)
 
