@@ -30,9 +30,10 @@ import torch
 import yaml
 from throughput import _machine, interleave, ours_round  # bench/ is on sys.path when run as a script
 
+from ssl_tasks.modalities.image.feed import channel_stats
 from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
 from ssl_tasks.training.feeds import open_feed
-from ssl_tasks.training.loop import build_objective, channel_stats, make_optimizer
+from ssl_tasks.training.loop import build_objective, make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 

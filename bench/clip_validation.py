@@ -24,12 +24,13 @@ import numpy as np
 import torch
 
 from ssl_tasks.evaluation import zero_shot as zs
+from ssl_tasks.modalities.image.feed import channel_stats
 from ssl_tasks.modalities.image_text.shards import PairDataset, PairSplit, write_pair_dataset
 from ssl_tasks.modalities.image_text.towers import build_two_tower, embed_images, embed_texts
 from ssl_tasks.modalities.text.tokenizer import TextTokenizer
 from ssl_tasks.pipeline.leaderboard import mean_ci95
 from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
-from ssl_tasks.training.loop import CHECKPOINT_FILE, LocalSession, channel_stats, run_training
+from ssl_tasks.training.loop import CHECKPOINT_FILE, LocalSession, run_training
 
 TOWERS = {"text_encoder_kwargs": {"max_len": 32, "width": 128, "depth": 2, "heads": 4}, "embed_dim": 128}
 VARIANTS = {

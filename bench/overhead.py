@@ -154,7 +154,7 @@ from ssl_tasks.pipeline.pretrain import train_job
 from ssl_tasks.data.ingest import ingest
 from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.training.config import job_to_dict
-from ssl_tasks.training.loop import channel_stats
+from ssl_tasks.modalities.image.feed import channel_stats
 from ssl_tasks.training.ray_runner import init_ray
 from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer

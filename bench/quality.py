@@ -27,10 +27,11 @@ from ssl_tasks.data.ingest import ingest
 from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.evaluation.protocols import EvalConfig, evaluate_encoder
 from ssl_tasks.modalities.image.encoders import build_encoder
+from ssl_tasks.modalities.image.feed import channel_stats
 from ssl_tasks.modalities.image.views import ImageViewConfig, ImageViews
 from ssl_tasks.modalities.image.visual_tokenizer import train_tokenizer
 from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
-from ssl_tasks.training.loop import LocalSession, channel_stats, run_training
+from ssl_tasks.training.loop import LocalSession, run_training
 from ssl_tasks.training.supervised import train_supervised
 
 REPO = Path(__file__).resolve().parents[1]

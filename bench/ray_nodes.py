@@ -37,8 +37,8 @@ def driver(args: argparse.Namespace) -> None:
     """One run, in its own process: join the cluster, train, print a JSON line."""
     t0 = time.perf_counter()
     from ssl_tasks.data.shards import ImageDataset
+    from ssl_tasks.modalities.image.feed import channel_stats
     from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
-    from ssl_tasks.training.loop import channel_stats
     from ssl_tasks.training.ray_runner import fit
 
     mean, std = channel_stats(ImageDataset(Path(args.data)))

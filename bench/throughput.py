@@ -40,9 +40,10 @@ from recipes import RECIPES, VIT
 from ssl_tasks.data.ingest import ingest
 from ssl_tasks.data.shards import ImageDataset, SplitData, write_dataset
 from ssl_tasks.modalities.image.encoders import SmallCNN
+from ssl_tasks.modalities.image.feed import channel_stats
 from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
 from ssl_tasks.training.feeds import open_feed
-from ssl_tasks.training.loop import LocalSession, build_objective, channel_stats, make_optimizer, run_training
+from ssl_tasks.training.loop import LocalSession, build_objective, make_optimizer, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 GOALS = {"ours/plain": 0.95, "ours/lightly": 1.35}

@@ -15,11 +15,12 @@ from objective_cases import CASES, PAIR
 
 from ssl_tasks.core.config import build
 from ssl_tasks.core.errors import UserError
+from ssl_tasks.modalities.image_text.feed import PairFeed, caption_rows, drop_words
 from ssl_tasks.modalities.image_text.shards import PairDataset
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.pipeline.params import load_params, parse_params
 from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
-from ssl_tasks.training.feeds import PairFeed, caption_rows, drop_words, open_feed
+from ssl_tasks.training.feeds import open_feed
 from ssl_tasks.training.loop import LocalSession, run_training
 
 REPO = Path(__file__).resolve().parents[2]

@@ -43,10 +43,11 @@ def test_modalities_declare_the_interface(name: str) -> None:
 
 
 def test_image_objectives_train_on_the_images_of_an_image_text_dataset(pair_dataset: Path) -> None:
+    from ssl_tasks.modalities.image.feed import ImageFeed
     from ssl_tasks.modalities.image_text.shards import PairDataset
     from ssl_tasks.objectives import OBJECTIVES
     from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
-    from ssl_tasks.training.feeds import ImageFeed, open_feed
+    from ssl_tasks.training.feeds import open_feed
 
     def job(objective: str, tokenizer: str = "") -> TrainJob:
         return TrainJob(run=objective, seed=0, data_dir=str(pair_dataset), objective=objective,

@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 
 from ssl_tasks.data.shards import ImageDataset
+from ssl_tasks.modalities.image.feed import channel_stats
 from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
-from ssl_tasks.training.loop import CHECKPOINT_FILE, LocalSession, channel_stats, run_training
+from ssl_tasks.training.loop import CHECKPOINT_FILE, LocalSession, run_training
 
 
 def _train(data: Path, ckpt: Path, precision: str) -> tuple[float, dict[str, torch.Tensor]]:

@@ -10,8 +10,8 @@ import torch
 
 from ssl_tasks.core.plugins import load_plugins
 from ssl_tasks.data.shards import ImageDataset
+from ssl_tasks.modalities.image.feed import channel_stats
 from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
-from ssl_tasks.training.loop import channel_stats
 
 pytestmark = pytest.mark.slow
 

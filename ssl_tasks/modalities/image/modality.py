@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ssl_tasks.core.io import atomic_dir, write_json_atomic
-from ssl_tasks.core.modality import MODALITIES, BaselineResult, BaselineSpec, EvalContext, Modality, Say, open_dataset
+from ssl_tasks.core.modality import MODALITIES, BaselineResult, BaselineSpec, EvalContext, Modality, Say
 from ssl_tasks.data import shards
 
 
@@ -70,8 +70,8 @@ class ImageModality(Modality):
     # ------------------------------------------------------------------ pretraining
 
     def prepare_run(self, ds: Any, objective: type) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        from ssl_tasks.modalities.image.feed import channel_stats
         from ssl_tasks.objectives.base import DataSpec
-        from ssl_tasks.training.loop import channel_stats
 
         c, h, w = ds.image_shape
         objective.check_data(DataSpec(channels=c, image_size=min(h, w), mean=(), std=()))
@@ -87,12 +87,9 @@ class ImageModality(Modality):
         return build_encoder(name, meta["channels"], meta["image_size"], **kwargs)
 
     def feed(self, job: Any) -> Any:
-        from ssl_tasks.objectives.base import DataSpec
-        from ssl_tasks.training.feeds import ImageFeed
+        from ssl_tasks.modalities.image.feed import image_feed
 
-        ds = open_dataset(Path(job.data_dir))  # image shards, or an image–text dataset's (its reader is an image one)
-        c, h, w = ds.image_shape
-        return ImageFeed(ds, DataSpec(channels=c, image_size=min(h, w), mean=tuple(job.mean), std=tuple(job.std)))
+        return image_feed(job)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -119,7 +116,7 @@ class ImageModality(Modality):
 
     def run_baseline(self, ctx: EvalContext, spec: BaselineSpec, ds: Any, tokenizer_dir: Path, cfg: Any,
                      label: str) -> BaselineResult:
-        from ssl_tasks.training.loop import channel_stats
+        from ssl_tasks.modalities.image.feed import channel_stats
         from ssl_tasks.training.supervised import train_supervised
 
         mean, std = channel_stats(ds)

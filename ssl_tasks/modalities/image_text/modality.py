@@ -53,7 +53,7 @@ class ImageTextModality(ImageModality):
         return two_tower(objective)
 
     def feed(self, job: Any) -> Any:
-        from ssl_tasks.training.feeds import pair_feed
+        from ssl_tasks.modalities.image_text.feed import pair_feed
 
         return pair_feed(job)
 

@@ -19,13 +19,14 @@ import torch
 from ssl_tasks.evaluation import zero_shot as zs
 from ssl_tasks.evaluation.features import prepare
 from ssl_tasks.evaluation.protocols import PROTOCOLS
+from ssl_tasks.modalities.image_text.feed import caption_rows
 from ssl_tasks.modalities.image_text.shards import PairDataset
+from ssl_tasks.modalities.text.feed import DEFAULT_MAX_LEN, text_spec
 from ssl_tasks.modalities.text.stages import TOKENIZER_FILE
 from ssl_tasks.modalities.text.tokenizer import TextTokenizer
 from ssl_tasks.objectives import OBJECTIVES, DataSpec, PairDataSpec
 from ssl_tasks.objectives.image_text import ImageTextObjective
 from ssl_tasks.training.config import objective_config_from
-from ssl_tasks.training.feeds import DEFAULT_MAX_LEN, caption_rows, text_spec
 
 
 def wanted(protocols: Sequence[str]) -> list[str]:
