@@ -18,7 +18,7 @@ from ssl_tasks.core.io import atomic_dir, write_json_atomic
 from ssl_tasks.core.modality import Modality, modality_of
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.pipeline import runs
-from ssl_tasks.pipeline.layout import Layout, record_compute, say
+from ssl_tasks.pipeline.layout import Layout, say
 from ssl_tasks.pipeline.params import Params
 from ssl_tasks.tracking import mlflow_tracking as mt
 from ssl_tasks.training.config import TrainJob
@@ -130,7 +130,6 @@ def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layo
         f"{train.num_workers} Ray worker(s){' on GPU' if train.use_gpu else ''}")
     state = _fit(job, params, storage, name, uri, run_id)
     history = json.loads(state["history"])
-    record_compute(f"pretrain@{run}/seed-{seed}", sum(r["train/epoch_time_s"] for r in history))
     meta = {"run": run, "seed": seed, "dataset": spec.dataset, "modality": modality.name,
             "objective": spec.objective, "objective_kwargs": spec.objective_kwargs,
             "objective_config": to_dict(spec.objective_config), "encoder": spec.encoder,
