@@ -32,6 +32,8 @@ class DatasetParams:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     # the dataset's tokenizer stage: the keys of its modality's ``tokenizer_config``
     tokenizer: dict[str, Any] = field(default_factory=dict)
+    # ``tokenizer`` typed once by ``parse_params`` (not a key of params.yaml)
+    tokenizer_config: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def modality(self) -> str:
@@ -40,6 +42,9 @@ class DatasetParams:
         return getattr(SOURCES.get(self.source), "modality", "image")
 
     def tokenizer_params(self, where: str = "") -> Any:
+        """The typed tokenizer section (its modality's ``tokenizer_config``), as ``parse_params`` built it."""
+        if self.tokenizer_config is not None:
+            return self.tokenizer_config
         cls = get_modality(self.modality).tokenizer_config
         return build(cls, self.tokenizer, f"{where}.tokenizer" if where else "tokenizer")
 
@@ -184,7 +189,7 @@ def parse_params(raw: dict[str, Any], root: Path | None = None) -> Params:
     params = build(Params, raw, "")
     for name, ds in params.datasets.items():
         SOURCES.get(ds.source)
-        ds.tokenizer_params(f"datasets.{name}")
+        object.__setattr__(ds, "tokenizer_config", ds.tokenizer_params(f"datasets.{name}"))
     for name, run in params.runs.items():
         ds = params.dataset(run.dataset)
         obj = OBJECTIVES.get(run.objective)

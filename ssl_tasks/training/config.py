@@ -93,8 +93,15 @@ def job_to_dict(job: TrainJob) -> dict[str, Any]:
 
 
 def job_from_dict(d: Mapping[str, Any]) -> TrainJob:
-    """The typed ``TrainJob`` of ``job_to_dict``'s data (keys starting with ``_`` are the runner's, not the job's)."""
+    """The typed ``TrainJob`` of ``job_to_dict``'s data (keys starting with ``_`` are the runner's, not the job's).
+
+    A Ray worker is a fresh process: the job's plug-ins are imported first, since its objective may be one of theirs.
+    """
     d = {k: v for k, v in d.items() if not k.startswith("_")}
+    if d.get("plugins"):
+        from ssl_tasks.core.plugins import load_plugins
+
+        load_plugins(tuple(d["plugins"]), d.get("plugin_root") or None)
     d["objective_config"] = objective_config(d["objective"], d["objective_config"], f"runs.{d['run']}.objective_kwargs")
     d["train"] = build(TrainConfig, d["train"], f"runs.{d['run']}.train")
     d["mean"], d["std"], d["plugins"] = tuple(d["mean"]), tuple(d["std"]), tuple(d.get("plugins", ()))

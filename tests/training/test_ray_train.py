@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import plugin_objective_config
 
-from ssl_tasks.core.plugins import load_plugins
 from ssl_tasks.data.shards import ImageDataset
 from ssl_tasks.modalities.image.feed import channel_stats
 from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
@@ -35,11 +35,10 @@ def job(data: Path, *, workers: int, epochs: int, fault: dict | None = None, max
     (tests/fault_plugin.py, imported by every Ray worker: no fault hook in the library)."""
     mean, std = channel_stats(ImageDataset(data))
     plugin = {"plugins": ("fault_plugin",), "plugin_root": str(TESTS)} if fault else {}
-    if fault:  # the driver builds the job's typed config: the plug-in's objective must be registered here too
-        load_plugins(plugin["plugins"], plugin["plugin_root"])
     objective = "faulty_simclr" if fault else "simclr"
-    return TrainJob(run="simclr-ray", seed=0, data_dir=str(data), objective=objective,
-                    objective_config=objective_config(objective, {"temperature": 0.2, **(fault or {})}),
+    kwargs = {"temperature": 0.2, **(fault or {})}
+    cfg = plugin_objective_config("fault_plugin", objective, kwargs) if fault else objective_config(objective, kwargs)
+    return TrainJob(run="simclr-ray", seed=0, data_dir=str(data), objective=objective, objective_config=cfg,
                     encoder="small_cnn",
                     encoder_kwargs={"width": 8},
                     train=TrainConfig(epochs=epochs, batch_size=64, num_workers=workers, max_failures=max_failures),
