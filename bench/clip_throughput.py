@@ -31,9 +31,10 @@ import yaml
 from provenance import provenance  # bench/ is on sys.path when run as a script
 from throughput import _machine, interleave, ours_round  # bench/ is on sys.path when run as a script
 
-from ssl_tasks.training.config import TrainConfig, TrainJob
+from ssl_tasks.modalities.image.feed import channel_stats
+from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
 from ssl_tasks.training.feeds import open_feed
-from ssl_tasks.training.loop import build_objective, channel_stats, make_optimizer
+from ssl_tasks.training.loop import build_objective, make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,7 +117,7 @@ def main() -> None:
     for objective in ("clip", "siglip"):
         run = raw["runs"][objective]
         job = TrainJob(run=objective, seed=0, data_dir=str(data), objective=objective,
-                       objective_kwargs=run["objective_kwargs"], encoder=run["encoder"],
+                       objective_config=objective_config(objective, run["objective_kwargs"]), encoder=run["encoder"],
                        encoder_kwargs=run["encoder_kwargs"], train=TrainConfig(epochs=1, batch_size=64, lr=1e-3),
                        mean=mean, std=std, tokenizer=str(tok))
         rows = interleave({"ours": ours_round(replace(job), work), "plain": bare_round(job, peer=False),

@@ -24,12 +24,13 @@ import torch
 from provenance import cpu_model, provenance  # bench/ is on sys.path when run as a script
 
 from ssl_tasks.evaluation import zero_shot as zs
+from ssl_tasks.modalities.image.feed import channel_stats
 from ssl_tasks.modalities.image_text.shards import PairDataset, PairSplit, write_pair_dataset
 from ssl_tasks.modalities.image_text.towers import build_two_tower, embed_images, embed_texts
 from ssl_tasks.modalities.text.tokenizer import TextTokenizer
 from ssl_tasks.pipeline.leaderboard import mean_ci95
-from ssl_tasks.training.config import TrainConfig, TrainJob
-from ssl_tasks.training.loop import CHECKPOINT_FILE, LocalSession, channel_stats, run_training
+from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
+from ssl_tasks.training.loop import CHECKPOINT_FILE, LocalSession, run_training
 
 TOWERS = {"text_encoder_kwargs": {"max_len": 32, "width": 128, "depth": 2, "heads": 4}, "embed_dim": 128}
 VARIANTS = {
@@ -66,7 +67,8 @@ def carve(src: Path, out: Path, fraction: float = 0.2, seed: int = 123) -> None:
 def score(data: Path, tokenizer: str, kwargs: dict, seed: int, epochs: int, ckpt: Path, reuse: bool) -> dict:
     ds = PairDataset(data)
     mean, std = channel_stats(ds)
-    job = TrainJob(run="clip", seed=seed, data_dir=str(data), objective="clip", objective_kwargs=kwargs,
+    job = TrainJob(run="clip", seed=seed, data_dir=str(data), objective="clip",
+                   objective_config=objective_config("clip", kwargs),
                    encoder="small_cnn", encoder_kwargs={"width": 32},
                    train=TrainConfig(epochs=epochs, batch_size=64, lr=1e-3, weight_decay=0.1, warmup_epochs=2),
                    mean=tuple(mean), std=tuple(std), tokenizer=tokenizer)

@@ -26,11 +26,12 @@ from recipes import RECIPES, VIEWS, Recipe  # bench/ is on sys.path when run as 
 from ssl_tasks.data.ingest import ingest
 from ssl_tasks.evaluation.protocols import EvalConfig, evaluate_encoder
 from ssl_tasks.modalities.image.encoders import build_encoder
+from ssl_tasks.modalities.image.feed import channel_stats
 from ssl_tasks.modalities.image.shards import ImageDataset
 from ssl_tasks.modalities.image.views import ImageViewConfig, ImageViews
 from ssl_tasks.modalities.image.visual_tokenizer import train_tokenizer
-from ssl_tasks.training.config import TrainConfig, TrainJob
-from ssl_tasks.training.loop import LocalSession, channel_stats, run_training
+from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
+from ssl_tasks.training.loop import LocalSession, run_training
 from ssl_tasks.training.supervised import train_supervised
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,7 +132,8 @@ def main() -> None:
                 print(f"tokenizer: {summary}", flush=True)
                 kwargs = {"tokenizer": str(work / "tokenizer.pt"), **kwargs}
             cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=recipe.lr, warmup_epochs=1)
-            job = TrainJob(run=name, seed=0, data_dir=str(data), objective=name, objective_kwargs=kwargs,
+            job = TrainJob(run=name, seed=0, data_dir=str(data), objective=name,
+                           objective_config=objective_config(name, kwargs),
                            encoder=recipe.encoder, encoder_kwargs=recipe.encoder_kwargs, train=cfg, mean=mean, std=std)
             t0 = time.perf_counter()
             run_training(job, session)

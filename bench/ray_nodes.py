@@ -37,14 +37,15 @@ SETUPS = {"1 node": [2], "2 nodes": [1, 1]}  # CPUs per node, head first
 def driver(args: argparse.Namespace) -> None:
     """One run, in its own process: join the cluster, train, print a JSON line."""
     t0 = time.perf_counter()
+    from ssl_tasks.modalities.image.feed import channel_stats
     from ssl_tasks.modalities.image.shards import ImageDataset
-    from ssl_tasks.training.config import TrainConfig, TrainJob
-    from ssl_tasks.training.loop import channel_stats
+    from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
     from ssl_tasks.training.ray_runner import fit
 
     mean, std = channel_stats(ImageDataset(Path(args.data)))
     job = TrainJob(run="simclr-bench", seed=0, data_dir=args.data, objective="simclr",
-                   objective_kwargs={"temperature": 0.2}, encoder="small_cnn", encoder_kwargs={"width": args.width},
+                   objective_config=objective_config("simclr", {"temperature": 0.2}),
+                   encoder="small_cnn", encoder_kwargs={"width": args.width},
                    train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, warmup_epochs=0, num_workers=2,
                                      max_failures=0), mean=mean, std=std)
     t_fit = time.perf_counter()

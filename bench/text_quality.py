@@ -29,7 +29,7 @@ from ssl_tasks.modalities.text.encoders import build_text_encoder
 from ssl_tasks.modalities.text.shards import TextDataset
 from ssl_tasks.modalities.text.stages import labelled_rows, token_rows
 from ssl_tasks.modalities.text.tokenizer import TextTokenizer, train_text_tokenizer
-from ssl_tasks.training.config import TrainConfig, TrainJob
+from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
 from ssl_tasks.training.loop import LocalSession, run_training
 from ssl_tasks.training.supervised import train_supervised
 
@@ -161,7 +161,8 @@ def main() -> None:
     for objective in args.objectives:
         name = objective + args.tag + (f"-s{args.seed}" if args.seed else "")
         epochs, batch, lr = RECIPES[objective] if args.epochs == 0 else (args.epochs, args.batch_size, args.lr)
-        job = TrainJob(run=name, seed=args.seed, data_dir=str(data), objective=objective, objective_kwargs=obj_kwargs,
+        job = TrainJob(run=name, seed=args.seed, data_dir=str(data), objective=objective,
+                       objective_config=objective_config(objective, obj_kwargs),
                        encoder=OBJECTIVES[objective], encoder_kwargs=enc_kwargs, mean=(), std=(),
                        tokenizer=str(tok_file), init_encoder=init,
                        train=TrainConfig(epochs=epochs, batch_size=batch, lr=lr, weight_decay=0.01, warmup_epochs=1))
@@ -210,7 +211,8 @@ def throughput(work: Path, args: argparse.Namespace, out: Path, warmup: int = 3,
 
     rows_out = {}
     for name in args.objectives:
-        job = TrainJob(run=name, seed=0, data_dir=str(work / "sst2"), objective=name, objective_kwargs={},
+        job = TrainJob(run=name, seed=0, data_dir=str(work / "sst2"), objective=name,
+                       objective_config=objective_config(name, {}),
                        encoder=OBJECTIVES[name], encoder_kwargs=ENCODER, mean=(), std=(),
                        tokenizer=str(work / "tokenizer.json"), train=TrainConfig(batch_size=args.batch_size))
         feed = open_feed(job)

@@ -40,10 +40,11 @@ from recipes import RECIPES, VIT
 
 from ssl_tasks.data.ingest import ingest
 from ssl_tasks.modalities.image.encoders import SmallCNN
+from ssl_tasks.modalities.image.feed import channel_stats
 from ssl_tasks.modalities.image.shards import ImageDataset, SplitData, write_dataset
-from ssl_tasks.training.config import TrainConfig, TrainJob
+from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
 from ssl_tasks.training.feeds import open_feed
-from ssl_tasks.training.loop import LocalSession, build_objective, channel_stats, make_optimizer, run_training
+from ssl_tasks.training.loop import LocalSession, build_objective, make_optimizer, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 GOALS = {"ours/plain": 0.95, "ours/lightly": 1.35}
@@ -108,7 +109,8 @@ def measure(args: argparse.Namespace, objectives: list[str] | None, work: Path) 
         r = RECIPES[name]
         enc, enc_kwargs = ("small_cnn", {"width": args.width}) if not recipe_encoder else (
             (r.encoder, r.encoder_kwargs) if args.objective_encoder == "recipe" else ("vit", VIT))
-        return TrainJob(run=name, seed=0, data_dir=str(subset), objective=name, objective_kwargs=r.objective_kwargs,
+        return TrainJob(run=name, seed=0, data_dir=str(subset), objective=name,
+                        objective_config=objective_config(name, r.objective_kwargs),
                         encoder=enc, encoder_kwargs=enc_kwargs, train=cfg, mean=mean, std=std)
 
     if not args.no_contenders:

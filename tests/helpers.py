@@ -87,3 +87,21 @@ def needs_shared(path: Path, what: str):  # noqa: ANN201
         return wrapper
 
     return deco
+
+
+def plugin_objective_config(module: str, objective: str, kwargs: dict) -> object:
+    """The typed config of a test plug-in's objective, built as a driver builds any (the plug-in imported first);
+    then the plug-in is forgotten again, so the test process's objective registry stays the built-in one (what the
+    objective contract tests iterate). Ray workers import the plug-in themselves (``job_from_dict``)."""
+    import sys
+
+    from ssl_tasks.core.plugins import load_plugins
+    from ssl_tasks.objectives import OBJECTIVES
+    from ssl_tasks.training.config import objective_config
+
+    load_plugins((module,), str(REPO / "tests"))
+    try:
+        return objective_config(objective, kwargs)
+    finally:
+        OBJECTIVES._items.pop(objective, None)
+        sys.modules.pop(module, None)

@@ -20,7 +20,7 @@ def build(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise UserError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise UserError(f"{where or 'top level'}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")

@@ -8,7 +8,7 @@ bias) to a shared ``embed_dim`` and L2-normalised; the subclass holds the learna
 and the loss.
 
 ``word_dropout`` is a text view: each time a training caption is drawn, each of its words is dropped with
-that probability (whole words, at least one kept; ``training/feeds.drop_words``). Short tag-like captions
+that probability (whole words, at least one kept; ``modalities/image_text/feed.drop_words``). Short tag-like captions
 then also appear as the one- or two-word phrases that zero-shot prompts are made of.
 
 ``lock_image: true`` is LiT (Zhai et al. 2022, arXiv:2111.07991): the image tower is frozen (its parameters

@@ -13,7 +13,7 @@ from ssl_tasks.core.io import atomic_dir, write_json_atomic
 from ssl_tasks.core.modality import modality_of
 from ssl_tasks.pipeline import runs
 from ssl_tasks.pipeline.evaluate import save_subsets
-from ssl_tasks.pipeline.layout import Layout, eval_context, record_compute, say
+from ssl_tasks.pipeline.layout import Layout, eval_context, say
 from ssl_tasks.pipeline.params import Params
 
 
@@ -32,9 +32,8 @@ def baselines(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
         for spec in modality.baselines(ds, cfg, params.evaluation.protocols):
             name = f"{spec.name}@{dataset}"
             torch.manual_seed(params.seed)
-            t0, started = time.perf_counter(), time.time()
+            started = time.time()
             result = modality.run_baseline(ctx, spec, ds, layout.tokenizer_dir(dataset), cfg, name)
-            record_compute(f"baselines@{name}", time.perf_counter() - t0)
             encoder = "-" if result.encoder is None else spec.encoder_name
             run_id = runs.baseline_run(uri, exp, name, spec.kind, dataset, modality.name, encoder,
                                        spec.encoder_kwargs, params.seed, layout.root, data_dir, result.metrics,

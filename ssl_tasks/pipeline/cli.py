@@ -6,10 +6,8 @@ User errors exit with status 2 and one ``error: ...`` line, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from ssl_tasks.core.errors import UserError
@@ -141,22 +139,6 @@ def cmd_ui_link(args: argparse.Namespace) -> None:
     print(comparison_link(_params(args), _layout(args), args.base))
 
 
-def _record_process_time(args: argparse.Namespace) -> None:
-    """Append this process's wall time (imports included) to $SSL_TASKS_TIMING_LOG for bench/overhead.py."""
-    path = os.environ.get("SSL_TASKS_TIMING_LOG")
-    if not path:
-        return
-    try:
-        import psutil
-
-        seconds = time.time() - psutil.Process().create_time()
-    except Exception:  # noqa: BLE001 - psutil is optional here; the figure is then a little short
-        seconds = time.perf_counter()
-    target = getattr(args, "dataset", None) or getattr(args, "run", None) or ""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps({"process": f"{args.command}@{target}".rstrip("@"), "process_s": round(seconds, 3)}) + "\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssl-tasks", description="Self-supervised pretraining and evaluation pipeline.")
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -207,7 +189,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)
-        _record_process_time(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import atomic_dir, write_json_atomic, write_text_atomic
 from ssl_tasks.core.modality import get_modality, modality_of
 from ssl_tasks.pipeline import runs
-from ssl_tasks.pipeline.layout import Layout, eval_context, record_compute, say
+from ssl_tasks.pipeline.layout import Layout, eval_context, say
 from ssl_tasks.pipeline.params import Params
 from ssl_tasks.tracking import mlflow_tracking as mt
 
@@ -72,12 +71,10 @@ def evaluate(params: Params, run: str, layout: Layout) -> dict[str, Any]:
         pdir = layout.pretrain_dir(run) / f"seed-{seed}"
         encoder, meta = load_encoder(pdir)
         label = run if len(seeds) == 1 else f"{run} seed {seed}"
-        t0 = time.perf_counter()
         metrics, subsets, samples[seed] = modality.evaluate(ctx, encoder, ds, meta, pdir, label)
         torch.manual_seed(seed)  # the same initialisation the run started from
         fresh = modality.build_encoder(meta["encoder"], meta["encoder_kwargs"], meta)
         reference[str(seed)], _, _ = modality.evaluate(ctx, fresh, ds, meta, pdir, f"{label} random init", False)
-        record_compute(f"evaluate@{label}", time.perf_counter() - t0)
         mt.log_metrics(uri, meta["mlflow_run_id"], {
             **{f"eval/{k}": v for k, v in metrics.items()},
             **{f"eval_random_init/{k}": v for k, v in reference[str(seed)].items()},

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -54,14 +52,6 @@ class Layout:
 def say(msg: str) -> None:
     """A timestamped progress line on stderr."""
     print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
-
-
-def record_compute(stage: str, seconds: float) -> None:
-    """Append the stage's compute time to $SSL_TASKS_TIMING_LOG (bench/overhead.py sets it)."""
-    path = os.environ.get("SSL_TASKS_TIMING_LOG")
-    if path:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"stage": stage, "compute_s": round(seconds, 3)}) + "\n")
 
 
 def eval_context(params: Any, stage: str) -> EvalContext:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from ssl_tasks.evaluation.protocols import PROTOCOLS, EvalConfig
 from ssl_tasks.modalities.image.views import ImageViewConfig
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.objectives.base import check_compatible
-from ssl_tasks.training.config import TrainConfig
+from ssl_tasks.training.config import TrainConfig, objective_config
 from ssl_tasks.validation import ValidationConfig
 
 
@@ -34,6 +34,8 @@ class DatasetParams:
     tokenizer: dict[str, Any] = field(default_factory=dict)
     # the dataset baselines its runs are read against (raw_pixels, supervised); unset: ``baselines.include``
     baselines: tuple[str, ...] | None = None
+    # ``tokenizer`` typed once by ``parse_params`` (not a key of params.yaml)
+    tokenizer_config: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def modality(self) -> str:
@@ -42,6 +44,9 @@ class DatasetParams:
         return getattr(SOURCES.get(self.source), "modality", "image")
 
     def tokenizer_params(self, where: str = "") -> Any:
+        """The typed tokenizer section (its modality's ``tokenizer_config``), as ``parse_params`` built it."""
+        if self.tokenizer_config is not None:
+            return self.tokenizer_config
         cls = get_modality(self.modality).tokenizer_config
         return build(cls, self.tokenizer, f"{where}.tokenizer" if where else "tokenizer")
 
@@ -56,6 +61,11 @@ class RunParams:
     train: dict[str, Any] = field(default_factory=dict)  # overrides of the shared ``train`` section
     seeds: tuple[int, ...] | None = None  # overrides the top-level ``seeds`` for this run
     init_encoder: str = ""  # an encoder.pt to start from (e.g. another run's pretrain/seed-0/encoder.pt)
+    # typed once by ``parse_params`` (not keys of params.yaml): the objective class's ``Config`` from
+    # ``objective_kwargs`` (with the dataset's tokenizer filled in for objectives that read one), and the shared
+    # ``train`` section with this run's overrides
+    objective_config: Any = field(default=None, init=False, repr=False, compare=False)
+    train_config: TrainConfig | None = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -151,10 +161,10 @@ class Params:
         return line
 
     def train_for(self, run: str) -> TrainConfig:
-        from dataclasses import asdict
-
-        merged = {**asdict(self.train), **self.run(run).train}
-        return build(TrainConfig, merged, f"runs.{run}.train")
+        """The run's typed train settings (built once, by ``parse_params``)."""
+        cfg = self.run(run).train_config
+        assert cfg is not None, "RunParams are typed by parse_params"
+        return cfg
 
 
 BASELINE_KINDS = ("raw_pixels", "supervised")
@@ -198,7 +208,7 @@ def parse_params(raw: dict[str, Any], root: Path | None = None) -> Params:
     params = build(Params, raw, "")
     for name, ds in params.datasets.items():
         SOURCES.get(ds.source)
-        ds.tokenizer_params(f"datasets.{name}")
+        object.__setattr__(ds, "tokenizer_config", ds.tokenizer_params(f"datasets.{name}"))
     for name, run in params.runs.items():
         ds = params.dataset(run.dataset)
         obj = OBJECTIVES.get(run.objective)
@@ -211,8 +221,11 @@ def parse_params(raw: dict[str, Any], root: Path | None = None) -> Params:
         if obj.needs_tokenizer:
             _check_tokenizer_patch(name, run, ds.tokenizer_params())
             kwargs = {"tokenizer": f"artifacts/tokenizers/{run.dataset}/tokenizer.pt", **kwargs}
-        build(obj.Config, kwargs, f"runs.{name}.objective_kwargs")
-        params.train_for(name)
+        # RunParams is frozen: its typed parts are set here, once, before anyone reads them
+        object.__setattr__(run, "objective_config", objective_config(run.objective, kwargs,
+                                                                     f"runs.{name}.objective_kwargs"))
+        object.__setattr__(run, "train_config", build(TrainConfig, {**asdict(params.train), **run.train},
+                                                      f"runs.{name}.train"))
         params.seeds_for(name)
     for p in params.evaluation.protocols:
         PROTOCOLS.get(p)

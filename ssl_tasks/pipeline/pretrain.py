@@ -6,33 +6,35 @@ import hashlib
 import json
 import re
 import shutil
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ssl_tasks.core.config import to_dict
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import atomic_dir, write_json_atomic
 from ssl_tasks.core.modality import Modality, modality_of
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.pipeline import runs
-from ssl_tasks.pipeline.layout import Layout, record_compute, say
+from ssl_tasks.pipeline.layout import Layout, say
 from ssl_tasks.pipeline.params import Params
 from ssl_tasks.tracking import mlflow_tracking as mt
 from ssl_tasks.training.config import TrainJob
 
 
-def objective_kwargs(params: Params, run: str, layout: Layout) -> dict[str, Any]:
-    """The run's objective kwargs, with the dataset's tokenizer filled in for objectives that read one."""
+def job_objective_config(params: Params, run: str, layout: Layout) -> Any:
+    """The run's typed objective config with its paths made absolute: the dataset's tokenizer (objectives that read
+    one) and LiT's pretrained image tower, which must exist."""
     spec = params.run(run)
-    kwargs = dict(spec.objective_kwargs)
+    cfg, paths = spec.objective_config, {}
     if OBJECTIVES.get(spec.objective).needs_tokenizer:
-        path = Path(kwargs.get("tokenizer") or layout.tokenizer_dir(spec.dataset) / "tokenizer.pt")
-        kwargs["tokenizer"] = str((path if path.is_absolute() else layout.root / path).resolve())
-    if kwargs.get("init_image"):  # LiT: a pretrained image tower
-        kwargs["init_image"] = pretrained_file(kwargs["init_image"], f"runs.{run}.objective_kwargs.init_image", layout)
-    return kwargs
+        path = Path(cfg.tokenizer)
+        paths["tokenizer"] = str((path if path.is_absolute() else layout.root / path).resolve())
+    if getattr(cfg, "init_image", ""):  # LiT: a pretrained image tower
+        paths["init_image"] = pretrained_file(cfg.init_image, f"runs.{run}.objective_kwargs.init_image", layout)
+    return replace(cfg, **paths) if paths else cfg
 
 
 def pretrained_file(value: str, key: str, layout: Layout) -> str:
@@ -51,14 +53,14 @@ def train_job(params: Params, run: str, seed: int, layout: Layout, data_dir: Pat
     # a pretrained start (e.g. SimCSE from an MLM run)
     init = pretrained_file(spec.init_encoder, f"runs.{run}.init_encoder", layout) if spec.init_encoder else ""
     return TrainJob(run=run, seed=seed, data_dir=str(Path(data_dir).resolve()), objective=spec.objective,
-                    objective_kwargs=objective_kwargs(params, run, layout), encoder=spec.encoder,
+                    objective_config=job_objective_config(params, run, layout), encoder=spec.encoder,
                     encoder_kwargs=spec.encoder_kwargs, train=params.train_for(run), mean=mean, std=std,
                     tokenizer=str(tokenizer_file or ""), init_encoder=init, plugins=params.plugins,
                     plugin_root=str(layout.root.resolve()) if params.plugins else "")
 
 
 def _job_key(job: TrainJob) -> str:
-    d = asdict(job)
+    d = to_dict(job)
     d.pop("tracking")
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -123,14 +125,14 @@ def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layo
     uri, exp = runs.tracking(params, layout.root)
     marker = storage / f"{name}.mlflow.json"
     run_id = runs.pretrain_run(uri, exp, marker, run, seed, spec, modality.name, train, layout.root, data_dir)
-    job = TrainJob(**{**asdict(job), "train": train, "tracking": {"uri": uri, "run_id": run_id}})
+    job = replace(job, tracking={"uri": uri, "run_id": run_id})
     say(f"pretrain {label}: {spec.objective} + {spec.encoder} on {spec.dataset}, {train.epochs} epochs, "
         f"{train.num_workers} Ray worker(s){' on GPU' if train.use_gpu else ''}")
     state = _fit(job, params, storage, name, uri, run_id)
     history = json.loads(state["history"])
-    record_compute(f"pretrain@{run}/seed-{seed}", sum(r["train/epoch_time_s"] for r in history))
     meta = {"run": run, "seed": seed, "dataset": spec.dataset, "modality": modality.name,
-            "objective": spec.objective, "objective_kwargs": spec.objective_kwargs, "encoder": spec.encoder,
+            "objective": spec.objective, "objective_kwargs": spec.objective_kwargs,
+            "objective_config": to_dict(spec.objective_config), "encoder": spec.encoder,
             "encoder_kwargs": spec.encoder_kwargs, "mean": list(mean), "std": list(std),
             "label_names": ds.label_names, "mlflow_run_id": run_id, "data_hash": runs.data_hash(data_dir),
             "epochs": train.epochs, "collapsed": any(r.get("monitor/collapsed") for r in history),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ssl_tasks.core.modality import modality_of
-from ssl_tasks.pipeline.layout import Layout, record_compute, say
+from ssl_tasks.pipeline.layout import Layout, say
 from ssl_tasks.pipeline.params import Params
 
 
@@ -16,5 +16,4 @@ def tokenizer(params: Params, dataset: str, layout: Layout) -> dict[str, Any]:
     summary = modality.train_tokenizer(layout.data(dataset), layout.tokenizer_dir(dataset),
                                        params.dataset(dataset).tokenizer_params(),
                                        lambda line: say(f"tokenizer {dataset}: {line}"))
-    record_compute(f"tokenizer@{dataset}", summary["seconds"])
     return summary

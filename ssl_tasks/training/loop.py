@@ -12,7 +12,6 @@ import os
 import pickle
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,15 +20,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ssl_tasks.core.config import build
 from ssl_tasks.core.ema import update_momentum
 from ssl_tasks.core.encoders import ENCODERS
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.modalities.image.shards import ImageDataset
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.objectives.base import Objective, check_compatible
 from ssl_tasks.training.config import TrainConfig, TrainJob
-from ssl_tasks.training.feeds import ImageFeed, PairFeed, TextFeed, open_feed
+from ssl_tasks.training.feeds import Feed, open_feed
 from ssl_tasks.training.monitors import embedding_metrics, is_collapsed
 
 CHECKPOINT_FILE = "state.pt"
@@ -80,11 +77,13 @@ class NonFiniteLossError(TrainingStopped):
     """Raised at the first step whose loss is nan or infinite, before that step touches the weights."""
 
 
-def build_objective(job: TrainJob, feed: ImageFeed | TextFeed | PairFeed) -> Objective:
+def build_objective(job: TrainJob, feed: Feed) -> Objective:
     cls = OBJECTIVES.get(job.objective)
     check_compatible(cls, ENCODERS.get(job.encoder), feed.modality)
     cls.check_data(feed.spec)
-    cfg = build(cls.Config, job.objective_kwargs, f"runs.{job.run}.objective_kwargs")
+    cfg = job.objective_config
+    if not isinstance(cfg, cls.Config):
+        raise TypeError(f"job {job.run!r}: objective_config is a {type(cfg).__name__}, not {cls.__name__}.Config")
     encoder = feed.build_encoder(job.encoder, job.encoder_kwargs)
     if job.init_encoder:  # before the objective is built, so EMA teachers start from the same weights
         load_encoder(encoder, job.init_encoder, f"runs.{job.run}.init_encoder")
@@ -278,30 +277,3 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
     return flag
-
-
-def channel_stats(ds: ImageDataset, max_samples: int = 10000) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean/std in [0, 1] units from (up to) the first ``max_samples`` train images."""
-    seen, total, total_sq = 0, None, None
-    for xb, _ in ds.iter_batches("train", 2048):
-        x = xb.astype(np.float64) / 255.0  # (B, C, H, W)
-        s, sq = x.sum(axis=(0, 2, 3)), (x**2).sum(axis=(0, 2, 3))
-        total = s if total is None else total + s
-        total_sq = sq if total_sq is None else total_sq + sq
-        seen += x.shape[0] * x.shape[2] * x.shape[3]
-        if seen >= max_samples * x.shape[2] * x.shape[3]:
-            break
-    mean = total / seen
-    std = np.sqrt(np.maximum(total_sq / seen - mean**2, 1e-12))
-    return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
-
-
-def job_to_dict(job: TrainJob) -> dict[str, Any]:
-    return asdict(job)
-
-
-def job_from_dict(d: dict[str, Any]) -> TrainJob:
-    d = {k: v for k, v in d.items() if not k.startswith("_")}
-    d["train"] = TrainConfig(**d["train"])
-    d["mean"], d["std"], d["plugins"] = tuple(d["mean"]), tuple(d["std"]), tuple(d.get("plugins", ()))
-    return TrainJob(**d)

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from ssl_tasks.training.config import TrainJob
-from ssl_tasks.training.loop import CHECKPOINT_FILE, TrainingStopped, job_from_dict, job_to_dict, run_training
+from ssl_tasks.training.config import TrainJob, job_from_dict, job_to_dict
+from ssl_tasks.training.loop import CHECKPOINT_FILE, TrainingStopped, run_training
 
 QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",

@@ -128,3 +128,40 @@ def test_generic_packages_hold_no_modality_code() -> None:
             names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
             names |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
             assert not names & IMAGE_ONLY, f"{path.relative_to(PACKAGE)} names {sorted(names & IMAGE_ONLY)}"
+
+
+def _call_name(node: ast.Call) -> str:
+    f = node.func
+    return f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+
+
+def _typed_config_builds() -> list[tuple[str, int, str]]:
+    """Every place in the package that makes a typed config from plain data: ``build(<something>.Config, ...)``,
+    ``build(TrainConfig, ...)``, ``<something>.Config(...)``, ``TrainConfig(...)`` and ``objective_config(...)``."""
+    hits = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = str(path.relative_to(PACKAGE))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name, first = _call_name(node), node.args[0] if node.args else None
+            if name == "build" and first is not None:
+                target = first.attr if isinstance(first, ast.Attribute) else getattr(first, "id", "")
+                if target in ("Config", "TrainConfig"):
+                    hits.append((rel, node.lineno, f"build({target})"))
+            elif name in ("Config", "TrainConfig", "objective_config"):
+                hits.append((rel, node.lineno, name))
+    return hits
+
+
+def test_configs_are_built_once_at_the_edge() -> None:
+    """Params become typed once (``pipeline/params.py``) and stay typed down to the Ray boundary: an objective's
+    ``Config`` and a ``TrainConfig`` are made from plain data only there and in ``training/config.py`` (the one
+    builder, the Ray boundary's ``job_from_dict`` and ``objective_config_from`` for a finished run's meta.json)."""
+    allowed = {"pipeline/params.py": {"objective_config", "build(TrainConfig)"},
+               "training/config.py": {"build(Config)", "build(TrainConfig)", "objective_config"}}
+    hits = _typed_config_builds()
+    assert {(rel, what) for rel, _, what in hits} >= {("pipeline/params.py", "objective_config"),
+                                                      ("training/config.py", "build(Config)")}  # the walk sees them
+    stray = [f"{rel}:{line}: {what}" for rel, line, what in hits if what not in allowed.get(rel, set())]
+    assert stray == [], "a typed config rebuilt from a dict outside the edge:\n" + "\n".join(stray)

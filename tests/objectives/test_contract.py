@@ -14,7 +14,7 @@ from ssl_tasks.core.ema import update_momentum
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.modality import open_dataset
 from ssl_tasks.objectives import OBJECTIVES, Objective, StepResult
-from ssl_tasks.training.config import TrainConfig, TrainJob
+from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
 from ssl_tasks.training.loop import LocalSession, make_optimizer, run_training
 
 
@@ -106,7 +106,8 @@ def test_forward_takes_views_only(name: str) -> None:
 def _job(name: str, data: Path, seed: int = 0, tokenizer: Path | None = None) -> TrainJob:
     case, spec = CASES[name], spec_for(name)
     mean, std = ((), ()) if case.text else (spec.image.mean, spec.image.std) if case.pair else (spec.mean, spec.std)
-    return TrainJob(run=name, seed=seed, data_dir=str(data), objective=name, objective_kwargs=case.objective_kwargs,
+    return TrainJob(run=name, seed=seed, data_dir=str(data), objective=name,
+                    objective_config=objective_config(name, case.objective_kwargs),
                     encoder=case.encoder, encoder_kwargs=case.encoder_kwargs,
                     train=TrainConfig(epochs=1, batch_size=64 if case.colour or case.text or case.pair else 128),
                     mean=mean, std=std, tokenizer=str(tokenizer or ""))

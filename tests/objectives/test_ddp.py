@@ -4,7 +4,6 @@ replicas stay identical (what Ray Train runs with ``num_workers: 2``; tested her
 from __future__ import annotations
 
 import socket
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import torch.multiprocessing as mp
 from objective_cases import CASES, spec_for
 
 from ssl_tasks.objectives import OBJECTIVES
-from ssl_tasks.training.config import TrainConfig, TrainJob
+from ssl_tasks.training.config import TrainConfig, TrainJob, job_to_dict, objective_config
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +38,8 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, jobs: list[dict], out: dict) -> None:
     import torch.distributed as dist
 
-    from ssl_tasks.training.loop import build_objective, job_from_dict, run_training
+    from ssl_tasks.training.config import job_from_dict
+    from ssl_tasks.training.loop import build_objective, run_training
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -73,11 +73,12 @@ def test_every_objective_trains_under_ddp_with_replicas_in_sync(digits_dataset: 
                 else digits_dataset)
         mean, std = ((), ()) if case.text else (spec.image.mean, spec.image.std) if case.pair else (spec.mean, spec.std)
         tok = str(pair_tokenizer) if case.pair else str(text_tokenizer) if case.text else ""
-        job = TrainJob(run=name, seed=0, data_dir=str(data), objective=name, objective_kwargs=kwargs,
+        job = TrainJob(run=name, seed=0, data_dir=str(data), objective=name,
+                       objective_config=objective_config(name, kwargs),
                        encoder=case.encoder, encoder_kwargs=case.encoder_kwargs, mean=mean, std=std, tokenizer=tok,
                        train=TrainConfig(epochs=1, batch_size=32 if case.colour or case.text or case.pair else 64,
                                          warmup_epochs=0))
-        jobs.append(asdict(job))
+        jobs.append(job_to_dict(job))
     out = mp.Manager().dict()
     mp.spawn(_worker, args=(2, _free_port(), jobs, out), nprocs=2, join=True)
     for name in OBJECTIVES.names():

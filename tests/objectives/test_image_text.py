@@ -15,11 +15,12 @@ from objective_cases import CASES, PAIR
 
 from ssl_tasks.core.config import build
 from ssl_tasks.core.errors import UserError
+from ssl_tasks.modalities.image_text.feed import PairFeed, caption_rows, drop_words
 from ssl_tasks.modalities.image_text.shards import PairDataset
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.pipeline.params import load_params, parse_params
-from ssl_tasks.training.config import TrainConfig, TrainJob
-from ssl_tasks.training.feeds import PairFeed, caption_rows, drop_words, open_feed
+from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
+from ssl_tasks.training.feeds import open_feed
 from ssl_tasks.training.loop import LocalSession, run_training
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +67,7 @@ def test_image_text_objectives_refuse_image_only_and_text_data() -> None:
 def _job(name: str, data: Path, tok: Path, **kwargs) -> TrainJob:  # noqa: ANN003
     case = CASES[name]
     return TrainJob(run=name, seed=0, data_dir=str(data), objective=name,
-                    objective_kwargs={**case.objective_kwargs, **kwargs}, encoder=case.encoder,
+                    objective_config=objective_config(name, {**case.objective_kwargs, **kwargs}), encoder=case.encoder,
                     encoder_kwargs=case.encoder_kwargs, train=TrainConfig(epochs=1, batch_size=32, warmup_epochs=0),
                     mean=PAIR.image.mean, std=PAIR.image.std, tokenizer=str(tok))
 
@@ -148,7 +149,8 @@ def test_feed_applies_word_dropout_only_when_asked(pair_dataset: Path, pair_toke
 
 
 def test_image_objectives_train_on_the_images_of_a_pair_dataset(pair_dataset: Path, tmp_path: Path) -> None:
-    job = TrainJob(run="simclr", seed=0, data_dir=str(pair_dataset), objective="simclr", objective_kwargs={},
+    job = TrainJob(run="simclr", seed=0, data_dir=str(pair_dataset), objective="simclr",
+                   objective_config=objective_config("simclr", {}),
                    encoder="small_cnn",
                    encoder_kwargs={"width": 8}, train=TrainConfig(epochs=1, batch_size=32), mean=PAIR.image.mean,
                    std=PAIR.image.std)
@@ -189,10 +191,10 @@ def test_two_tower_round_trip_scores_the_test_pairs(pair_dataset: Path, pair_tok
     ds = PairDataset(pair_dataset)
     tok = TextTokenizer.load(pair_tokenizer)
     case = CASES["siglip"]
-    obj = build_two_tower("siglip", case.objective_kwargs, case.encoder, case.encoder_kwargs, ds, tok,
+    obj = build_two_tower("siglip", objective_config("siglip", case.objective_kwargs), case.encoder, case.encoder_kwargs, ds, tok,
                           PAIR.image.mean, PAIR.image.std)
     torch.save(obj.state_dict(), tmp_path / "objective.pt")
-    again = build_two_tower("siglip", case.objective_kwargs, case.encoder, case.encoder_kwargs, ds, tok,
+    again = build_two_tower("siglip", objective_config("siglip", case.objective_kwargs), case.encoder, case.encoder_kwargs, ds, tok,
                             PAIR.image.mean, PAIR.image.std)
     again.load_state_dict(torch.load(tmp_path / "objective.pt", weights_only=True))
     lines: list[str] = []

@@ -187,10 +187,11 @@ def test_colorization_views_must_not_jitter_colour() -> None:
 
 
 def test_colorization_refuses_grayscale_before_training(digits_dataset: Path, tmp_path: Path) -> None:
-    from ssl_tasks.training.config import TrainConfig, TrainJob
+    from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
     from ssl_tasks.training.loop import LocalSession, run_training
 
-    job = TrainJob(run="c", seed=0, data_dir=str(digits_dataset), objective="colorization", objective_kwargs={},
+    job = TrainJob(run="c", seed=0, data_dir=str(digits_dataset), objective="colorization",
+                   objective_config=objective_config("colorization", {}),
                    encoder="small_cnn", encoder_kwargs={"width": 8}, train=TrainConfig(epochs=1), mean=(0.3,),
                    std=(0.37,))
     session = LocalSession(tmp_path / "ckpt")

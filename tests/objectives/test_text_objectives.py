@@ -151,12 +151,13 @@ def test_objectives_refuse_the_wrong_encoder(name: str, encoder: str, needs: str
 def test_a_run_starts_from_another_runs_encoder(text_dataset: Path, text_tokenizer: Path, tmp_path: Path) -> None:
     """``init_encoder`` (SimCSE from an MLM encoder, as the SimCSE paper starts from BERT): the objective's encoder
     starts from the saved weights, then trains; a file for another architecture, or none, is a clear error."""
-    from ssl_tasks.training.config import TrainConfig, TrainJob
+    from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
     from ssl_tasks.training.feeds import open_feed
     from ssl_tasks.training.loop import LocalSession, build_objective, run_training
 
     def job(init: str, **enc: object) -> TrainJob:
-        return TrainJob(run="simcse", seed=0, data_dir=str(text_dataset), objective="simcse", objective_kwargs={},
+        return TrainJob(run="simcse", seed=0, data_dir=str(text_dataset), objective="simcse",
+                        objective_config=objective_config("simcse", {}),
                         encoder="text_transformer", encoder_kwargs={**TINY_TEXT, **enc},
                         train=TrainConfig(epochs=1, batch_size=64), mean=(), std=(), tokenizer=str(text_tokenizer),
                         init_encoder=init)

@@ -43,13 +43,15 @@ def test_modalities_declare_the_interface(name: str) -> None:
 
 
 def test_image_objectives_train_on_the_images_of_an_image_text_dataset(pair_dataset: Path) -> None:
+    from ssl_tasks.modalities.image.feed import ImageFeed
     from ssl_tasks.modalities.image_text.shards import PairDataset
     from ssl_tasks.objectives import OBJECTIVES
-    from ssl_tasks.training.config import TrainConfig, TrainJob
-    from ssl_tasks.training.feeds import ImageFeed, open_feed
+    from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
+    from ssl_tasks.training.feeds import open_feed
 
     def job(objective: str, tokenizer: str = "") -> TrainJob:
-        return TrainJob(run=objective, seed=0, data_dir=str(pair_dataset), objective=objective, objective_kwargs={},
+        return TrainJob(run=objective, seed=0, data_dir=str(pair_dataset), objective=objective,
+                        objective_config=objective_config(objective, {}),
                         encoder="small_cnn", encoder_kwargs={}, train=TrainConfig(), mean=(0.5,) * 3,
                         std=(0.25,) * 3, tokenizer=tokenizer)
 

@@ -13,7 +13,7 @@ from ssl_tasks.modalities.image.visual_tokenizer import PatchTokenizer
 from ssl_tasks.pipeline.cli import main
 from ssl_tasks.pipeline.layout import Layout
 from ssl_tasks.pipeline.params import load_params, parse_params
-from ssl_tasks.pipeline.pretrain import objective_kwargs
+from ssl_tasks.pipeline.pretrain import job_objective_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,8 +35,8 @@ def test_tokenizer_stage_writes_a_loadable_tokenizer_and_beit_finds_it(tmp_path:
     assert sorted(f.name for f in out.iterdir()) == ["summary.json", "tokenizer.pt"]
     tok = PatchTokenizer.load(out / "tokenizer.pt", patch_size=2, channels=1)
     assert tok.num_codes == 64  # params.yaml: datasets.digits.tokenizer
-    kwargs = objective_kwargs(load_params(p), "beit", Layout(tmp_path))
-    assert kwargs["tokenizer"] == str((out / "tokenizer.pt").resolve())
+    cfg = job_objective_config(load_params(p), "beit", Layout(tmp_path))
+    assert cfg.tokenizer == str((out / "tokenizer.pt").resolve())
     first = (out / "tokenizer.pt").read_bytes()
     assert main(["--params", str(p), "--root", str(tmp_path), "tokenizer", "--dataset", "digits"]) == 0
     assert (out / "tokenizer.pt").read_bytes() == first  # deterministic: DVC sees the same output
@@ -50,7 +50,7 @@ def test_patch_size_mismatch_is_refused_when_params_are_read(tmp_path: Path) -> 
 
 def test_non_tokenizer_objectives_are_untouched(tmp_path: Path) -> None:
     params = load_params(REPO / "params.yaml")
-    assert objective_kwargs(params, "simclr", Layout(tmp_path)) == params.run("simclr").objective_kwargs
+    assert job_objective_config(params, "simclr", Layout(tmp_path)) == params.run("simclr").objective_config
 
 
 def test_pretrained_files_resolve_against_the_project_or_say_which_key_is_missing(tmp_path: Path) -> None:
@@ -59,8 +59,8 @@ def test_pretrained_files_resolve_against_the_project_or_say_which_key_is_missin
         **raw["runs"]["clip"]["objective_kwargs"], "init_image": "artifacts/pretrain/simclr/seed-0/encoder.pt"}}
     params, layout = parse_params(raw), Layout(tmp_path)
     with pytest.raises(UserError, match=r"runs.lit.objective_kwargs.init_image: .*encoder.pt does not exist"):
-        objective_kwargs(params, "lit", layout)
+        job_objective_config(params, "lit", layout)
     enc = tmp_path / "artifacts" / "pretrain" / "simclr" / "seed-0" / "encoder.pt"
     enc.parent.mkdir(parents=True)
     enc.write_bytes(b"")
-    assert objective_kwargs(params, "lit", layout)["init_image"] == str(enc.resolve())
+    assert job_objective_config(params, "lit", layout).init_image == str(enc.resolve())

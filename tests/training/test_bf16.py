@@ -8,15 +8,17 @@ from pathlib import Path
 
 import torch
 
+from ssl_tasks.modalities.image.feed import channel_stats
 from ssl_tasks.modalities.image.shards import ImageDataset
-from ssl_tasks.training.config import TrainConfig, TrainJob
-from ssl_tasks.training.loop import CHECKPOINT_FILE, LocalSession, channel_stats, run_training
+from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
+from ssl_tasks.training.loop import CHECKPOINT_FILE, LocalSession, run_training
 
 
 def _train(data: Path, ckpt: Path, precision: str) -> tuple[float, dict[str, torch.Tensor]]:
     mean, std = channel_stats(ImageDataset(data))
     job = TrainJob(run=f"simclr-{precision}", seed=0, data_dir=str(data), objective="simclr",
-                   objective_kwargs={"temperature": 0.2}, encoder="small_cnn", encoder_kwargs={"width": 8},
+                   objective_config=objective_config("simclr", {"temperature": 0.2}),
+                   encoder="small_cnn", encoder_kwargs={"width": 8},
                    train=TrainConfig(epochs=1, batch_size=128, precision=precision), mean=mean, std=std)
     session = LocalSession(ckpt)
     run_training(job, session)

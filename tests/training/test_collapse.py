@@ -8,14 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from ssl_tasks.training.config import TrainConfig, TrainJob
+from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
 from ssl_tasks.training.loop import CollapseError, LocalSession, run_training
+
+
+def _kwargs(stop_gradient: bool) -> dict:
+    return {"stop_gradient": stop_gradient, "proj_hidden_dim": 128, "proj_dim": 128, "pred_hidden_dim": 32}
 
 
 def _job(data: Path, stop_gradient: bool, stop_on_collapse: bool = False, epochs: int = 12) -> TrainJob:
     return TrainJob(run="simsiam", seed=0, data_dir=str(data), objective="simsiam",
-                    objective_kwargs={"stop_gradient": stop_gradient, "proj_hidden_dim": 128, "proj_dim": 128,
-                                      "pred_hidden_dim": 32},
+                    objective_config=objective_config("simsiam", _kwargs(stop_gradient)),
                     encoder="small_cnn", encoder_kwargs={"width": 8},
                     train=TrainConfig(epochs=epochs, batch_size=128, lr=0.05, warmup_epochs=0,
                                       stop_on_collapse=stop_on_collapse),
@@ -55,7 +58,7 @@ def test_pretrain_stage_reports_collapse_as_one_error_line(digits_dataset: Path,
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     job = _job(digits_dataset, stop_gradient=False)
     raw["runs"] = {"collapse": {"dataset": "digits", "objective": "simsiam", "encoder": "small_cnn",
-                                "encoder_kwargs": job.encoder_kwargs, "objective_kwargs": job.objective_kwargs,
+                                "encoder_kwargs": job.encoder_kwargs, "objective_kwargs": _kwargs(False),
                                 "train": {"epochs": 30, "batch_size": 128, "lr": 0.05, "warmup_epochs": 0,
                                           "stop_on_collapse": True}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))

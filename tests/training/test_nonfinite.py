@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.training.config import TrainConfig, TrainJob
+from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
 from ssl_tasks.training.loop import CHECKPOINT_FILE, LocalSession, run_training
 
 MESSAGE = r"run 'boom': loss became nan at epoch 2, step 1/1 \(lr [0-9.e+]+\); stopped there: lower train.lr"
@@ -22,7 +22,8 @@ MESSAGE = r"run 'boom': loss became nan at epoch 2, step 1/1 \(lr [0-9.e+]+\); s
 
 def _job(data: Path, lr: float = 1e30, std: tuple[float, ...] = (0.37,)) -> TrainJob:
     # digits: 1438 training images, so batches of 1024 make one step per epoch
-    return TrainJob(run="boom", seed=0, data_dir=str(data), objective="simclr", objective_kwargs={},
+    return TrainJob(run="boom", seed=0, data_dir=str(data), objective="simclr",
+                    objective_config=objective_config("simclr", {}),
                     encoder="small_cnn", encoder_kwargs={"width": 8},
                     train=TrainConfig(epochs=4, batch_size=1024, lr=lr, warmup_epochs=0, optimizer="sgd",
                                       monitor_samples=256, max_failures=2),

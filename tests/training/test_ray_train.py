@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import plugin_objective_config
 
+from ssl_tasks.modalities.image.feed import channel_stats
 from ssl_tasks.modalities.image.shards import ImageDataset
-from ssl_tasks.training.config import TrainConfig, TrainJob
-from ssl_tasks.training.loop import channel_stats
+from ssl_tasks.training.config import TrainConfig, TrainJob, objective_config
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +35,11 @@ def job(data: Path, *, workers: int, epochs: int, fault: dict | None = None, max
     (tests/fault_plugin.py, imported by every Ray worker: no fault hook in the library)."""
     mean, std = channel_stats(ImageDataset(data))
     plugin = {"plugins": ("fault_plugin",), "plugin_root": str(TESTS)} if fault else {}
-    return TrainJob(run="simclr-ray", seed=0, data_dir=str(data), objective="faulty_simclr" if fault else "simclr",
-                    objective_kwargs={"temperature": 0.2, **(fault or {})}, encoder="small_cnn",
+    objective = "faulty_simclr" if fault else "simclr"
+    kwargs = {"temperature": 0.2, **(fault or {})}
+    cfg = plugin_objective_config("fault_plugin", objective, kwargs) if fault else objective_config(objective, kwargs)
+    return TrainJob(run="simclr-ray", seed=0, data_dir=str(data), objective=objective, objective_config=cfg,
+                    encoder="small_cnn",
                     encoder_kwargs={"width": 8},
                     train=TrainConfig(epochs=epochs, batch_size=64, num_workers=workers, max_failures=max_failures),
                     mean=mean, std=std, **plugin)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ssl_tasks.core.io import atomic_dir, write_json_atomic
-from ssl_tasks.core.modality import MODALITIES, BaselineResult, BaselineSpec, EvalContext, Modality, Say, open_dataset
+from ssl_tasks.core.modality import MODALITIES, BaselineResult, BaselineSpec, EvalContext, Modality, Say
 from ssl_tasks.modalities.image import shards
 from ssl_tasks.modalities.image import sources as _sources  # noqa: F401  (registers the image sources)
 
@@ -41,9 +41,9 @@ _CHANNEL_STATS: weakref.WeakKeyDictionary[Any, tuple[tuple[float, ...], tuple[fl
 
 
 def dataset_channel_stats(ds: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``training.loop.channel_stats(ds)``, computed once per reader (a reader's shards never change under it)."""
+    """``feed.channel_stats(ds)``, computed once per reader (a reader's shards never change under it)."""
     if ds not in _CHANNEL_STATS:
-        from ssl_tasks.training.loop import channel_stats
+        from ssl_tasks.modalities.image.feed import channel_stats
 
         _CHANNEL_STATS[ds] = channel_stats(ds)
     return _CHANNEL_STATS[ds]
@@ -102,12 +102,9 @@ class ImageModality(Modality):
         return build_encoder(name, meta["channels"], meta["image_size"], **kwargs)
 
     def feed(self, job: Any) -> Any:
-        from ssl_tasks.objectives.base import DataSpec
-        from ssl_tasks.training.feeds import ImageFeed
+        from ssl_tasks.modalities.image.feed import image_feed
 
-        ds = open_dataset(Path(job.data_dir))  # image shards, or an image–text dataset's (its reader is an image one)
-        c, h, w = ds.image_shape
-        return ImageFeed(ds, DataSpec(channels=c, image_size=min(h, w), mean=tuple(job.mean), std=tuple(job.std)))
+        return image_feed(job)
 
     # ------------------------------------------------------------------ evaluation
 

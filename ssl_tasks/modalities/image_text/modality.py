@@ -53,7 +53,7 @@ class ImageTextModality(ImageModality):
         return two_tower(objective)
 
     def feed(self, job: Any) -> Any:
-        from ssl_tasks.training.feeds import pair_feed
+        from ssl_tasks.modalities.image_text.feed import pair_feed
 
         return pair_feed(job)
 
@@ -63,6 +63,7 @@ class ImageTextModality(ImageModality):
         from ssl_tasks.modalities.text.stages import TOKENIZER_FILE
         from ssl_tasks.modalities.text.tokenizer import TextTokenizer
         from ssl_tasks.objectives import OBJECTIVES
+        from ssl_tasks.training.config import objective_config_from
 
         metrics, subsets, _ = super().evaluate(ctx, encoder, ds, meta, pretrain_dir, label, trained)
         if two_tower(OBJECTIVES.get(meta["objective"])):
@@ -70,7 +71,7 @@ class ImageTextModality(ImageModality):
                 obj, tok = load_two_tower(meta, pretrain_dir, ds)
             else:  # fresh towers of the run's configuration
                 tok = TextTokenizer.load(pretrain_dir / TOKENIZER_FILE)
-                obj = build_two_tower(meta["objective"], meta.get("objective_kwargs", {}), meta["encoder"],
+                obj = build_two_tower(meta["objective"], objective_config_from(meta), meta["encoder"],
                                       meta["encoder_kwargs"], ds, tok, meta["mean"], meta["std"])
             metrics.update(tower_metrics(obj, tok, ds, ctx.protocols, ctx.zero_shot,
                                          say=lambda line: ctx.say(f"{label}: {line}")))

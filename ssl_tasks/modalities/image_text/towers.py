@@ -9,35 +9,38 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ssl_tasks.core.config import build
 from ssl_tasks.evaluation import zero_shot as zs
 from ssl_tasks.evaluation.features import prepare
 from ssl_tasks.evaluation.protocols import PROTOCOLS
+from ssl_tasks.modalities.image_text.feed import caption_rows
 from ssl_tasks.modalities.image_text.shards import PairDataset
+from ssl_tasks.modalities.text.feed import DEFAULT_MAX_LEN, text_spec
 from ssl_tasks.modalities.text.stages import TOKENIZER_FILE
 from ssl_tasks.modalities.text.tokenizer import TextTokenizer
 from ssl_tasks.objectives import OBJECTIVES, DataSpec, PairDataSpec
 from ssl_tasks.objectives.image_text import ImageTextObjective
-from ssl_tasks.training.feeds import DEFAULT_MAX_LEN, caption_rows, text_spec
+from ssl_tasks.training.config import objective_config_from
 
 
 def wanted(protocols: Sequence[str]) -> list[str]:
     return [p for p in protocols if PROTOCOLS.get(p).kind == "image_text"]
 
 
-def build_two_tower(objective: str, objective_kwargs: dict[str, Any], encoder: str, encoder_kwargs: dict[str, Any],
+def build_two_tower(objective: str, objective_config: Any, encoder: str, encoder_kwargs: dict[str, Any],
                     ds: PairDataset, tok: TextTokenizer, mean: Sequence[float], std: Sequence[float]) -> ImageTextObjective:
-    """A freshly initialised two-tower objective for ``ds`` (the random-init baseline, or to load weights into)."""
+    """A freshly initialised two-tower objective for ``ds`` (the random-init baseline, or to load weights into): the
+    run's typed config, without LiT's pretrained start or lock (evaluation loads or keeps fresh weights itself)."""
     from ssl_tasks.modalities.image.encoders import build_encoder
 
     cls = OBJECTIVES.get(objective)
-    cfg = build(cls.Config, {**objective_kwargs, "init_image": "", "lock_image": False}, "objective_kwargs")
+    cfg = replace(objective_config, init_image="", lock_image=False)
     max_len = int(cfg.text_encoder_kwargs.get("max_len", DEFAULT_MAX_LEN))
     c, h, w = ds.image_shape
     spec = PairDataSpec(image=DataSpec(channels=c, image_size=min(h, w), mean=tuple(mean), std=tuple(std)),
@@ -48,7 +51,7 @@ def build_two_tower(objective: str, objective_kwargs: dict[str, Any], encoder: s
 def load_two_tower(meta: dict[str, Any], pretrain_dir: Path, ds: PairDataset) -> tuple[ImageTextObjective,
                                                                                         TextTokenizer]:
     tok = TextTokenizer.load(pretrain_dir / TOKENIZER_FILE)
-    obj = build_two_tower(meta["objective"], meta.get("objective_kwargs", {}), meta["encoder"],
+    obj = build_two_tower(meta["objective"], objective_config_from(meta), meta["encoder"],
                           meta["encoder_kwargs"], ds, tok, meta["mean"], meta["std"])
     obj.load_state_dict(torch.load(pretrain_dir / "objective.pt", map_location="cpu", weights_only=True))
     return obj, tok

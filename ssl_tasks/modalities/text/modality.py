@@ -94,12 +94,9 @@ class TextModality(Modality):
         return build_text_encoder(name, meta["vocab_size"], meta["pad_id"], **kwargs)
 
     def feed(self, job: Any) -> Any:
-        from ssl_tasks.training.feeds import DEFAULT_MAX_LEN, TextFeed, text_layout, text_rows
+        from ssl_tasks.modalities.text.feed import text_feed
 
-        max_len = int(job.encoder_kwargs.get("max_len", DEFAULT_MAX_LEN))
-        layout = text_layout(job.objective, job.objective_kwargs, job.run)
-        rows, spec = text_rows(Path(job.data_dir), job.tokenizer, split="train", layout=layout, max_len=max_len)
-        return TextFeed(rows, spec, layout)
+        return text_feed(job)
 
     # ------------------------------------------------------------------ evaluation
 

@@ -63,10 +63,10 @@ def is_labelled(ds: TextDataset) -> bool:
 def language_metrics(meta: dict[str, Any], pretrain_dir: Path, ds: TextDataset, protocols: Any, *,
                      say: Any, device: str = "cpu") -> tuple[dict[str, float], list[str]]:
     """Perplexity (causal LM) or pseudo-perplexity (MLM) on the held-out packed rows, and generated samples."""
-    from ssl_tasks.core.config import build
     from ssl_tasks.evaluation.language import causal_perplexity, pseudo_perplexity, sample_texts
     from ssl_tasks.modalities.text.encoders import build_text_encoder
     from ssl_tasks.objectives import OBJECTIVES, TextDataSpec
+    from ssl_tasks.training.config import objective_config_from
 
     wanted = [p for p in protocols if PROTOCOLS.get(p).kind == "language"]
     objective = meta["objective"]
@@ -82,7 +82,7 @@ def language_metrics(meta: dict[str, Any], pretrain_dir: Path, ds: TextDataset, 
                         special_ids=tuple(sorted(tok.special_ids)), seq_len=max_len)
     cls = OBJECTIVES.get(objective)
     obj = cls(build_text_encoder(meta["encoder"], tok.vocab_size, tok.pad_id, **meta["encoder_kwargs"]),
-              build(cls.Config, meta.get("objective_kwargs", {}), "objective_kwargs"), spec)
+              objective_config_from(meta), spec)
     obj.load_state_dict(torch.load(pretrain_dir / "objective.pt", map_location="cpu", weights_only=True))
     obj.to(device)
     metrics: dict[str, float] = {}
