@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ssl_tasks.modalities.image import modality
+from ssl_tasks.modalities.image import feed, modality
 from ssl_tasks.modalities.image.shards import ImageDataset
-from ssl_tasks.training import loop
 
 
 def test_channel_stats_once_per_reader(digits_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -18,7 +17,7 @@ def test_channel_stats_once_per_reader(digits_dataset: Path, monkeypatch: pytest
         calls.append(ds)
         return (0.25,), (0.5,)
 
-    monkeypatch.setattr(loop, "channel_stats", counting)
+    monkeypatch.setattr(feed, "channel_stats", counting)
     ds = ImageDataset(digits_dataset)
     assert modality.dataset_channel_stats(ds) == ((0.25,), (0.5,))
     assert modality.dataset_channel_stats(ds) == ((0.25,), (0.5,))  # the baselines stage's second baseline
@@ -28,6 +27,6 @@ def test_channel_stats_once_per_reader(digits_dataset: Path, monkeypatch: pytest
     assert calls == [ds, other]
 
 
-def test_channel_stats_match_the_training_loop(digits_dataset: Path) -> None:
+def test_channel_stats_match_the_feed(digits_dataset: Path) -> None:
     ds = ImageDataset(digits_dataset)
-    assert modality.dataset_channel_stats(ds) == loop.channel_stats(ds)
+    assert modality.dataset_channel_stats(ds) == feed.channel_stats(ds)
