@@ -21,7 +21,7 @@ EDGES = "edges"
 NODE_SPLITS = "node_splits"
 
 
-@dataclass
+@dataclass(frozen=True)
 class GraphTables(DatasetTables):
     edges: pd.DataFrame = None  # type: ignore[assignment]
     node_splits: pd.DataFrame = None  # type: ignore[assignment]

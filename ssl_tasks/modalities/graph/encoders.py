@@ -46,13 +46,14 @@ def normalise_features(x: torch.Tensor) -> torch.Tensor:
 
 
 def normalised_adjacency(edge_index: torch.Tensor, n: int) -> torch.Tensor:
-    """``D^-1/2 (A + I) D^-1/2`` as a coalesced sparse (N, N) tensor; duplicate edges and given self-loops count
-    once, as in a simple graph."""
+    """``D^-1/2 (A + I) D^-1/2`` as a coalesced sparse (N, N) tensor with ``Â[t, s]`` for each edge ``s -> t`` and
+    ``D`` the in-degree (PyG ``gcn_norm``'s convention; the same matrix on an undirected graph); duplicate edges and
+    given self-loops count once, as in a simple graph."""
     loops = torch.arange(n, device=edge_index.device)
     ei = torch.cat([edge_index[:, edge_index[0] != edge_index[1]], torch.stack([loops, loops])], dim=1)
-    key = torch.unique(ei[0] * n + ei[1])
+    key = torch.unique(ei[1] * n + ei[0])  # row: target, col: source (messages flow source -> target, as in PyG)
     row, col = key // n, key % n
-    deg = torch.bincount(row, minlength=n).to(torch.float32)
+    deg = torch.bincount(row, minlength=n).to(torch.float32)  # in-degree, with the self-loop
     d = deg.pow(-0.5)
     val = d[row] * d[col]
     return torch.sparse_coo_tensor(torch.stack([row, col]), val, (n, n), check_invariants=False).coalesce()
