@@ -110,7 +110,7 @@ class GraphModality(Modality):
                 f"{cfg.supervised_epochs} epochs")
         encoder, val = train_supervised_gnn(encoder, x, ei, ds.labels(), splits["train"],
                                             splits.get("val", splits["train"]), ds.num_classes,
-                                            epochs=max(cfg.supervised_epochs, 1), seed=ctx.seed)
+                                            epochs=max(cfg.supervised_epochs, 1), lr=cfg.supervised_lr, seed=ctx.seed)
         ctx.say(f"{label}: best val accuracy {val:.4f}")
         return BaselineResult(self._probes(ctx, encoder, ds, label), {}, encoder)
 
