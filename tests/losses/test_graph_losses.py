@@ -65,3 +65,10 @@ def test_scaled_cosine_error_is_scale_invariant_and_zero_on_a_match() -> None:
     assert sce(3.0 * x, x).item() == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError):
         ScaledCosineError(0.5)
+
+
+def test_discriminator_equals_torch_bilinear() -> None:
+    g = torch.Generator().manual_seed(2)
+    h, s = torch.randn(5, 3, generator=g), torch.randn(3, generator=g)
+    disc = BilinearDiscriminator(3)
+    torch.testing.assert_close(disc(h, s), disc.bilinear(h, s.expand_as(h)).squeeze(-1))
