@@ -1,5 +1,5 @@
 """The graph pipeline through `dvc repro` on a copy of the project with `configs/graph.yaml`: Cora (the real
-public split) ingested and validated, DGI (on two Ray workers), GraphCL and GraphMAE with tiny encoders and a few
+public split) ingested and validated, DGI (on two Ray workers) and GraphMAE with tiny encoders and a few
 full-batch epochs, the per-run random-init reference, raw features and the supervised GNN, one leaderboard."""
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ def test_graph_dag_end_to_end(tmp_path: Path) -> None:
     raw["datasets"]["cora"]["path"] = str(SHARED_DATA / "cora")
     raw["runs"]["dgi"]["encoder_kwargs"] = {"hidden": 32}
     raw["runs"]["dgi"]["train"] = {"epochs": 3, "num_workers": 2}  # DDP: same graph, a corruption per rank
-    raw["runs"]["graphcl"]["encoder_kwargs"] = {"hidden": 32}
-    raw["runs"]["graphcl"]["train"] = {"epochs": 3}
+    del raw["runs"]["graphcl"]  # same feed and encoder as DGI (the objective contract test covers it); a Ray stage less
     raw["runs"]["graphmae"]["encoder_kwargs"] = {"hidden": 32, "heads": 2, "layers": 2}
     raw["runs"]["graphmae"]["train"] = {"epochs": 3}
     raw["baselines"]["encoder_kwargs"] = {"hidden": 32}
@@ -33,8 +32,8 @@ def test_graph_dag_end_to_end(tmp_path: Path) -> None:
     res = repro(root)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     board = pd.read_csv(root / "artifacts" / "leaderboard.csv").set_index("name")
-    assert {"dgi", "graphcl", "graphmae", "raw_features@cora", "supervised_gnn@cora"} <= set(board.index)
-    for run in ("dgi", "graphcl", "graphmae"):
+    assert {"dgi", "graphmae", "raw_features@cora", "supervised_gnn@cora"} <= set(board.index)
+    for run in ("dgi", "graphmae"):
         assert str(board.loc[run, "reference"]).startswith("random_init-"), run
     for col in ("knn/top1", "linear/top1"):
         assert board[col].between(0.0, 1.0).all(), col
