@@ -139,3 +139,39 @@ def pair_tokenizer(pair_dataset: Path, tmp_path_factory: pytest.TempPathFactory)
     path = tmp_path_factory.mktemp("pair_tok") / "tokenizer.json"
     train_text_tokenizer(PairDataset(pair_dataset).iter_texts("train"), path, vocab_size=400, num_sentinels=16)
     return path
+
+
+def write_graph_tables(folder: Path, n: int = 60, dim: int = 12, classes: int = 3, seed: int = 0) -> Path:
+    """A small labelled graph as edge_list tables: nodes.csv (id, label, f0..), edges.csv (source, target);
+    nodes of a class share a feature pattern and link mostly within their class."""
+    import pandas as pd
+
+    r = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = np.arange(n) % classes
+    feats = (r.random((n, dim)) < 0.15).astype(int)
+    feats[np.arange(n), labels % dim] = 1
+    nodes = pd.DataFrame({"id": [f"p{i}" for i in range(n)], "label": [f"c{c}" for c in labels]})
+    for j in range(dim):
+        nodes[f"f{j}"] = feats[:, j]
+    pairs = set()
+    while len(pairs) < 2 * n:
+        a, b = (int(v) for v in r.integers(0, n, 2))
+        if a != b and (labels[a] == labels[b] or r.random() < 0.1):
+            pairs.add((min(a, b), max(a, b)))
+    edges = pd.DataFrame({"source": [f"p{a}" for a, _ in sorted(pairs)], "target": [f"p{b}" for _, b in sorted(pairs)]})
+    nodes.to_csv(folder / "nodes.csv", index=False)
+    edges.to_csv(folder / "edges.csv", index=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def graph_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 60-node, 3-class graph ingested through the edge_list source (seeded 60/20/20 node split)."""
+    from ssl_tasks.data.ingest import ingest
+
+    base = tmp_path_factory.mktemp("graph")
+    out = base / "graph"
+    ingest("edge_list", write_graph_tables(base / "tables"), out, test_fraction=0.2, split_seed=0,
+           options={"val_fraction": 0.2})
+    return out

@@ -17,6 +17,7 @@ class Case:
     colour: bool = False  # True: 3-channel data (the colour fixture) instead of grayscale digits
     text: bool = False  # True: token ids (the SST-2 text fixture and its tokenizer)
     pair: bool = False  # True: (images, captions) batches (the clip-art pair fixture and its caption tokenizer)
+    graph: bool = False  # True: (features, edge_index) of a whole graph (the 60-node graph fixture)
 
 
 TINY_VIT = {"patch_size": 2, "width": 32, "depth": 2, "heads": 2}
@@ -41,6 +42,9 @@ CASES: dict[str, Case] = {
     "simcse": Case(encoder="text_transformer", encoder_kwargs=TINY_TEXT, text=True),
     "clip": Case({"text_encoder_kwargs": TINY_TEXT, "embed_dim": 16}, pair=True),
     "siglip": Case({"text_encoder_kwargs": TINY_TEXT, "embed_dim": 16}, pair=True),
+    "dgi": Case(encoder="gcn", encoder_kwargs={"hidden": 16}, graph=True),
+    "graphcl": Case(encoder="gcn", encoder_kwargs={"hidden": 16}, graph=True),
+    "graphmae": Case(encoder="gat", encoder_kwargs={"hidden": 16, "heads": 2}, graph=True),
 }
 GREY = DataSpec(channels=1, image_size=8, mean=(0.3,), std=(0.37,))
 COLOUR = DataSpec(channels=3, image_size=32, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
@@ -51,12 +55,17 @@ TEXT = TextDataSpec(vocab_size=321, pad_id=0, cls_id=2, sep_id=3, mask_id=4, sen
                     special_ids=tuple(range(21)), seq_len=16)
 
 
+GRAPH_FEATURES = 12  # the synthetic graph batch's and the graph fixture's feature width
 PAIR = PairDataSpec(image=DataSpec(channels=3, image_size=16, mean=(0.8, 0.78, 0.75), std=(0.3, 0.3, 0.32)),
                     text=TEXT)
 
 
-def spec_for(name: str) -> DataSpec | TextDataSpec | PairDataSpec:
+def spec_for(name: str):  # noqa: ANN201
+    from ssl_tasks.modalities.graph.feed import GraphDataSpec
+
     case = CASES[name]
+    if case.graph:
+        return GraphDataSpec(num_nodes=16, num_features=GRAPH_FEATURES)
     return PAIR if case.pair else TEXT if case.text else COLOUR if case.colour else GREY
 
 
@@ -66,6 +75,10 @@ def build_case_encoder(name: str):  # noqa: ANN201
     from ssl_tasks.modalities.text.encoders import build_text_encoder
 
     case, spec = CASES[name], spec_for(name)
+    if case.graph:
+        from ssl_tasks.core.encoders import ENCODERS
+
+        return ENCODERS.get(case.encoder)(spec.num_features, **case.encoder_kwargs)
     if case.text:
         return build_text_encoder(case.encoder, spec.vocab_size, spec.pad_id, **case.encoder_kwargs)
     if case.pair:  # the image tower
@@ -78,6 +91,13 @@ def case_batch(name: str, seed: int = 0, n: int = 16):  # noqa: ANN201
     import torch
 
     spec, g = spec_for(name), torch.Generator().manual_seed(seed)
+    if CASES[name].graph:  # n nodes with 0/1 features, a ring plus random chords, both directions
+        x = (torch.rand(n, spec.num_features, generator=g) < 0.3).float()
+        src = torch.cat([torch.arange(n), torch.randint(0, n, (n,), generator=g)])
+        dst = torch.cat([(torch.arange(n) + 1) % n, torch.randint(0, n, (n,), generator=g)])
+        keep = src != dst
+        ei = torch.stack([src[keep], dst[keep]])
+        return x, torch.cat([ei, ei.flip(0)], dim=1)
     if CASES[name].pair:
         im = spec.image
         images = torch.randint(0, 256, (n, im.channels, im.image_size, im.image_size), generator=g, dtype=torch.uint8)

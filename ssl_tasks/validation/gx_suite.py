@@ -74,6 +74,11 @@ class ValidationConfig:
     min_mean_words: float | None = None
     max_mean_words: float | None = None
     pair_class_balance: bool = False
+    # graph datasets: how many duplicate directed edges and self-loops are allowed, and the largest share of
+    # nodes without any edge
+    max_duplicate_edges: int = 0
+    max_self_loops: int = 0
+    max_isolated_fraction: float = 0.1
 
     @property
     def class_band(self) -> tuple[float, float]:
@@ -120,6 +125,12 @@ class ValidationConfig:
         lo, hi = self.min_mean_words, self.max_mean_words
         if lo is not None and hi is not None and lo > hi:
             raise UserError(f"validation needs min_mean_words <= max_mean_words, got {lo} and {hi}")
+        for name in ("max_duplicate_edges", "max_self_loops"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or int(v) != v or v < 0:
+                raise UserError(f"{name} must be an integer >= 0, got {v}")
+        if isinstance(self.max_isolated_fraction, bool) or not 0 <= self.max_isolated_fraction <= 1:
+            raise UserError(f"max_isolated_fraction must be in [0, 1], got {self.max_isolated_fraction!r}")
         if not isinstance(self.pair_class_balance, bool):
             raise UserError(f"pair_class_balance must be true or false, got {self.pair_class_balance!r}")
 

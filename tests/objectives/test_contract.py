@@ -105,7 +105,8 @@ def test_forward_takes_views_only(name: str) -> None:
 
 def _job(name: str, data: Path, seed: int = 0, tokenizer: Path | None = None) -> TrainJob:
     case, spec = CASES[name], spec_for(name)
-    mean, std = ((), ()) if case.text else (spec.image.mean, spec.image.std) if case.pair else (spec.mean, spec.std)
+    mean, std = (((), ()) if case.text or case.graph else (spec.image.mean, spec.image.std) if case.pair
+                 else (spec.mean, spec.std))
     return TrainJob(run=name, seed=seed, data_dir=str(data), objective=name,
                     objective_config=objective_config(name, case.objective_kwargs),
                     encoder=case.encoder, encoder_kwargs=case.encoder_kwargs,
@@ -120,6 +121,8 @@ def dataset_for(request: pytest.FixtureRequest):  # noqa: ANN201
 
     def get(name: str) -> tuple[Path, Path | None]:
         case = CASES[name]
+        if case.graph:
+            return request.getfixturevalue("graph_dataset"), None
         if case.text:
             return request.getfixturevalue("text_dataset"), request.getfixturevalue("text_tokenizer")
         if case.pair:

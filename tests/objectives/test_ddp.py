@@ -64,14 +64,14 @@ def _worker(rank: int, world: int, port: int, jobs: list[dict], out: dict) -> No
 def test_every_objective_trains_under_ddp_with_replicas_in_sync(digits_dataset: Path, colour_dataset: Path,
                                                                  beit_tokenizer: Path, text_dataset: Path,
                                                                  text_tokenizer: Path, pair_dataset: Path,
-                                                                 pair_tokenizer: Path) -> None:
+                                                                 pair_tokenizer: Path, graph_dataset: Path) -> None:
     jobs = []
     for name in OBJECTIVES.names():
         case, spec = CASES[name], spec_for(name)
         kwargs = {**case.objective_kwargs, **({"tokenizer": str(beit_tokenizer)} if name == "beit" else {})}
-        data = (pair_dataset if case.pair else text_dataset if case.text else colour_dataset if case.colour
+        data = (graph_dataset if case.graph else pair_dataset if case.pair else text_dataset if case.text else colour_dataset if case.colour
                 else digits_dataset)
-        mean, std = ((), ()) if case.text else (spec.image.mean, spec.image.std) if case.pair else (spec.mean, spec.std)
+        mean, std = ((), ()) if case.text or case.graph else (spec.image.mean, spec.image.std) if case.pair else (spec.mean, spec.std)
         tok = str(pair_tokenizer) if case.pair else str(text_tokenizer) if case.text else ""
         job = TrainJob(run=name, seed=0, data_dir=str(data), objective=name,
                        objective_config=objective_config(name, kwargs),
