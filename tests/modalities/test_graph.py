@@ -250,7 +250,8 @@ def test_evaluation_and_baselines_on_the_plugin(graph_dataset: Path, tmp_path: P
                                            tmp_path, "t", trained=False)
     assert set(metrics) == {"knn/top1", "linear/top1"} and all(0 <= v <= 1 for v in metrics.values())
     assert subsets == {} and samples == []
-    specs = m.baselines(ds, BaselineParams(supervised_epochs=20), ["knn", "linear"])  # small_cnn -> gcn
+    specs = m.baselines(ds, BaselineParams(include=("raw_pixels", "supervised"), supervised_epochs=20),
+                        ["knn", "linear"])  # small_cnn -> gcn
     assert [(s.kind, s.name, s.encoder_name) for s in specs] == [("raw_pixels", "raw_features", "gcn"),
                                                                   ("supervised", "supervised_gnn", "gcn")]
     for spec in specs:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ssl_tasks.modalities.graph.shards import GraphDataset
 from ssl_tasks.validation.gx_suite import SAMPLES, Check, ValidationConfig, duplicate_check, fmt
-from ssl_tasks.validation.image_checks import DatasetTables, class_counts_table
+from ssl_tasks.validation.tables import DatasetTables, class_counts_table
 
 EDGES = "edges"
 NODE_SPLITS = "node_splits"
