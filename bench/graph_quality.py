@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +26,8 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from provenance import provenance  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from ssl_tasks.core.config import build  # noqa: E402
 from ssl_tasks.modalities.graph.encoders import GATEncoder, GCNEncoder, normalise_features  # noqa: E402
@@ -48,24 +48,6 @@ SETTINGS = {
                  "kwargs": {"mask_rate": 0.5, "replace_rate": 0.05, "alpha": 3.0}},
 }
 ENCODERS = {"gcn": GCNEncoder, "gat": GATEncoder}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def make_encoder(name: str, kwargs: dict, in_dim: int, seed: int) -> nn.Module:
@@ -162,7 +144,8 @@ def main() -> None:
     labels = r.labels
     splits = {k: v.index for k, v in r.splits.items()}
     xn, ein = x.numpy(), ei.numpy()
-    out = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit(), "cpu": cpu_model(),
+    prov = provenance(args)
+    out = {"provenance": prov, "command": prov["command"], "commit": prov["commit"], "cpu": prov["cpu"],
            "threads": args.threads, "torch": torch.__version__, "args": vars(args), "settings": SETTINGS,
            "split": {k: len(v) for k, v in splits.items()}, "runs": {}}
     path = Path(args.out)

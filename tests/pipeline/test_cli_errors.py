@@ -54,7 +54,7 @@ def test_wrong_param_type_subprocess(tmp_path: Path) -> None:
     [
         (lambda r: r["train"].update(epoch=3), "unknown key(s) epoch; valid: batch_size"),
         (lambda r: r["runs"]["byol"]["objective_kwargs"].update(temprature=0.1), "runs.byol.objective_kwargs: unknown key(s) temprature"),
-        (lambda r: r["runs"]["byol"].update(encoder="vgg"), "unknown encoder 'vgg'; valid: causal_transformer, resnet18, seq2seq_transformer, small_cnn"),
+        (lambda r: r["runs"]["byol"].update(encoder="vgg"), "unknown encoder 'vgg'; valid: causal_transformer, gat, gcn, resnet18, seq2seq_transformer"),
         (lambda r: r["runs"]["byol"].update(dataset="imagenet"), "unknown dataset 'imagenet'"),
         (lambda r: r["evaluation"].update(protocols=["knn", "zero_shots"]), "unknown protocol 'zero_shots'"),
         (lambda r: r["train"].update(lr=-1.0), "lr must be > 0"),
