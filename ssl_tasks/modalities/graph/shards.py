@@ -22,6 +22,7 @@ import numpy as np
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import atomic_dir, read_manifest, write_json_atomic
+from ssl_tasks.data.shards import ManifestDataset
 
 FORMAT = "ssl-tasks-graph/v1"
 NAME = "graph"
@@ -62,8 +63,9 @@ def write_graph_dataset(out: Path, result: Any, source: dict[str, Any]) -> dict[
     return manifest
 
 
-class GraphDataset:
-    """An ingested graph: the whole graph (``features``, ``edge_index``, ``labels``) and its node splits."""
+class GraphDataset(ManifestDataset):
+    """An ingested graph: the whole graph (``features``, ``edge_index``, ``labels``) and its node splits (label
+    names, splits and counts from ``ManifestDataset``; its own ``verify`` of the graph's files)."""
 
     modality = NAME
 
@@ -74,22 +76,8 @@ class GraphDataset:
             raise UserError(f"{self.root}: format {self.manifest.get('format')!r} is not {FORMAT}")
 
     @property
-    def label_names(self) -> list[str]:
-        return list(self.manifest["label_names"])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.label_names)
-
-    @property
     def num_nodes(self) -> int:
         return int(self.manifest["num_nodes"])
-
-    def splits(self) -> list[str]:
-        return list(self.manifest["splits"])
-
-    def count(self, split: str) -> int:
-        return int(self.manifest["splits"][split]["count"])
 
     def _array(self, name: str) -> np.ndarray:
         try:
