@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -65,8 +66,12 @@ def finetune_top1(
     batch_size: int = 256,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    progress: Callable[[str], None] | None = None,
+    every_s: float = 10.0,
 ) -> float:
     """Fine-tune a deep copy of ``encoder`` + a linear head on the given labelled uint8 images.
+
+    ``progress`` hears ``epoch i/N, loss x`` at most every ``every_s`` seconds (a run of a minute is not silent).
 
     Each epoch is ``ceil(n / batch_size)`` near-equal batches of a fresh permutation (one
     batch of the whole set when n < batch_size). Batches are ``views(x, g)`` when views is
@@ -91,7 +96,8 @@ def finetune_top1(
     n = len(x_all)
     steps_per_epoch = math.ceil(n / batch_size)
     total, step = epochs * steps_per_epoch, 0
-    for _ in range(epochs):
+    t0 = last = time.perf_counter()
+    for epoch in range(epochs):
         perm = torch.randperm(n, generator=g_cpu).to(device)  # (n,)
         for idx in perm.tensor_split(steps_per_epoch):
             x = x_all[idx]
@@ -103,6 +109,9 @@ def finetune_top1(
             loss.backward()
             opt.step()
             step += 1
+        if progress is not None and time.perf_counter() - last >= every_s:
+            last = time.perf_counter()
+            progress(f"epoch {epoch + 1}/{epochs}, loss {loss.item():.4f} ({last - t0:.0f} s)")
     recalibrate_batchnorm(model, x_all, mean_t, std_t, batch_size=max(batch_size, 256))
     h = extract_features(model, test_images, mean, std, batch_size=max(batch_size, 512), device=device)  # (M, D)
     with torch.no_grad():

@@ -159,6 +159,7 @@ def evaluate_encoder(
                     encoder, x_tr[idx], y_tr[idx], x_te, y_te, num_classes=num_classes, views=finetune_views,
                     mean=mean, std=std, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
                     batch_size=cfg.finetune_batch_size, seed=cfg.seed, device=device,
+                    progress=lambda line, name=spec.name: say(f"{name}: {line}"),
                 )  # fmt: skip
     return metrics, subsets
 

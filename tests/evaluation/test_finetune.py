@@ -117,3 +117,18 @@ def test_few_step_finetune_scores_with_its_own_statistics(digits) -> None:  # no
     acc = finetune_top1(_encoder(), x_tr[idx], y_tr[idx], x_te, y_te, num_classes=10, views=None,
                         mean=MEAN, std=STD, epochs=3, lr=3e-3, batch_size=32, seed=0)
     assert acc > 0.3
+
+
+def test_finetune_reports_progress_without_changing_the_result(digits) -> None:  # noqa: ANN001
+    """A minute of fine-tuning is not silent: ``progress`` hears epoch and loss (here every epoch, every_s=0), and
+    listening changes nothing in the result."""
+    (x_tr, y_tr), (x_te, y_te) = digits
+    idx = balanced_subset(y_tr, 0.1, seed=0)
+    lines: list[str] = []
+    acc = finetune_top1(_encoder(), x_tr[idx], y_tr[idx], x_te, y_te, num_classes=10, views=None, mean=MEAN,
+                        std=STD, epochs=4, lr=3e-3, batch_size=32, seed=0, progress=lines.append, every_s=0.0)
+    assert [line.split(",")[0] for line in lines] == [f"epoch {i}/4" for i in range(1, 5)]
+    assert all(" loss " in line and line.endswith(" s)") for line in lines)
+    quiet = finetune_top1(_encoder(), x_tr[idx], y_tr[idx], x_te, y_te, num_classes=10, views=None, mean=MEAN,
+                          std=STD, epochs=4, lr=3e-3, batch_size=32, seed=0)
+    assert acc == quiet
