@@ -35,6 +35,13 @@ class Feed(Protocol):
     def epoch(self, *, batch_size: int, seed: int, epoch: int, rank: int, world_size: int) -> Iterator[Any]: ...
 
 
+def steps_per_epoch(feed: Any, batch_size: int, world_size: int) -> int:
+    """Optimisation steps in one epoch: full batches of ``batch_size`` per rank, unless the feed says otherwise
+    (``feed.steps_per_epoch``: a full-batch graph is one step whatever the batch size)."""
+    own = getattr(feed, "steps_per_epoch", None)
+    return int(own(batch_size, world_size)) if own is not None else feed.count() // (batch_size * world_size)
+
+
 def trim_padding(rows: np.ndarray, pad_id: int) -> np.ndarray:
     """Drop the trailing columns that are padding in every row: short sentences cost only their own length."""
     used = np.flatnonzero((rows != pad_id).any(axis=0))

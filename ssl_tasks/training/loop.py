@@ -26,7 +26,7 @@ from ssl_tasks.core.errors import UserError
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.objectives.base import Objective, check_compatible
 from ssl_tasks.training.config import TrainConfig, TrainJob
-from ssl_tasks.training.feeds import Feed, open_feed
+from ssl_tasks.training.feeds import Feed, open_feed, steps_per_epoch
 from ssl_tasks.training.monitors import embedding_metrics, is_collapsed
 
 CHECKPOINT_FILE = "state.pt"
@@ -149,7 +149,10 @@ def run_training(job: TrainJob, session: Session) -> None:
     model: nn.Module = objective
     if ws > 1:
         model = nn.parallel.DistributedDataParallel(objective, broadcast_buffers=False)
-    steps = feed.count() // (cfg.batch_size * ws)
+    steps = steps_per_epoch(feed, cfg.batch_size, ws)
+    if steps < 1:
+        raise UserError(f"runs.{job.run}: {feed.count()} training samples make no full batch of train.batch_size "
+                        f"{cfg.batch_size} x {ws} worker(s); lower train.batch_size (or num_workers)")
     total, warmup = steps * cfg.epochs, steps * cfg.warmup_epochs
     amp = cfg.precision == "bf16"
     for epoch in range(start_epoch, cfg.epochs):

@@ -64,3 +64,16 @@ def test_under_ray_the_verdict_is_raised_once_without_retries(digits_dataset: Pa
         fit(_job(digits_dataset), storage_dir=tmp_path / "ray", name="boom")
     out = capfd.readouterr()
     assert "resumed from checkpoint" not in out.out + out.err  # a retry would resume at epoch 1 and print so
+
+
+def test_a_batch_larger_than_the_data_is_refused_before_training(digits_dataset: Path, tmp_path: Path) -> None:
+    """1438 images make no full batch of 4096: one clear line, not a ZeroDivisionError after an empty epoch."""
+    from dataclasses import replace
+
+    job = _job(digits_dataset, lr=0.1)
+    job = replace(job, train=replace(job.train, batch_size=4096))
+    session = LocalSession(tmp_path / "ckpt")
+    with pytest.raises(UserError, match=r"runs\.boom: 1438 training samples make no full batch of train\.batch_size "
+                                        r"4096 x 1 worker\(s\); lower train\.batch_size"):
+        run_training(job, session)
+    assert session.reports == [] and not (tmp_path / "ckpt").exists()

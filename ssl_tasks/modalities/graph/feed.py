@@ -1,8 +1,8 @@
 """What the training loop eats on a graph: the whole graph, every step (full-batch training).
 
-One epoch is one optimisation step on the whole graph: ``count()`` is the run's ``batch_size x num_workers``
-so the loop computes one step per epoch, and ``epoch`` yields ``(features (N, F) float32, edge_index (2, E)
-int64)`` once. With several Ray workers every worker gets the same graph; the loop seeds each rank's generator
+One epoch is one optimisation step on the whole graph, whatever the batch size (``steps_per_epoch`` is 1;
+``count()`` is the number of nodes), and ``epoch`` yields ``(features (N, F) float32, edge_index (2, E) int64)``
+once. With several Ray workers every worker gets the same graph; the loop seeds each rank's generator
 differently, so each computes the same full-batch loss under a different corruption / mask / edge-drop draw,
 and DistributedDataParallel averages their gradients (a larger Monte-Carlo sample of the same objective, not a
 data split). Training reads no labels: only ``features.npy`` and ``edge_index.npy``.
@@ -46,26 +46,26 @@ class GraphFeed:
     features: np.ndarray
     edge_index: np.ndarray
     spec: GraphDataSpec
-    per_step: int  # batch_size x num_workers: one step per epoch
     modality: str = NAME
 
     def count(self) -> int:
-        return self.per_step
+        return self.spec.num_nodes
+
+    def steps_per_epoch(self, batch_size: int, world_size: int) -> int:
+        return 1  # full-batch: every rank takes one step on the whole graph
 
     def build_encoder(self, name: str, kwargs: dict[str, Any]) -> nn.Module:
         return ENCODERS.get(name)(self.spec.num_features, **kwargs)
 
     def epoch(self, *, batch_size: int, seed: int, epoch: int, rank: int,
               world_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for _ in range(max(1, self.per_step // (batch_size * world_size))):  # 1 under Ray; what the loop counts
-            yield self.features, self.edge_index
+        yield self.features, self.edge_index
 
 
 def graph_feed(job: Any) -> GraphFeed:
     ds = GraphDataset(Path(job.data_dir))
     x, ei = node_inputs(ds)
-    return GraphFeed(x, ei, GraphDataSpec(int(x.shape[0]), int(x.shape[1])),
-                     per_step=int(job.train.batch_size) * int(job.train.num_workers))
+    return GraphFeed(x, ei, GraphDataSpec(int(x.shape[0]), int(x.shape[1])))
 
 
 __all__ = ["GraphDataSpec", "GraphFeed", "graph_feed", "node_inputs"]
