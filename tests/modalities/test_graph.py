@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import write_graph_tables
+from helpers import needs_shared
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.modality import EvalContext, get_modality, open_dataset
@@ -21,7 +22,7 @@ from ssl_tasks.modalities.graph.sources import edge_list, load_graph_pickle, pla
 from ssl_tasks.validation.gx_suite import ValidationConfig, ValidationFailed, validate_dataset
 
 CORA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cora"
-needs_cora = pytest.mark.skipif(not (CORA / "cora_planetoid_dense.npz").is_file(), reason="Cora not in shared/data")
+needs_cora = needs_shared(CORA / "cora_planetoid_dense.npz", "Cora")  # missing data fails, never skips
 
 
 # --------------------------------------------------------------------------- planetoid

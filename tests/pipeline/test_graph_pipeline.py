@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import SHARED_DATA
-from helpers import copy_project, repro
+from helpers import copy_project, needs_shared, repro
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "cora" / "cora_planetoid_dense.npz").is_file(), reason="no Cora")
+@needs_shared(SHARED_DATA / "cora" / "cora_planetoid_dense.npz", "Cora")
 def test_graph_dag_end_to_end(tmp_path: Path) -> None:
     root = copy_project(tmp_path / "p")
     raw = yaml.safe_load((root / "configs" / "graph.yaml").read_text())
