@@ -133,6 +133,13 @@ def cmd_compare(args: argparse.Namespace) -> None:
     compare(_params(args), _layout(args))
 
 
+def cmd_lineage(args: argparse.Namespace) -> None:
+    from ssl_tasks.pipeline.lineage import load_raw, write_lineage  # plain YAML and hashes: no torch, every repro
+
+    written = write_lineage(load_raw(Path(args.params)), _layout(args).root)
+    print(f"lineage: {len(written)} files in artifacts/lineage")
+
+
 def cmd_ui_link(args: argparse.Namespace) -> None:
     from ssl_tasks.pipeline.compare import comparison_link
 
@@ -177,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True)
     s.set_defaults(fn=cmd_baselines)
     sub.add_parser("compare", help="leaderboard + MLflow parent run").set_defaults(fn=cmd_compare)
+    sub.add_parser("lineage", help="hash the files params name (dataset paths, start checkpoints) for DVC").set_defaults(
+        fn=cmd_lineage)
     s = sub.add_parser("ui-link", help="the MLflow UI link comparing the latest pipeline's runs")
     s.add_argument("--base", default="http://127.0.0.1:5000", help="where the MLflow UI is served")
     s.set_defaults(fn=cmd_ui_link)

@@ -9,7 +9,7 @@ from typing import Any
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import write_text_atomic
-from ssl_tasks.pipeline import runs
+from ssl_tasks.pipeline import lineage, runs
 from ssl_tasks.pipeline.layout import Layout
 from ssl_tasks.pipeline.params import Params
 from ssl_tasks.tracking import mlflow_tracking as mt
@@ -18,6 +18,7 @@ from ssl_tasks.tracking import mlflow_tracking as mt
 def compare(params: Params, layout: Layout) -> Any:
     from ssl_tasks.pipeline.leaderboard import build_leaderboard, plot_leaderboard, to_markdown
 
+    lineage.check_starts(lineage.plain_runs(params), layout.root)  # no row of a run trained from an old start
     sources = [layout.eval_metrics(f"run-{r}") for r in params.runs]
     used = sorted({r.dataset for r in params.runs.values()})
     sources += [layout.eval_metrics(f"baselines-{d}") for d in used]

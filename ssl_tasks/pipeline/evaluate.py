@@ -13,7 +13,7 @@ import torch
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import atomic_dir, write_json_atomic, write_text_atomic
 from ssl_tasks.core.modality import get_modality, modality_of
-from ssl_tasks.pipeline import runs
+from ssl_tasks.pipeline import lineage, runs
 from ssl_tasks.pipeline.layout import Layout, eval_context, say
 from ssl_tasks.pipeline.params import Params
 from ssl_tasks.tracking import mlflow_tracking as mt
@@ -58,6 +58,7 @@ def evaluate(params: Params, run: str, layout: Layout) -> dict[str, Any]:
     """Every protocol on every seed's encoder, and on random init of the same configuration and seed (the run's
     fair reference); the rows hold the per-seed metrics and their mean."""
     spec = params.run(run)
+    lineage.check_starts(lineage.plain_runs(params), layout.root, [run])  # not a run trained from an old start
     data_dir = layout.data(spec.dataset)
     modality = modality_of(data_dir)
     ds = modality.open(data_dir)

@@ -17,7 +17,7 @@ from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import atomic_dir, write_json_atomic
 from ssl_tasks.core.modality import Modality, modality_of
 from ssl_tasks.objectives import OBJECTIVES
-from ssl_tasks.pipeline import runs
+from ssl_tasks.pipeline import lineage, runs
 from ssl_tasks.pipeline.layout import Layout, say
 from ssl_tasks.pipeline.params import Params
 from ssl_tasks.tracking import mlflow_tracking as mt
@@ -59,9 +59,13 @@ def train_job(params: Params, run: str, seed: int, layout: Layout, data_dir: Pat
                     plugin_root=str(layout.root.resolve()) if params.plugins else "")
 
 
-def _job_key(job: TrainJob) -> str:
+def _job_key(job: TrainJob, starts: list[dict[str, str]] | None = None) -> str:
+    """The Ray run name's hash: the job, and the content of the checkpoints it starts from (a changed start must not
+    resume an attempt begun from the old one)."""
     d = to_dict(job)
     d.pop("tracking")
+    if starts:
+        d["starts"] = starts
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -76,10 +80,11 @@ def pretrain(params: Params, run: str, layout: Layout) -> Path:
     modality = modality_of(data_dir)
     ds = modality.open(data_dir)
     mean, std = modality.prepare_run(ds, OBJECTIVES.get(spec.objective))
+    starts = lineage.start_records(run, lineage.plain_run(spec), layout.root)  # what it starts from, by content
     done: dict[int, Path] = {}
     for i, seed in enumerate(seeds):
         label = run if len(seeds) == 1 else f"{run} seed {seed} ({i + 1}/{len(seeds)})"
-        done[seed] = _pretrain_seed(params, run, seed, label, layout, modality, ds, mean, std)
+        done[seed] = _pretrain_seed(params, run, seed, label, layout, modality, ds, mean, std, starts)
     out = layout.pretrain_dir(run)
     with atomic_dir(out) as tmp:
         for seed, src in done.items():
@@ -108,7 +113,7 @@ def _fit(job: TrainJob, params: Params, storage: Path, name: str, uri: str, run_
 
 
 def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layout, modality: Modality, ds: Any,
-                   mean: tuple[float, ...], std: tuple[float, ...]) -> Path:
+                   mean: tuple[float, ...], std: tuple[float, ...], starts: list[dict[str, str]]) -> Path:
     spec, train = params.run(run), params.train_for(run)
     data_dir = ds.root
     with_tok = modality.needs_tokenizer(OBJECTIVES.get(spec.objective))  # and keeps a copy beside its weights
@@ -116,7 +121,7 @@ def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layo
     if tokenizer_file is not None and not tokenizer_file.is_file():
         raise UserError(f"{tokenizer_file} is missing: run the tokenizer@{spec.dataset} stage first (dvc repro)")
     job = train_job(params, run, seed, layout, data_dir, mean, std, tokenizer_file)
-    name = f"{run}-{_job_key(job)}"
+    name = f"{run}-{_job_key(job, starts)}"
     storage = layout.ray_storage
     finished = storage / f"{name}.done"
     if (finished / "meta.json").is_file():
@@ -135,7 +140,7 @@ def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layo
             "objective_config": to_dict(spec.objective_config), "encoder": spec.encoder,
             "encoder_kwargs": spec.encoder_kwargs, "mean": list(mean), "std": list(std),
             "label_names": ds.label_names, "mlflow_run_id": run_id, "data_hash": runs.data_hash(data_dir),
-            "epochs": train.epochs, "collapsed": any(r.get("monitor/collapsed") for r in history),
+            "epochs": train.epochs, "collapsed": any(r.get("monitor/collapsed") for r in history), "starts": starts,
             **modality.encoder_meta(ds, tokenizer_file)}
     with atomic_dir(finished) as tmp:
         torch.save(state["eval_encoder"], tmp / "encoder.pt")
