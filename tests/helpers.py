@@ -51,6 +51,19 @@ def repro(root: Path, *args: str, env: dict[str, str] | None = None) -> subproce
                           timeout=1500)
 
 
+def ran_stages(stdout: str) -> set[str]:
+    """The stages a ``dvc repro`` ran, from its output."""
+    import re
+
+    return set(re.findall(r"Running stage '([^']+)'", stdout))
+
+
+def noop_repro(res: subprocess.CompletedProcess[str]) -> bool:
+    """A ``dvc repro`` that found nothing to do: it ran only ``lineage``, which hashes the files params name on
+    every repro (``always_changed``) and reruns nothing when they have not changed."""
+    return res.returncode == 0 and ran_stages(res.stdout) == {"lineage"}
+
+
 def validation_failure(ds: Path, tmp_path: Path, **kw: object) -> tuple[str, dict[str, dict]]:
     """Validate ``ds`` expecting failure: the message and the failed expectations by name (report and exception
     agree)."""

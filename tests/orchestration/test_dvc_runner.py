@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_stage_order_is_dvc_repro_order(tmp_path: Path) -> None:
     order = stage_order(copy_project(tmp_path / "proj"))
-    assert order[0] == "ingest@digits" and order[-1] == "compare"
+    assert order[0] == "lineage" and order[-1] == "compare"  # lineage feeds every ingest and pretrain
+    assert order.index("lineage") < order.index("ingest@digits")
     for run in yaml.safe_load((REPO / "params.yaml").read_text())["runs"]:
         assert order.index("validate@digits") < order.index(f"pretrain@{run}") < order.index(f"evaluate@{run}")
         assert order.index("tokenizer@digits") < order.index(f"pretrain@{run}")

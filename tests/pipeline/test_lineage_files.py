@@ -10,8 +10,7 @@ import pytest
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.pipeline.cli import main
-from ssl_tasks.pipeline.lineage import (MISSING, check_starts, fingerprint, start_records, stale_starts,
-                                        write_lineage)
+from ssl_tasks.pipeline.lineage import MISSING, check_starts, fingerprint, stale_starts, start_records, write_lineage
 
 
 def raw_params(start: str = "artifacts/runs/a/pretrain/seed-0/encoder.pt") -> dict:

@@ -46,8 +46,9 @@ def stale_source_deps(status: dict, produced: set[str]) -> dict[str, list[str]]:
     stale: dict[str, list[str]] = {}
     for stage, entries in status.items():
         for entry in entries:
-            if isinstance(entry, str):  # "changed command", "always changed", ...
-                stale.setdefault(stage, []).append(entry)
+            if isinstance(entry, str):  # "changed command", ...; `lineage` is "always changed" by design
+                if entry != "always changed":
+                    stale.setdefault(stage, []).append(entry)
                 continue
             for path, why in entry.get("changed deps", {}).items():
                 if not any(is_within(path, out) or is_within(out, path) for out in produced):
