@@ -147,7 +147,8 @@ def test_a_changed_start_checkpoint_reruns_the_runs_started_from_it(locked: Path
 
 def test_stage_code_reruns_the_stages_that_execute_it(locked: Path, tmp_path: Path) -> None:
     cases = {
-        "ssl_tasks/pipeline/evaluate.py": EVALUATES,
+        "ssl_tasks/pipeline/evaluate.py": EVALUATES | {"baselines@digits", "baselines@mine"},  # save_subsets
+        "ssl_tasks/evaluation/protocols.py": EVALUATES | {"baselines@digits", "baselines@mine", "compare"},
         "ssl_tasks/pipeline/leaderboard.py": {"compare"},
         "ssl_tasks/pipeline/compare.py": {"compare"},
         "ssl_tasks/pipeline/tokenizer.py": {"tokenizer@digits", "tokenizer@mine"},
