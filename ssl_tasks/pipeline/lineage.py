@@ -1,12 +1,13 @@
-"""The files params name, made DVC dependencies: a dataset's source ``path`` and the checkpoints a run starts from
-(``runs.<r>.init_encoder``, ``runs.<r>.objective_kwargs.init_image``).
+"""The files params name, made DVC dependencies: a dataset's source ``path``, the checkpoints a run starts from
+(``runs.<r>.init_encoder``, ``runs.<r>.objective_kwargs.init_image``) and the source of ``plugins`` modules.
 
 DVC cannot depend on them directly: a ``foreach`` stage's ``deps`` can only interpolate a value every item has
 (``${item.path}`` fails for a dataset without a path) and never a list. So the ``lineage`` stage, which DVC runs
 on every ``dvc repro`` (``always_changed``; it reads params.yaml as plain YAML and hashes files, no torch), writes one
 small file per dataset and per run, ``artifacts/lineage/{dataset,run}-<name>.json``, holding the sha256 of what that
 item's params name; ``ingest@<ds>`` and ``pretrain@<run>`` depend on their own file, so DVC reruns exactly the stages
-whose named files changed.
+whose named files changed. ``plugins.json`` holds the plug-ins' source, which any stage may run: every stage
+depends on it.
 
 A start checkpoint that another stage writes (SimCSE from ``artifacts/runs/mlm/pretrain/seed-0/encoder.pt``) has no
 DAG edge from that stage, so within one ``dvc repro`` its run may be visited before the run it starts from is
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,7 @@ def fingerprint(path: Path) -> str:
         return MISSING
     h = hashlib.sha256()
     for folder, dirs, files in os.walk(path, followlinks=True):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")  # Python's own caches are no content
         for name in sorted(files):
             f = Path(folder) / name
             h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
@@ -89,6 +91,27 @@ def plain_run(spec: Any) -> dict[str, Any]:
 
 def plain_runs(params: Any) -> dict[str, Any]:
     return {"runs": {name: plain_run(spec) for name, spec in params.runs.items()}}
+
+
+def plugin_sources(raw: dict[str, Any], root: Path) -> dict[str, tuple[str, Path]]:
+    """Where each ``plugins`` module's source is, found as ``load_plugins`` imports it (``sys.path``, then the
+    project folder) without importing it: a module's file, a package's folder (its top-level package, whose
+    ``__init__`` runs too); a module that cannot be found is ``missing`` (its stages then fail to import it)."""
+    import importlib.machinery
+
+    names = raw.get("plugins") or []
+    found = {}
+    for name in names if isinstance(names, list) else []:
+        top = str(name).split(".")[0]
+        spec = importlib.machinery.PathFinder.find_spec(top, [*sys.path, str(root)])
+        if spec is not None and spec.submodule_search_locations:
+            path = Path(next(iter(spec.submodule_search_locations)))
+        elif spec is not None and spec.origin:
+            path = Path(spec.origin)
+        else:
+            path = root / f"{top}.missing"
+        found[f"plugins.{name}"] = (str(name), path)
+    return found
 
 
 def _entry(inputs: dict[str, tuple[str, Path]]) -> dict[str, dict[str, str]]:
@@ -155,10 +178,12 @@ def _previous(path: Path) -> dict[str, Any] | None:
 
 def write_lineage(raw: dict[str, Any], root: Path) -> dict[str, Path]:
     """The ``lineage`` stage: ``artifacts/lineage/dataset-<ds>.json`` and ``run-<run>.json`` for every dataset and
-    run (``{}`` when its params name no file), replacing the folder's files; returns what it wrote."""
+    run (``{}`` when its params name no file) and ``plugins.json``, replacing the folder's files; returns what it
+    wrote."""
     out = lineage_dir(root)
     out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
+    written: dict[str, Path] = {"plugins": out / "plugins.json"}
+    write_json_atomic(written["plugins"], _entry(plugin_sources(raw, root)))
     for name, inputs in dataset_inputs(raw, root).items():
         written[f"dataset-{name}"] = out / f"dataset-{name}.json"
         write_json_atomic(written[f"dataset-{name}"], _entry(inputs))

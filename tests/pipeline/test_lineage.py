@@ -173,6 +173,30 @@ def test_a_dataset_file_reruns_the_stages_that_read_it(locked: Path, tmp_path: P
     assert tokens == {"tokenizer@digits", "baselines@digits", *(f"pretrain@{r}" for r in RUNS)}  # its readers
 
 
+def test_plugin_code_reruns_every_stage(locked: Path, tmp_path: Path) -> None:
+    """A plug-in may register a source, a modality, an encoder or an objective: any stage may run its code."""
+    def edit(root: Path) -> None:
+        put(root / "my_plugin.py", b"# a user's objective\n")
+        edit_params(lambda r: r.update(plugins=["my_plugin"]))(root)
+
+    root = tmp_path / "p"
+    shutil.copytree(locked, root, symlinks=True)
+    edit(root)
+    dvc(root, "repro", "--single-item", "lineage")
+    dvc(root, "commit", "--force", "--quiet")  # the project with its plug-in, as run
+    assert stale(root) == set()
+    with (root / "my_plugin.py").open("a") as f:
+        f.write("X = 1\n")
+    dvc(root, "repro", "--single-item", "lineage")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        from dvc.repo import Repo
+
+        with Repo(str(root)) as repo:
+            every = {s.addressing for s in repo.index.stages} - {"lineage"}
+    assert stale(root) == every and len(every) == 15  # 4 stages x 2 datasets, 2 x 3 runs, compare
+
+
 def test_the_stand_ins_are_what_dvc_recorded(locked: Path) -> None:
     """The cases above start from a lock that records the current files (guards the set-up itself)."""
     lock = yaml.safe_load((locked / "dvc.lock").read_text())["stages"]

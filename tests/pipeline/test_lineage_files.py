@@ -124,6 +124,27 @@ def test_the_job_key_moves_with_the_start_content() -> None:
     assert _job_key(job, rec) != _job_key(job) != _job_key(job, [{**rec[0], "sha256": "2" * 64}])
 
 
+def test_plugins_are_hashed_where_they_would_be_imported_from(tmp_path: Path) -> None:
+    put(tmp_path / "my_plugin.py", b"X = 1\n")
+    put(tmp_path / "my_pkg" / "__init__.py", b"")
+    put(tmp_path / "my_pkg" / "objective.py", b"Y = 1\n")
+    raw = {**raw_params(), "plugins": ["my_plugin", "my_pkg.objective", "not_there"]}
+    write_lineage(raw, tmp_path)
+    first = read(tmp_path, "plugins")
+    assert first["plugins.my_plugin"] == {"path": "my_plugin", "sha256": fingerprint(tmp_path / "my_plugin.py")}
+    assert first["plugins.my_pkg.objective"]["sha256"] == fingerprint(tmp_path / "my_pkg")  # the whole package
+    assert first["plugins.not_there"]["sha256"] == MISSING
+    put(tmp_path / "my_pkg" / "__pycache__" / "objective.cpython-311.pyc", b"compiled")  # no content of ours
+    write_lineage(raw, tmp_path)
+    assert read(tmp_path, "plugins") == first
+    put(tmp_path / "my_pkg" / "objective.py", b"Y = 2\n")
+    write_lineage(raw, tmp_path)
+    assert read(tmp_path, "plugins")["plugins.my_pkg.objective"] != first["plugins.my_pkg.objective"]
+    assert read(tmp_path, "plugins")["plugins.my_plugin"] == first["plugins.my_plugin"]
+    write_lineage(raw_params(), tmp_path)
+    assert read(tmp_path, "plugins") == {}
+
+
 def test_the_cli_writes_the_lineage_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     import yaml
@@ -131,8 +152,9 @@ def test_the_cli_writes_the_lineage_folder(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params()))
     monkeypatch.chdir(tmp_path)
     assert main(["lineage"]) == 0
-    assert "lineage: 6 files in artifacts/lineage" in capsys.readouterr().out
+    assert "lineage: 7 files in artifacts/lineage" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "artifacts" / "lineage").iterdir()) == [
-        "dataset-digits.json", "dataset-folder.json", "dataset-mine.json", "run-a.json", "run-b.json", "run-lit.json"]
+        "dataset-digits.json", "dataset-folder.json", "dataset-mine.json", "plugins.json", "run-a.json", "run-b.json",
+        "run-lit.json"]
     (tmp_path / "params.yaml").write_text("runs: [")
     assert main(["lineage"]) == 2 and "cannot read params.yaml" in capsys.readouterr().err
