@@ -38,15 +38,17 @@ def lineage_dir(root: Path) -> Path:
     return root / "artifacts" / "lineage"
 
 
-def fingerprint(path: Path) -> str:
-    """sha256 of a file, or of a folder's files (relative names and contents, in sorted order); ``missing``."""
+def fingerprint(path: Path, skip: Path | None = None) -> str:
+    """sha256 of a file, or of a folder's files (relative names and contents, in sorted order), leaving out
+    ``__pycache__`` and the folder ``skip`` (the project, whose outputs change as it runs); ``missing``."""
     if path.is_file():
         return sha256_file(path)
     if not path.is_dir():
         return MISSING
+    skip = skip.resolve() if skip is not None else None
     h = hashlib.sha256()
     for folder, dirs, files in os.walk(path, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")  # Python's own caches are no content
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and (Path(folder) / d).resolve() != skip)
         for name in sorted(files):
             f = Path(folder) / name
             h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
@@ -58,16 +60,25 @@ def _resolve(value: str, root: Path) -> Path:
     return path if path.is_absolute() else root / path
 
 
+def _outside(folder: Path, root: Path) -> bool:
+    """Whether ``folder`` neither holds the project nor lies in it."""
+    folder, root = folder.resolve(), root.resolve()
+    return folder not in (root, *root.parents) and root not in folder.parents
+
+
 def dataset_inputs(raw: dict[str, Any], root: Path) -> dict[str, dict[str, tuple[str, Path]]]:
     """Per dataset, what its ingest reads that no stage writes (params key -> (value, path to hash)):
-    ``datasets.<ds>.path``, and for a file its whole folder, since table sources read the images beside it."""
+    ``datasets.<ds>.path``; for a file outside the project its whole folder, since a table source reads the images
+    beside its table (inside the project, or in a folder holding it, the file alone: that folder holds outputs)."""
     out: dict[str, dict[str, tuple[str, Path]]] = {}
     for name, d in (raw.get("datasets") or {}).items():
         value = d.get("path") if isinstance(d, dict) else None
         inputs = {}
         if isinstance(value, str) and value:
             path = _resolve(value, root)
-            inputs[f"datasets.{name}.path"] = (value, path.parent if path.is_file() else path)
+            if path.is_file() and _outside(path.parent, root):
+                path = path.parent
+            inputs[f"datasets.{name}.path"] = (value, path)
         out[str(name)] = inputs
     return out
 
@@ -114,15 +125,15 @@ def plugin_sources(raw: dict[str, Any], root: Path) -> dict[str, tuple[str, Path
     return found
 
 
-def _entry(inputs: dict[str, tuple[str, Path]]) -> dict[str, dict[str, str]]:
+def _entry(inputs: dict[str, tuple[str, Path]], root: Path) -> dict[str, dict[str, str]]:
     """What a lineage file holds: per params key, the value as written (not resolved: a moved project is the same
     project) and the sha256 of what it names."""
-    return {key: {"path": value, "sha256": fingerprint(path)} for key, (value, path) in inputs.items()}
+    return {key: {"path": value, "sha256": fingerprint(path, root)} for key, (value, path) in inputs.items()}
 
 
 def start_records(run: str, spec: dict[str, Any], root: Path) -> list[dict[str, str]]:
     """What ``pretrain@<run>`` keeps in each seed's ``meta.json``: every start's key, path and sha256."""
-    return [{"key": key, **rec} for key, rec in _entry(run_starts(run, spec, root)).items()]
+    return [{"key": key, **rec} for key, rec in _entry(run_starts(run, spec, root), root).items()]
 
 
 def trained_from(pretrain_dir: Path) -> dict[str, set[str]]:
@@ -143,7 +154,7 @@ def stale_starts(raw: dict[str, Any], root: Path, runs: list[str] | None = None)
         pdir = root / "artifacts" / "runs" / run / "pretrain"
         recorded = trained_from(pdir)
         for key, (value, path) in run_starts(run, spec or {}, root).items():
-            now = fingerprint(path)
+            now = fingerprint(path, root)
             if key in recorded and recorded[key] != {now}:
                 lines.append(f"pretrain@{run} started from {value} ({key}), which has changed since "
                              f"(sha256 {'/'.join(sorted(h[:12] for h in recorded[key]))} then, {now[:12]} now)")
@@ -183,14 +194,14 @@ def write_lineage(raw: dict[str, Any], root: Path) -> dict[str, Path]:
     out = lineage_dir(root)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {"plugins": out / "plugins.json"}
-    write_json_atomic(written["plugins"], _entry(plugin_sources(raw, root)))
+    write_json_atomic(written["plugins"], _entry(plugin_sources(raw, root), root))
     for name, inputs in dataset_inputs(raw, root).items():
         written[f"dataset-{name}"] = out / f"dataset-{name}.json"
-        write_json_atomic(written[f"dataset-{name}"], _entry(inputs))
+        write_json_atomic(written[f"dataset-{name}"], _entry(inputs, root))
     for run, spec in (raw.get("runs") or {}).items():
         target = out / f"run-{run}.json"
         written[f"run-{run}"] = target
-        entry = _entry(run_starts(run, spec or {}, root))
+        entry = _entry(run_starts(run, spec or {}, root), root)
         recorded = trained_from(root / "artifacts" / "runs" / run / "pretrain")
         fresh = bool(entry) and all(recorded.get(k) == {v["sha256"]} for k, v in entry.items())
         previous = _previous(target)

@@ -58,9 +58,8 @@ def test_one_file_per_dataset_and_run_holding_what_its_params_name(tmp_path: Pat
     start = put(tmp_path / "artifacts" / "runs" / "a" / "pretrain" / "seed-0" / "encoder.pt", b"weights")
     write_lineage(raw_params(), tmp_path)
     assert read(tmp_path, "dataset-digits") == {} and read(tmp_path, "run-a") == {}
-    # a file's folder: a table source reads the images beside its table
     assert read(tmp_path, "dataset-mine") == {"datasets.mine.path": {
-        "path": "src/corpus/input.txt", "sha256": fingerprint(tmp_path / "src" / "corpus")}}
+        "path": "src/corpus/input.txt", "sha256": fingerprint(tmp_path / "src" / "corpus" / "input.txt")}}
     assert read(tmp_path, "dataset-folder")["datasets.folder.path"]["sha256"] == fingerprint(tmp_path / "src/images")
     assert read(tmp_path, "run-b") == {"runs.b.init_encoder": {"path": "artifacts/runs/a/pretrain/seed-0/encoder.pt",
                                                                "sha256": fingerprint(start)}}
@@ -70,9 +69,38 @@ def test_one_file_per_dataset_and_run_holding_what_its_params_name(tmp_path: Pat
     raw = raw_params()
     del raw["runs"]["lit"]
     write_lineage(raw, tmp_path)
-    assert read(tmp_path, "dataset-mine")["datasets.mine.path"]["sha256"] == fingerprint(tmp_path / "src" / "corpus")
+    assert read(tmp_path, "dataset-mine")["datasets.mine.path"]["sha256"] == fingerprint(
+        tmp_path / "src" / "corpus" / "input.txt")
     assert {n: read(tmp_path, n) for n in before} == before
     assert not (tmp_path / "artifacts" / "lineage" / "run-lit.json").exists()  # a removed run's file goes
+
+
+def test_a_dataset_file_outside_the_project_brings_its_folder_never_the_project(tmp_path: Path) -> None:
+    """A table outside the project: its folder (the images beside it). A file in the project, or in a folder that
+    holds the project: the file alone, since that folder holds the outputs every stage writes."""
+    from ssl_tasks.pipeline.lineage import dataset_inputs
+
+    root = tmp_path / "proj"
+    put(root / "params.yaml", b"")
+    put(tmp_path / "shared" / "clipart" / "captions.tsv", b"image\tcaption\n")
+    put(tmp_path / "shared" / "clipart" / "images" / "a.png", b"png")
+    put(root / "mine" / "table.csv", b"x,label")
+    put(tmp_path / "vec.csv", b"f0,label")
+    raw = {"datasets": {"clip": {"path": "../shared/clipart/captions.tsv"}, "in": {"path": "mine/table.csv"},
+                        "holding": {"path": str(tmp_path / "vec.csv")}, "up": {"path": ".."}}}
+    inputs = {name: next(iter(v.values()))[1].resolve() for name, v in dataset_inputs(raw, root).items()}
+    assert inputs == {"clip": (tmp_path / "shared" / "clipart").resolve(), "in": (root / "mine/table.csv").resolve(),
+                      "holding": (tmp_path / "vec.csv").resolve(), "up": tmp_path.resolve()}
+    write_lineage(raw, root)
+    before = read(root, "dataset-up")
+    put(root / "artifacts" / "runs" / "x" / "out.bin", b"an output")  # the project's own files never count
+    put(tmp_path / "shared" / "clipart" / "images" / "a.png", b"another png")
+    write_lineage(raw, root)
+    assert read(root, "dataset-up") != before  # the folder moved (the image) ...
+    put(root / "artifacts" / "runs" / "x" / "out.bin", b"another output")
+    again = read(root, "dataset-up")
+    write_lineage(raw, root)
+    assert read(root, "dataset-up") == again  # ... but not with the project's outputs
 
 
 def test_a_run_trained_from_the_current_start_keeps_its_entry(tmp_path: Path) -> None:
