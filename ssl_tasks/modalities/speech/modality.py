@@ -156,8 +156,9 @@ class SpeechModality(Modality):
         for name in (p for p in wanted if PROTOCOLS.get(p).kind == "finetune"):
             if not len(test):
                 continue
-            sub = train[balanced_subset(data.labels[train], PROTOCOLS.get(name).fraction, ctx.settings.seed)]
-            subsets[name] = sub
+            picked = balanced_subset(data.labels[train], PROTOCOLS.get(name).fraction, ctx.settings.seed)
+            subsets[name] = picked  # rows of the train split, as every modality records them
+            sub = train[picked]
             if encoder is None:
                 metrics[f"{name}/top1"] = logistic_top1(f[sub], data.labels[sub], f[test], data.labels[test])
                 continue

@@ -138,7 +138,7 @@ def train_targets(data_dir: Path, out_dir: Path, cfg: SpeechTargetConfig, say: A
                "perplexity": float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum())),
                "inertia_per_frame": float(km.inertia_ / len(train)),
                "seconds": round(time.perf_counter() - t0, 2)}
-    meta = {**summary, "config": asdict(cfg), "sample_rate": ds.sample_rate, "n_mfcc": N_MFCC,
+    meta = {**{k: v for k, v in summary.items() if k != "seconds"}, "config": asdict(cfg), "sample_rate": ds.sample_rate, "n_mfcc": N_MFCC,
             "window": receptive_field()[0], "hop": receptive_field()[1], "data_hash": ds_hash(ds),
             "mean": mean.tolist(), "std": std.tolist(), "centres": centres.tolist()}
     with atomic_dir(out_dir) as tmp:
