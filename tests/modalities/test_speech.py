@@ -152,7 +152,7 @@ def test_undecodable_files_fail_the_ingest_by_name_and_write_nothing(corpus: Pat
     content = bad.read_bytes()[:30] if content is None else content
     bad.write_bytes(content)
     out = tmp_path / "out"
-    with pytest.raises(UserError, match=rf"1 of 54 audio files cannot be ingested(.|\n)*1_ann_3.wav: {why}"):
+    with pytest.raises(UserError, match=rf"1 of 54 audio files cannot be ingested: .*1_ann_3.wav: {why}"):
         ingest("audio_table", corpus, out, options=TABLE)
     assert not out.exists()
 

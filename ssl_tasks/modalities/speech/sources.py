@@ -141,7 +141,8 @@ def decode_audio(data: bytes, where: str) -> tuple[np.ndarray, int]:
         info = sf.info(io.BytesIO(data))
         x, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as e:
-        raise UserError(f"{where}: not a decodable WAV or FLAC file ({e})") from None
+        why = getattr(e, "error_string", None) or str(e)  # libsndfile's reason, without the buffer's repr
+        raise UserError(f"{where}: not a decodable WAV or FLAC file ({why})") from None
     if info.format not in FORMATS:
         raise UserError(f"{where}: {info.format} audio ({info.format_info}); the speech sources read WAV or FLAC")
     return np.ascontiguousarray(x, dtype=np.float32), int(rate)
@@ -267,7 +268,7 @@ def _decode_all(files: Files, rels: list[str], opts: dict[str, Any]) -> tuple[li
             bad.append(str(e))
     if bad:
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise UserError(f"{len(bad)} of {len(rels)} audio files cannot be ingested{more}:\n  " + "\n  ".join(bad[:5]))
+        raise UserError(f"{len(bad)} of {len(rels)} audio files cannot be ingested{more}: " + "; ".join(bad[:5]))
     if target is None:
         raise UserError(f"{files.root}: no audio files found")
     return clips, int(target), digest.hexdigest()
