@@ -418,3 +418,28 @@ def test_evaluation_and_baselines_on_the_plugin(speech_ds: Path) -> None:
     assert sup.encoder is not None and {"linear/top1", "knn/top1", "linear/upstream_top1"} <= set(sup.metrics)
     with pytest.raises(UserError, match="does not encode speech"):
         m.build_encoder("small_cnn", {}, {})
+
+
+def test_iteration_two_clusters_a_pretrained_encoders_frames(speech_ds: Path, tmp_path: Path) -> None:
+    from ssl_tasks.core.io import write_json_atomic
+
+    torch.manual_seed(0)
+    enc = speech_toy_encoder.ToySpeechEncoder(channels=8, out_dim=16)
+    ckpt = tmp_path / "pretrain" / "seed-0"
+    ckpt.mkdir(parents=True)
+    torch.save(enc.state_dict(), ckpt / "encoder.pt")
+    write_json_atomic(ckpt / "meta.json", {"encoder": "toy_speech", "encoder_kwargs": {"channels": 8, "out_dim": 16}})
+    cfg = SpeechTargetConfig(num_clusters=6, n_init=1, checkpoint=str(ckpt), layer=1)
+    s = train_targets(speech_ds, tmp_path / "it2", cfg, lambda _line: None)
+    ds = open_dataset(speech_ds)
+    t, k = load_targets(tmp_path / "it2", "test", ds)
+    lengths = ds.column("test", "lengths")
+    assert s["tokenizer"] == "encoder_kmeans" and k == 6
+    assert ((t >= 0).sum(1) == [conv_frames(int(n)) for n in lengths]).all()
+    meta = json.loads((tmp_path / "it2" / "tokenizer.json").read_text())
+    assert meta["dim"] == 16 and "layer 1 of" in meta["features"]
+    with pytest.raises(UserError, match="pretrain that run first"):
+        train_targets(speech_ds, tmp_path / "it2b", SpeechTargetConfig(checkpoint=str(tmp_path / "nope")),
+                      lambda _line: None)
+    with pytest.raises(ValueError, match="needs a checkpoint"):
+        SpeechTargetConfig(layer=2)

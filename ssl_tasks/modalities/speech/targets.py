@@ -1,17 +1,21 @@
-"""HuBERT's iteration-1 targets (Hsu et al. 2021, arXiv:2106.07447, Sec. 3.1): k-means on 39-dim MFCC frames.
+"""HuBERT's frame targets (Hsu et al. 2021, arXiv:2106.07447, Sec. 3.1): k-means on 39-dim MFCC frames (iteration
+1) or on a pretrained encoder's frames (iteration 2, ``checkpoint`` and ``layer``).
 
 The ``tokenizer@<dataset>`` stage of a speech dataset: 13 MFCCs (``torchaudio.transforms.MFCC``, log-mel, 40 mel
-bands) plus their first and second differences (``deltas``: ``torchaudio.functional.compute_deltas``'s formula, each clip
-on its own),
-on the encoder's frame grid: a 400-sample window every 320 samples with no padding (``center=False``), so a clip of
-``n`` valid samples gives exactly ``frames.conv_frames(n)`` frames, one per encoder frame. Each clip is peak-
-normalised first, as the feed does. Frames are standardised with the train split's per-dimension mean and std (the
-static coefficients would otherwise outweigh the differences in the Euclidean distance), then MiniBatchKMeans
-(scikit-learn) with ``num_clusters`` centres is fitted on the TRAIN split's frames only; every split's frames get
-the id of their nearest centre. Written atomically to ``artifacts/tokenizers/<dataset>/``::
+bands) plus their first and second differences (``deltas``: ``torchaudio.functional.compute_deltas``'s formula,
+each clip on its own), on the encoder's frame grid: a 400-sample window every 320 samples with no padding
+(``center=False``), so a clip of ``n`` valid samples gives exactly ``frames.conv_frames(n)`` frames, one per encoder
+frame. Each clip is peak-normalised first, as the feed does. Frames are standardised with the train split's
+per-dimension mean and std (the static coefficients would otherwise outweigh the differences in the Euclidean
+distance), then MiniBatchKMeans (scikit-learn) with ``num_clusters`` centres is fitted on the TRAIN split's frames
+only; every split's frames get the id of their nearest centre. Written atomically to
+``artifacts/tokenizers/<dataset>/``::
 
     tokenizer.json        the configuration, the standardisation, the centres, counts and the dataset's hash
     targets/<split>.npy   int64 (N, conv_frames(T)): cluster ids, ``IGNORE`` (-100) past each clip's frames
+
+Iteration 2 reads the checkpoint folder it is given; DVC does not know that dependency (``dvc.yaml``'s tokenizer
+stage depends on the data only), so run that pretrain stage first and name the checkpoint on a second dataset entry.
 """
 
 from __future__ import annotations
@@ -42,12 +46,20 @@ class SpeechTargetConfig:
     batch_size: int = 4096  # MiniBatchKMeans' mini-batch
     max_iter: int = 100
     n_init: int = 3
+    # HuBERT iteration 2: cluster the frames of a pretrained encoder instead of MFCCs. ``checkpoint``: a pretrain
+    # seed folder (``artifacts/pretrain/<run>/seed-<s>``: encoder.pt and meta.json, relative to the project);
+    # ``layer``: its transformer layer (1-based; null: the last). Use it on a second dataset entry with the same
+    # source, so the iteration-1 runs keep their MFCC targets.
+    checkpoint: str = ""
+    layer: int | None = None
 
     def __post_init__(self) -> None:
         if not 2 <= self.num_clusters <= 10000:
             raise ValueError(f"num_clusters must be in [2, 10000], got {self.num_clusters}")
         if self.n_mels < N_MFCC or self.batch_size < 1 or self.max_iter < 1 or self.n_init < 1 or self.seed < 0:
             raise ValueError(f"n_mels must be >= {N_MFCC}; batch_size, max_iter, n_init >= 1; seed >= 0")
+        if self.layer is not None and (not self.checkpoint or self.layer < 1):
+            raise ValueError(f"layer ({self.layer}) needs a checkpoint and must be >= 1")
 
 
 def mfcc_transform(sample_rate: int, n_mels: int = 40) -> torch.nn.Module:
@@ -91,6 +103,34 @@ def mfcc_frames(waves: np.ndarray, lengths: np.ndarray, sample_rate: int, n_mels
     return out
 
 
+@torch.no_grad()
+def encoder_frames(checkpoint: str | Path, waves: np.ndarray, lengths: np.ndarray, layer: int | None,
+                   batch: int = 64) -> list[np.ndarray]:
+    """Per clip, float32 (conv_frames(length), D): the frames of layer ``layer`` of a pretrained speech encoder
+    (``encoder.frames``, the speech contract), on the peak-normalised clips: HuBERT's iteration-2 features."""
+    import json
+
+    from ssl_tasks.core.encoders import ENCODERS
+    from ssl_tasks.core.errors import UserError
+
+    folder = Path(checkpoint)
+    if not (folder / "encoder.pt").is_file() or not (folder / "meta.json").is_file():
+        raise UserError(f"tokenizer.checkpoint: {folder} holds no encoder.pt and meta.json; pretrain that run first "
+                        "(dvc repro pretrain@<run>)")
+    meta = json.loads((folder / "meta.json").read_text())
+    encoder = ENCODERS.get(meta["encoder"])(**meta["encoder_kwargs"])
+    encoder.load_state_dict(torch.load(folder / "encoder.pt", map_location="cpu", weights_only=True))
+    encoder.eval()
+    out: list[np.ndarray] = []
+    for s in range(0, len(waves), batch):
+        lens = np.asarray(lengths[s : s + batch], dtype=np.int64)
+        x = torch.from_numpy(peak_normalise(waves[s : s + batch], lens))  # (B, T)
+        h, pad = encoder.frames(x, torch.from_numpy(lens), layer=layer)  # (B, F, D), (B, F)
+        for row, n in zip(h.float().numpy(), lens):
+            out.append(np.ascontiguousarray(row[: conv_frames(int(n))], dtype=np.float32))
+    return out
+
+
 def assign(frames: list[np.ndarray], width: int, centres: np.ndarray, mean: np.ndarray,
            std: np.ndarray) -> np.ndarray:
     """int64 (N, width) nearest-centre ids of each clip's standardised frames, ``IGNORE`` past its frames."""
@@ -113,9 +153,16 @@ def train_targets(data_dir: Path, out_dir: Path, cfg: SpeechTargetConfig, say: A
         from ssl_tasks.core.errors import UserError
 
         raise UserError(f"{ds.root}: HuBERT targets are fitted on a train split; splits: {', '.join(ds.splits())}")
-    frames = {s: mfcc_frames(ds.column(s, "waves"), ds.column(s, "lengths"), ds.sample_rate, cfg.n_mels)
-              for s in ds.splits()}
-    train = np.concatenate([f for f in frames["train"] if len(f)] or [np.zeros((0, 3 * N_MFCC), np.float32)])
+    if cfg.checkpoint:
+        what = f"layer {cfg.layer or 'last'} of {cfg.checkpoint}"
+        frames = {s: encoder_frames(cfg.checkpoint, ds.column(s, "waves"), ds.column(s, "lengths"), cfg.layer)
+                  for s in ds.splits()}
+    else:
+        what = f"MFCC {3 * N_MFCC}-dim"
+        frames = {s: mfcc_frames(ds.column(s, "waves"), ds.column(s, "lengths"), ds.sample_rate, cfg.n_mels)
+                  for s in ds.splits()}
+    dim = next((f.shape[1] for fs in frames.values() for f in fs if len(f)), 3 * N_MFCC)
+    train = np.concatenate([f for f in frames["train"] if len(f)] or [np.zeros((0, dim), np.float32)])
     if len(train) < cfg.num_clusters:
         from ssl_tasks.core.errors import UserError
 
@@ -123,7 +170,7 @@ def train_targets(data_dir: Path, out_dir: Path, cfg: SpeechTargetConfig, say: A
                         f"{cfg.num_clusters}; lower datasets.<name>.tokenizer.num_clusters")
     mean, std = train.mean(0), train.std(0)
     std = np.where(std < 1e-6, 1.0, std).astype(np.float32)
-    say(f"MFCC 39-dim on {len(train)} train frames ({time.perf_counter() - t0:.1f} s); k-means with "
+    say(f"{what} on {len(train)} train frames ({time.perf_counter() - t0:.1f} s); k-means with "
         f"{cfg.num_clusters} clusters")
     km = MiniBatchKMeans(n_clusters=cfg.num_clusters, random_state=cfg.seed, batch_size=cfg.batch_size,
                          max_iter=cfg.max_iter, n_init=cfg.n_init).fit((train - mean) / std)
@@ -132,13 +179,13 @@ def train_targets(data_dir: Path, out_dir: Path, cfg: SpeechTargetConfig, say: A
     targets = {s: assign(f, width, centres, mean, std) for s, f in frames.items()}
     used = np.bincount(targets["train"][targets["train"] >= 0], minlength=cfg.num_clusters)
     p = used / max(used.sum(), 1)
-    summary = {"tokenizer": "mfcc_kmeans", "modality": "speech", "num_clusters": cfg.num_clusters,
+    summary = {"tokenizer": "encoder_kmeans" if cfg.checkpoint else "mfcc_kmeans", "modality": "speech", "num_clusters": cfg.num_clusters,
                "train_frames": int(len(train)), "frames_per_clip": width,
                "clusters_used": int((used > 0).sum()),
                "perplexity": float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum())),
                "inertia_per_frame": float(km.inertia_ / len(train)),
                "seconds": round(time.perf_counter() - t0, 2)}
-    meta = {**{k: v for k, v in summary.items() if k != "seconds"}, "config": asdict(cfg), "sample_rate": ds.sample_rate, "n_mfcc": N_MFCC,
+    meta = {**{k: v for k, v in summary.items() if k != "seconds"}, "config": asdict(cfg), "sample_rate": ds.sample_rate, "features": what, "dim": int(dim),
             "window": receptive_field()[0], "hop": receptive_field()[1], "data_hash": ds_hash(ds),
             "mean": mean.tolist(), "std": std.tolist(), "centres": centres.tolist()}
     with atomic_dir(out_dir) as tmp:
@@ -152,4 +199,4 @@ def train_targets(data_dir: Path, out_dir: Path, cfg: SpeechTargetConfig, say: A
     return summary
 
 
-__all__ = ["SpeechTargetConfig", "assign", "mfcc_frames", "mfcc_transform", "train_targets"]
+__all__ = ["SpeechTargetConfig", "assign", "encoder_frames", "mfcc_frames", "mfcc_transform", "train_targets"]
