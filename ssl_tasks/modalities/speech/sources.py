@@ -14,8 +14,8 @@ Resampling: ``scipy.signal.resample_poly`` (a polyphase FIR with a Kaiser window
 
 Options (both sources):
 
-* ``sample_rate``: the rate clips are stored at (resampled to it); unset: the first clip's rate, and every clip
-  must have it;
+* ``sample_rate``: the rate clips are stored at (resampled to it); unset: the first clip's rate (what the files
+  must have is ``validation.sample_rate``, checked row by row);
 * ``mono``: mix several channels down by their mean (default ``true``; ``false`` refuses multi-channel clips);
 * ``num_samples`` (fixed length: longer clips are cropped, shorter ones zero-padded; their ``lengths`` say how
   much is real) or ``max_seconds`` (longer clips cropped; rows padded to the longest clip); ``crop`` = ``center``,
@@ -217,8 +217,9 @@ class Files:
         if self.tar is not None:
             names = list(self.members)
         else:
+            inside = self.root.resolve()
             names = [p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
-                     if p.is_file() and visible(p.relative_to(self.root).parts)]
+                     if p.is_file() and visible(p.relative_to(self.root).parts) and inside in p.resolve().parents]
         return sorted(n for n in names if PurePosixPath(n).suffix.lower() in AUDIO_SUFFIXES)
 
     def resolve(self, rel: str, where: str) -> str:
