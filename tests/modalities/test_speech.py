@@ -93,6 +93,9 @@ def test_audio_table_reads_labels_groups_the_upstream_split_and_resamples(corpus
     i = test.ids.index("clips/2_bob_1.wav")
     assert test.labels[i] == 2 and test.groups[i] == 1 and test.source_rate[i] == RATE
     n8 = len(tone(2, 1, 1))
+    ingest("audio_table", corpus, corpus.parent / "ds16", options={**TABLE, "sample_rate": 16000})
+    ds16 = open_dataset(corpus.parent / "ds16")
+    assert ds16.manifest["source_sample_rate"] == RATE and ds16.band_limit == RATE / 2  # no sound above 4 kHz
     assert len(test.waves[i]) == 2 * n8 and r.num_samples == 2 * max(len(tone(d, s, k)) for d in range(3)
                                                                        for s in range(3) for k in range(6))
     from scipy.signal import resample_poly  # the resampler: the exact 2/1 polyphase filter

@@ -132,7 +132,7 @@ class SpeechModality(Modality):
             return {}, {}
         t0 = time.perf_counter()
         if encoder is None:
-            f = mfcc_statistics(data.waves, data.lengths, ds.sample_rate)
+            f = mfcc_statistics(data.waves, data.lengths, ds.sample_rate, f_max=ds.band_limit)
         else:
             f = utterance_embeddings(encoder, data.waves, data.lengths, batch_size=ctx.settings.batch_size)
         metrics = speech_protocols(f, data.labels, data.groups, data.is_test, wanted, ds.num_classes,

@@ -44,12 +44,13 @@ def utterance_embeddings(encoder: nn.Module, waves: np.ndarray, lengths: np.ndar
     return np.concatenate(out) if out else np.zeros((0, int(getattr(encoder, "out_dim", 0))), np.float32)
 
 
-def mfcc_statistics(waves: np.ndarray, lengths: np.ndarray, sample_rate: int) -> np.ndarray:
+def mfcc_statistics(waves: np.ndarray, lengths: np.ndarray, sample_rate: int,
+                    f_max: float | None = None) -> np.ndarray:
     """The raw-input row's features: float32 (N, 78), mean and std over each clip's frames of its 39-dim MFCC +
     delta + delta-delta (the HuBERT-target features; zeros for a clip too short for one frame)."""
     from ssl_tasks.modalities.speech.targets import mfcc_frames
 
-    frames = mfcc_frames(waves, lengths, sample_rate)
+    frames = mfcc_frames(waves, lengths, sample_rate, f_max=f_max)
     return np.stack([np.concatenate([f.mean(0), f.std(0)]) if len(f) else np.zeros(78, np.float32)
                      for f in frames]).astype(np.float32)
 

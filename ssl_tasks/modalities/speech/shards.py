@@ -65,7 +65,10 @@ def write_speech_dataset(out: Path, result: Any, source: dict[str, Any], shard_s
     width, dtype = int(result.num_samples), str(result.dtype)
     if dtype not in ("int16", "float16"):
         raise UserError(f"speech shards store int16 or float16 waveforms, not {dtype!r}")
+    rates = [int(r) for sp in result.splits.values() for r in sp.source_rate if r > 0]
     manifest = {"format": FORMAT, "modality": NAME, "sample_rate": int(result.sample_rate), "num_samples": width,
+                # the lowest rate among the files: above half of it the stored audio holds nothing (upsampled)
+                "source_sample_rate": min(rates) if rates else int(result.sample_rate),
                 "dtype": dtype, "label_names": list(result.label_names), "group_names": list(result.group_names),
                 "source": source, "splits": {}}
 
@@ -118,6 +121,11 @@ class SpeechDataset(ManifestDataset):
     @property
     def sample_rate(self) -> int:
         return int(self.manifest["sample_rate"])
+
+    @property
+    def band_limit(self) -> float:
+        """Half the lowest sample rate the clips had before resampling (Hz): where their spectra end."""
+        return min(self.sample_rate, int(self.manifest.get("source_sample_rate", self.sample_rate))) / 2
 
     @property
     def num_samples(self) -> int:

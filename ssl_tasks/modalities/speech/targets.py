@@ -2,10 +2,10 @@
 1) or on a pretrained encoder's frames (iteration 2, ``checkpoint`` and ``layer``).
 
 The ``tokenizer@<dataset>`` stage of a speech dataset: 13 MFCCs (``torchaudio.transforms.MFCC``, log-mel, 40 mel
-bands) plus their first and second differences (``deltas``: ``torchaudio.functional.compute_deltas``'s formula,
-each clip on its own), on the encoder's frame grid: a 400-sample window every 320 samples with no padding
-(``center=False``), so a clip of ``n`` valid samples gives exactly ``frames.conv_frames(n)`` frames, one per encoder
-frame. Each clip is peak-normalised first, as the feed does. Frames are standardised with the train split's
+bands up to the recordings' band limit: 4 kHz for FSDD's 8 kHz files stored at 16 kHz) plus their first and second
+differences (``deltas``: ``torchaudio.functional.compute_deltas``'s formula, each clip on its own), on the
+encoder's frame grid: a 400-sample window every 320 samples with no padding (``center=False``), so a clip of ``n``
+valid samples gives exactly ``frames.conv_frames(n)`` frames, one per encoder frame. Each clip is peak-normalised first, as the feed does. Frames are standardised with the train split's
 per-dimension mean and std (the static coefficients would otherwise outweigh the differences in the Euclidean
 distance), then MiniBatchKMeans (scikit-learn) with ``num_clusters`` centres is fitted on the TRAIN split's frames
 only; every split's frames get the id of their nearest centre. Written atomically to
@@ -62,12 +62,15 @@ class SpeechTargetConfig:
             raise ValueError(f"layer ({self.layer}) needs a checkpoint and must be >= 1")
 
 
-def mfcc_transform(sample_rate: int, n_mels: int = 40) -> torch.nn.Module:
+def mfcc_transform(sample_rate: int, n_mels: int = 40, f_max: float | None = None) -> torch.nn.Module:
+    """13 MFCCs of log-mel energies on the encoder's frame grid; the mel bands stop at ``f_max`` (default: half
+    the sample rate): for clips upsampled from 8 kHz, 4 kHz, above which they hold only noise."""
     window, hop = receptive_field()
     import torchaudio
 
     return torchaudio.transforms.MFCC(sample_rate=sample_rate, n_mfcc=N_MFCC, log_mels=True, melkwargs={
-        "n_fft": window, "win_length": window, "hop_length": hop, "center": False, "n_mels": n_mels})
+        "n_fft": window, "win_length": window, "hop_length": hop, "center": False, "n_mels": n_mels,
+        "f_max": f_max})
 
 
 def deltas(c: torch.Tensor, n: int = 2) -> torch.Tensor:
@@ -81,9 +84,9 @@ def deltas(c: torch.Tensor, n: int = 2) -> torch.Tensor:
 
 @torch.no_grad()
 def mfcc_frames(waves: np.ndarray, lengths: np.ndarray, sample_rate: int, n_mels: int = 40,
-                batch: int = 256) -> list[np.ndarray]:
+                batch: int = 256, f_max: float | None = None) -> list[np.ndarray]:
     """Per clip, float32 (conv_frames(length), 39) MFCC + delta + delta-delta of the peak-normalised clip."""
-    mfcc = mfcc_transform(sample_rate, n_mels)
+    mfcc = mfcc_transform(sample_rate, n_mels, f_max)
     out: list[np.ndarray] = []
     for s in range(0, len(waves), batch):
         lens = np.asarray(lengths[s : s + batch], dtype=np.int64)
@@ -159,8 +162,8 @@ def train_targets(data_dir: Path, out_dir: Path, cfg: SpeechTargetConfig, say: A
                   for s in ds.splits()}
     else:
         what = f"MFCC {3 * N_MFCC}-dim"
-        frames = {s: mfcc_frames(ds.column(s, "waves"), ds.column(s, "lengths"), ds.sample_rate, cfg.n_mels)
-                  for s in ds.splits()}
+        frames = {s: mfcc_frames(ds.column(s, "waves"), ds.column(s, "lengths"), ds.sample_rate, cfg.n_mels,
+                                 f_max=ds.band_limit) for s in ds.splits()}
     dim = next((f.shape[1] for fs in frames.values() for f in fs if len(f)), 3 * N_MFCC)
     train = np.concatenate([f for f in frames["train"] if len(f)] or [np.zeros((0, dim), np.float32)])
     if len(train) < cfg.num_clusters:
@@ -185,7 +188,8 @@ def train_targets(data_dir: Path, out_dir: Path, cfg: SpeechTargetConfig, say: A
                "perplexity": float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum())),
                "inertia_per_frame": float(km.inertia_ / len(train)),
                "seconds": round(time.perf_counter() - t0, 2)}
-    meta = {**{k: v for k, v in summary.items() if k != "seconds"}, "config": asdict(cfg), "sample_rate": ds.sample_rate, "features": what, "dim": int(dim),
+    meta = {**{k: v for k, v in summary.items() if k != "seconds"}, "config": asdict(cfg),
+            "sample_rate": ds.sample_rate, "f_max": ds.band_limit, "features": what, "dim": int(dim),
             "window": receptive_field()[0], "hop": receptive_field()[1], "data_hash": ds_hash(ds),
             "mean": mean.tolist(), "std": std.tolist(), "centres": centres.tolist()}
     with atomic_dir(out_dir) as tmp:
