@@ -79,6 +79,16 @@ class ValidationConfig:
     max_duplicate_edges: int = 0
     max_self_loops: int = 0
     max_isolated_fraction: float = 0.1
+    # speech datasets: the input's declared sample rate and channels (null: not checked), each file's duration
+    # bounds in seconds, the largest share of a clip's samples at full scale, the quietest RMS level allowed (dBFS),
+    # and whether a group (speaker) may have clips in two splits (FSDD's upstream split shares every speaker)
+    sample_rate: int | None = None
+    channels: int | None = None
+    min_seconds: float = 0.05
+    max_seconds: float = 60.0
+    max_clipping_fraction: float = 0.01
+    min_rms_db: float = -60.0
+    shared_groups: bool = False
 
     @property
     def class_band(self) -> tuple[float, float]:
@@ -131,6 +141,17 @@ class ValidationConfig:
                 raise UserError(f"{name} must be an integer >= 0, got {v}")
         if isinstance(self.max_isolated_fraction, bool) or not 0 <= self.max_isolated_fraction <= 1:
             raise UserError(f"max_isolated_fraction must be in [0, 1], got {self.max_isolated_fraction!r}")
+        for name in ("sample_rate", "channels"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise UserError(f"{name} must be a positive integer or null, got {v!r}")
+        if not 0 <= self.min_seconds <= self.max_seconds:
+            raise UserError(f"validation needs 0 <= min_seconds <= max_seconds, got {self.min_seconds} and "
+                            f"{self.max_seconds}")
+        if not 0 <= self.max_clipping_fraction <= 1:
+            raise UserError(f"max_clipping_fraction must be in [0, 1], got {self.max_clipping_fraction!r}")
+        if not isinstance(self.shared_groups, bool):
+            raise UserError(f"shared_groups must be true or false, got {self.shared_groups!r}")
         if not isinstance(self.pair_class_balance, bool):
             raise UserError(f"pair_class_balance must be true or false, got {self.pair_class_balance!r}")
 
