@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import SHARED_DATA
-from helpers import copy_project, needs_shared, repro
+from helpers import copy_project, needs_shared, noop_repro, repro
 
 pytestmark = pytest.mark.slow
 
@@ -74,4 +74,4 @@ def test_speech_dag_end_to_end(tmp_path: Path) -> None:
     tok = yaml.safe_load((root / "artifacts" / "tokenizers" / "fsdd" / "summary.json").read_text())
     assert tok["tokenizer"] == "mfcc_kmeans" and tok["frames_per_clip"] == 49
     again = repro(root)
-    assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout
+    assert noop_repro(again), again.stdout
