@@ -46,6 +46,7 @@ def test_custom_run_from_the_prefect_ui_then_the_mlflow_comparison(first_run: di
     prefect, mlflow = f"http://127.0.0.1:{pport}", f"http://127.0.0.1:{mport}"
     env = {k: v for k, v in os.environ.items()
            if k not in ("PREFECT_API_URL", "PREFECT_HOME", "MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env["PREFECT_RUNNER_POLL_FREQUENCY"] = "2"  # the served deployment picks the run up within 2 s (default 10)
     run_dir = project / ".prefect" / "run"
     logs = tuple(run_dir / f"{n}.log" for n in ("prefect", "serve", "mlflow"))
     try:
