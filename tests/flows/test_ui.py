@@ -1,7 +1,8 @@
 """Both UIs of `make ui` in a real browser, as a person uses them: headless Chromium, driven over the DevTools
-protocol, fills the Prefect deployment's "Custom run" form and submits it; the run it starts completes (restoring the
-stages test_flow.py's first run left in the project's DVC cache), its page shows it, and the MLflow comparison link
-of `ssl-tasks ui-link` opens on each method's k-NN and linear accuracies to three decimals."""
+protocol, fills the Prefect deployment's "Custom run" form and submits it; the run it starts completes (ingest,
+tokenizer and baselines restored from what test_flow.py's first run left in the project's DVC cache; pretraining with
+the form's epochs, evaluation and compare run), its page shows it, and the MLflow comparison link of `ssl-tasks
+ui-link` opens on each method's k-NN and linear accuracies to three decimals."""
 
 from __future__ import annotations
 
@@ -90,9 +91,13 @@ def test_custom_run_from_the_prefect_ui_then_the_mlflow_comparison(first_run: di
 
             final = _wait("the flow run started from the UI", finished, 600, every=3, logs=logs)
             assert final["state_type"] == "COMPLETED", f"{final['state']}\n" + _tails(logs)
-            page.click(final["name"], "a")  # its page, which shows its state
+            page.click(final["name"], "a")  # its page: name, state and one task run per dvc.yaml stage
             page.wait("the flow run's page", f"location.pathname.endsWith('/flow-run/{rid}')", 30)
-            page.wait_text("Completed", 60)
+            heading = "(document.querySelector('.page-heading-flow-run') || {innerText: ''}).innerText"
+            page.wait(f"the heading of {final['name']}: Completed, 7 Task runs",
+                      f"{heading}.includes({json.dumps(final['name'])}) && {heading}.includes('7 Task runs') && "
+                      "(document.querySelector('.page-heading-flow-run .state-badge') || {innerText: ''})"
+                      ".innerText.trim() === 'Completed'", 60)
 
             # It worked in its own workspace with the form's epochs, restoring what the first run computed.
             ws = project / "workspaces" / f"{final['name']}-{rid.replace('-', '')[:8]}"
@@ -115,6 +120,8 @@ def test_custom_run_from_the_prefect_ui_then_the_mlflow_comparison(first_run: di
             exp = client.get_experiment_by_name("ssl-tasks")
             latest = client.search_runs([exp.experiment_id], "tags.kind = 'pipeline'", order_by=["start_time DESC"])[0]
             assert latest.data.tags["prefect_flow_run_id"] == rid  # the link is this run's comparison
+            children = latest.data.tags["child_runs"].split(",")
+            assert children and all(c in link.stdout for c in children), (children, link.stdout)
             board = pd.read_csv(ws / "artifacts" / "leaderboard.csv")
             tracked = board[board["kind"] != "random_init"]  # random-init rows live in their run's metrics
             want = {(r["name"], col): f"{r[col]:.3f}".rstrip("0").rstrip(".")  # the UI drops trailing zeros
