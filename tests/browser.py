@@ -1,12 +1,16 @@
 """A real browser for tests that check what a person sees: headless Chromium (Debian's ``chromium`` package; `make
-test` installs it where it can), run to let the page's JavaScript finish, its DOM read back as text."""
+test` installs it where it can), either run to let the page's JavaScript finish and its DOM read back as text
+(:func:`page_text`), or driven like a person over the DevTools protocol: click, type, wait for what the page shows
+(:func:`browser_page`)."""
 
 from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -192,4 +196,8 @@ def browser_page(tmp: Path, width: int = 1600, height: int = 1200) -> Iterator[P
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+        try:  # its renderer and helper processes (its own session)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         log.close()
