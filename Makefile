@@ -79,13 +79,14 @@ run-clip: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q --durations=25
 
-# The browser test of the MLflow UI drives headless Chromium (Debian's package; no download of a browser build).
+# The browser tests of the Prefect and MLflow UIs drive headless Chromium (Debian's package; no download of a browser
+# build) over the DevTools protocol (tests/browser.py).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Chromium (Debian package, ~80 s) for the browser test of the MLflow UI"; \
+	    echo "installing Chromium (Debian package, ~80 s) for the browser tests of the Prefect and MLflow UIs"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "note: no chromium on PATH and not root: the MLflow UI browser test will fail (apt-get install chromium)"; fi; }
+	  else echo "note: no chromium on PATH and not root: the browser tests of the UIs will fail (apt-get install chromium)"; fi; }
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not services and not ray_cluster and not gpu"

@@ -33,7 +33,9 @@ wait_for() {  # url, what
 
 start() {
   local pport="${1:-4200}" mport="${2:-5000}"
-  setsid "$BIN/prefect" server start --host 127.0.0.1 --port "$pport" </dev/null >"$RUN/prefect.log" 2>&1 &
+  # The UI's own API address (else it derives one from port 4200 or an outside PREFECT_API_URL).
+  PREFECT_UI_API_URL="http://127.0.0.1:$pport/api" \
+    setsid "$BIN/prefect" server start --host 127.0.0.1 --port "$pport" </dev/null >"$RUN/prefect.log" 2>&1 &
   echo $! >"$RUN/prefect.pid"
   setsid "$BIN/mlflow" ui --host 127.0.0.1 --port "$mport" --workers 1 \
     --backend-store-uri "sqlite:///$ROOT/mlflow/mlflow.db" \

@@ -10,8 +10,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,3 +84,20 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project copy of test_flow.py and test_ui.py: the UI's run restores the first run's stages from its cache."""
+    return make_project(tmp_path_factory.mktemp("flow") / "proj")
+
+
+@pytest.fixture(scope="session")
+def first_run(project: Path, prefect_harness: None, fast: dict[str, Any]) -> dict[str, Any]:
+    """One fast SimCLR run of the flow in a workspace of ``project`` (its state and seconds)."""
+    from flows.pipeline import ssl_pipeline
+
+    t0 = time.perf_counter()
+    state = ssl_pipeline(objectives=["simclr"], epochs=1, overrides=fast, project_root=str(project),
+                         return_state=True)
+    return {"state": state, "seconds": time.perf_counter() - t0}
