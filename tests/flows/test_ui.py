@@ -1,7 +1,7 @@
 """Both UIs of `make ui` in a real browser, as a person uses them: headless Chromium, driven over the DevTools
 protocol, fills the Prefect deployment's "Custom run" form and submits it; the run it starts completes (ingest,
-tokenizer and baselines restored from what test_flow.py's first run left in the project's DVC cache; pretraining with
-the form's epochs, evaluation and compare run), its page shows it, and the MLflow comparison link of `ssl-tasks
+validate, tokenizer and baselines restored from what test_flow.py's first run left in the project's DVC cache;
+pretraining with the form's epochs, evaluation and compare run), its page shows it, and the MLflow comparison link of `ssl-tasks
 ui-link` opens on each method's k-NN and linear accuracies to three decimals."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from prefect_helpers import wait_for as _wait
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-CACHED = ("ingest@digits", "tokenizer@digits", "baselines@digits")  # validate@digits reruns (uncached outputs)
+CACHED = ("ingest@digits", "validate@digits", "tokenizer@digits", "baselines@digits")
 
 # The schema form's field for a flow parameter, found by its label as a person finds it.
 FIELD = ("[...document.querySelectorAll('.schema-form-property')].find(p => "
