@@ -1,8 +1,12 @@
 """The named evaluation protocols and the one function that runs a selection of them.
 
-k-NN (Wu et al. 2018, arXiv:1805.01978), linear probe (SimCLR, arXiv:2002.05709) and
-semi-supervised fine-tuning on class-balanced 1% / 10% label subsets (SimCLR Sec. B.5).
-``encoder=None`` runs the raw-pixel baseline of each.
+k-NN (Wu et al. 2018, arXiv:1805.01978), linear probe (SimCLR, arXiv:2002.05709),
+semi-supervised fine-tuning on class-balanced 1% / 10% label subsets (SimCLR Sec. B.5) and full fine-tuning
+(``finetune``: every training label, every encoder parameter; the same views, optimiser, schedule and
+precise-BN as the 1% / 10% protocols, so the only difference is the label set).
+``encoder=None`` runs the raw-pixel baseline of each. Fine-tuning random init of the same encoder with the
+same settings is the equal-budget "trained from scratch" reference: ``pipeline/evaluate.py`` runs every
+protocol on it next to each run.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ for _spec in (
     ProtocolSpec("linear", "frozen", None, "linear probe on frozen, standardised features"),
     ProtocolSpec("semi_1pct", "finetune", 0.01, "fine-tune encoder + linear head on 1% class-balanced labels"),
     ProtocolSpec("semi_10pct", "finetune", 0.10, "fine-tune encoder + linear head on 10% class-balanced labels"),
+    ProtocolSpec("finetune", "finetune", 1.0, "fine-tune encoder + linear head on every training label"),
     ProtocolSpec("zero_shot", "image_text", None, "zero-shot classification from class prompts (ensembled)"),
     ProtocolSpec("retrieval", "image_text", None, "image<->text recall@1 on held-out pairs (mean of both ways; "
                  "@5, @10 alongside)", metric="r1"),
@@ -105,7 +110,8 @@ def evaluate_encoder(
     """Run ``protocols`` on uint8 (N, C, H, W) images with int labels.
 
     Returns metrics keyed ``"<protocol>/top1"`` and the train indices of each semi
-    protocol's label subset. Frozen features are extracted once and shared by knn/linear.
+    protocol's label subset (``finetune`` uses every training sample and records none).
+    Frozen features are extracted once and shared by knn/linear.
     """
     specs = [PROTOCOLS.get(name) for name in dict.fromkeys(protocols)]  # unknown names -> UserError
     # language and image_text protocols need more than an encoder: evaluation/language.py, evaluation/zero_shot.py
@@ -145,8 +151,11 @@ def evaluate_encoder(
             )  # fmt: skip
         else:
             assert spec.fraction is not None  # every finetune protocol names its label fraction
-            idx = balanced_subset(y_tr, spec.fraction, cfg.seed)
-            subsets[spec.name] = idx
+            if spec.fraction == 1.0:  # every label, in the stored order (no draw, nothing to record)
+                idx = np.arange(len(y_tr))
+            else:
+                idx = balanced_subset(y_tr, spec.fraction, cfg.seed)
+                subsets[spec.name] = idx
             if encoder is None:
                 say(f"{spec.name}: raw-input (pixels or bag of words) linear probe on {len(idx)} labelled examples ...")
                 metrics[key] = raw_semi_top1(
