@@ -11,6 +11,7 @@ protocol on it next to each run.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -163,7 +164,8 @@ def evaluate_encoder(
                     lr=cfg.linear_lr,
                 )  # fmt: skip
             else:
-                say(f"{spec.name}: fine-tuning {len(idx)} labelled examples for {cfg.finetune_epochs} epochs ...")
+                say(f"{spec.name}: fine-tuning {len(idx)} labelled examples for {cfg.finetune_epochs} epochs "
+                    f"({finetune_budget(len(idx), cfg, finetune_views)}) ...")
                 metrics[key] = finetune_top1(
                     encoder, x_tr[idx], y_tr[idx], x_te, y_te, num_classes=num_classes, views=finetune_views,
                     mean=mean, std=std, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
@@ -171,6 +173,14 @@ def evaluate_encoder(
                     progress=lambda line, name=spec.name: say(f"{name}: {line}"),
                 )  # fmt: skip
     return metrics, subsets
+
+
+def finetune_budget(n: int, cfg: EvalConfig, views: ImageViews | None) -> str:
+    """What one fine-tuning run of ``n`` labelled examples costs and sees, in the words its progress line uses:
+    batch size, optimiser steps, learning rate and views (a run and its random-init reference print the same)."""
+    steps = cfg.finetune_epochs * max(1, math.ceil(n / cfg.finetune_batch_size))
+    seen = "none" if views is None else repr(views.cfg)
+    return f"batch {cfg.finetune_batch_size}, {steps} steps, lr {cfg.finetune_lr}, views {seen}"
 
 
 def run_protocols(ctx: Any, encoder: nn.Module | None, train: tuple[np.ndarray, np.ndarray],
