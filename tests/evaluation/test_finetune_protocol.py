@@ -164,3 +164,13 @@ def test_random_init_reference_is_fine_tuned_with_the_identical_budget(tmp_path:
     assert by_label["run"]["finetune"].startswith(
         f"{n_train} labelled examples for 2 epochs (batch 128, {steps} steps, lr 0.001, views ImageViewConfig(")
     assert "crop_scale=(0.6, 1.0)" in by_label["run"]["finetune"]
+
+
+def test_which_modalities_fine_tune() -> None:
+    """Images, text and the image tower of image-text data run ``finetune``; graph encoders (full-batch node
+    classification, no 1% / 10% protocol to share settings with) skip it, as they skip the semi protocols."""
+    from ssl_tasks.core.modality import applicable
+
+    wanted = ("knn", "semi_10pct", "finetune")
+    assert {m: applicable(wanted, get_modality(m).protocol_kinds) for m in ("image", "image_text", "text", "graph")} \
+        == {"image": list(wanted), "image_text": list(wanted), "text": list(wanted), "graph": ["knn"]}
