@@ -196,7 +196,9 @@ def render(result: dict) -> str:
              f"lr {b['finetune_lr']}, seeds {result['summary'][next(iter(result['summary']))]['seeds']}.", "",
              "| encoder | pretraining | finetune/top1 (mean ± std) | knn/top1 | margin over random init (mean ± std) "
              "| beats random init on every seed |", "|---|---|---|---|---|---|"]
-    for name, s in result["summary"].items():
+    order = sorted(result["summary"], key=lambda n: (not n.startswith("random_init"), n))  # references first
+    for name in order:
+        s = result["summary"][name]
         first = result["rows"][f"{name}-s{s['seeds'][0]}"]
         pre = f"{first['pretrain_epochs']} epochs, {first['pretrain_seconds']} s" if "pretrain_epochs" in first else "-"
         margin = f"{s['margin_mean']:+.4f} ± {s['margin_std']:.4f}" if "margin_mean" in s else "-"
