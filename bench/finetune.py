@@ -131,7 +131,8 @@ def main() -> None:
                                     protocols=protocols, cfg=cfg, finetune_views=fviews,
                                     progress=lambda s: print(f"  [{name} s{seed}] {s}", flush=True))
             knn = m.get("knn/top1", knn)
-            rows[f"{name}-s{seed}"] = {**extra, "finetune_seed": seed, "eval_seconds": round(time.perf_counter() - t0, 1),
+            rows[f"{name}-s{seed}"] = {**extra, "finetune_seed": seed,
+                                       "eval_seconds": round(time.perf_counter() - t0, 1),
                                        "metrics": {"finetune/top1": m["finetune/top1"], "knn/top1": knn}}
             print(f"{name} seed {seed}: {rows[f'{name}-s{seed}']['metrics']}", flush=True)
             save()

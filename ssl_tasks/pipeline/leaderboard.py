@@ -138,10 +138,10 @@ def to_markdown(df: pd.DataFrame, evaluation: Any) -> str:
     if FINETUNE in cols:
         lines.append(f"finetune = fine-tuning the whole encoder on every training label with the same settings "
                      f"({s.finetune_epochs} epochs, batch {s.finetune_batch_size}, lr {s.finetune_lr}, the same views; "
-                     "precise-BN); each run's random-init row is fine-tuned with that identical budget, so its "
-                     "finetune/top1 margin is what pretraining bought over training from scratch at equal cost "
-                     "(the supervised row, where listed, is a ceiling, not this reference). raw_pixels: a linear "
-                     "classifier on every label.")
+                     "precise-BN where the encoder has batch norm); each run's random-init row is fine-tuned with "
+                     "that identical budget, so its finetune/top1 margin is what pretraining bought over training "
+                     "from scratch at equal cost (the supervised row, where listed, is a ceiling, not this "
+                     "reference). raw_pixels: a linear classifier on every label.")
     if any(c.endswith(PERPLEXITY) for c in cols):
         lines.append("Text: raw_pixels is a bag of words (log counts of subword tokens); perplexity/ppl = held-out "
                      "next-token perplexity of a causal LM, pseudo_perplexity/ppl = masked-LM pseudo-perplexity "
