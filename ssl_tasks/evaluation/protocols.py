@@ -1,12 +1,17 @@
 """The named evaluation protocols and the one function that runs a selection of them.
 
-k-NN (Wu et al. 2018, arXiv:1805.01978), linear probe (SimCLR, arXiv:2002.05709) and
-semi-supervised fine-tuning on class-balanced 1% / 10% label subsets (SimCLR Sec. B.5).
-``encoder=None`` runs the raw-pixel baseline of each.
+k-NN (Wu et al. 2018, arXiv:1805.01978), linear probe (SimCLR, arXiv:2002.05709),
+semi-supervised fine-tuning on class-balanced 1% / 10% label subsets (SimCLR Sec. B.5) and full fine-tuning
+(``finetune``: every training label, every encoder parameter; the same views, optimiser, schedule and
+precise-BN as the 1% / 10% protocols, so the only difference is the label set).
+``encoder=None`` runs the raw-pixel baseline of each. Fine-tuning random init of the same encoder with the
+same settings is the equal-budget "trained from scratch" reference: ``pipeline/evaluate.py`` runs every
+protocol on it next to each run.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -48,6 +53,7 @@ for _spec in (
     ProtocolSpec("linear", "frozen", None, "linear probe on frozen, standardised features"),
     ProtocolSpec("semi_1pct", "finetune", 0.01, "fine-tune encoder + linear head on 1% class-balanced labels"),
     ProtocolSpec("semi_10pct", "finetune", 0.10, "fine-tune encoder + linear head on 10% class-balanced labels"),
+    ProtocolSpec("finetune", "finetune", 1.0, "fine-tune encoder + linear head on every training label"),
     ProtocolSpec("zero_shot", "image_text", None, "zero-shot classification from class prompts (ensembled)"),
     ProtocolSpec("retrieval", "image_text", None, "image<->text recall@1 on held-out pairs (mean of both ways; "
                  "@5, @10 alongside)", metric="r1"),
@@ -105,7 +111,8 @@ def evaluate_encoder(
     """Run ``protocols`` on uint8 (N, C, H, W) images with int labels.
 
     Returns metrics keyed ``"<protocol>/top1"`` and the train indices of each semi
-    protocol's label subset. Frozen features are extracted once and shared by knn/linear.
+    protocol's label subset (``finetune`` uses every training sample and records none).
+    Frozen features are extracted once and shared by knn/linear.
     """
     specs = [PROTOCOLS.get(name) for name in dict.fromkeys(protocols)]  # unknown names -> UserError
     # language and image_text protocols need more than an encoder: evaluation/language.py, evaluation/zero_shot.py
@@ -145,8 +152,11 @@ def evaluate_encoder(
             )  # fmt: skip
         else:
             assert spec.fraction is not None  # every finetune protocol names its label fraction
-            idx = balanced_subset(y_tr, spec.fraction, cfg.seed)
-            subsets[spec.name] = idx
+            if spec.fraction == 1.0:  # every label, in the stored order (no draw, nothing to record)
+                idx = np.arange(len(y_tr))
+            else:
+                idx = balanced_subset(y_tr, spec.fraction, cfg.seed)
+                subsets[spec.name] = idx
             if encoder is None:
                 say(f"{spec.name}: raw-input (pixels or bag of words) linear probe on {len(idx)} labelled examples ...")
                 metrics[key] = raw_semi_top1(
@@ -154,7 +164,8 @@ def evaluate_encoder(
                     lr=cfg.linear_lr,
                 )  # fmt: skip
             else:
-                say(f"{spec.name}: fine-tuning {len(idx)} labelled examples for {cfg.finetune_epochs} epochs ...")
+                say(f"{spec.name}: fine-tuning {len(idx)} labelled examples for {cfg.finetune_epochs} epochs "
+                    f"({finetune_budget(len(idx), cfg, finetune_views)}) ...")
                 metrics[key] = finetune_top1(
                     encoder, x_tr[idx], y_tr[idx], x_te, y_te, num_classes=num_classes, views=finetune_views,
                     mean=mean, std=std, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
@@ -162,6 +173,14 @@ def evaluate_encoder(
                     progress=lambda line, name=spec.name: say(f"{name}: {line}"),
                 )  # fmt: skip
     return metrics, subsets
+
+
+def finetune_budget(n: int, cfg: EvalConfig, views: ImageViews | None) -> str:
+    """What one fine-tuning run of ``n`` labelled examples costs and sees, in the words its progress line uses:
+    batch size, optimiser steps, learning rate and views (a run and its random-init reference print the same)."""
+    steps = cfg.finetune_epochs * max(1, math.ceil(n / cfg.finetune_batch_size))
+    seen = "none" if views is None else repr(views.cfg)
+    return f"batch {cfg.finetune_batch_size}, {steps} steps, lr {cfg.finetune_lr}, views {seen}"
 
 
 def run_protocols(ctx: Any, encoder: nn.Module | None, train: tuple[np.ndarray, np.ndarray],

@@ -11,6 +11,7 @@ import pandas as pd
 KIND_ORDER = {"ssl": 0, "random_init": 1, "raw_pixels": 2, "supervised": 3, "unigram": 4}
 ACCURACY, PERPLEXITY = "/top1", "/ppl"  # the metric suffixes: top-1 accuracy (higher is better), perplexity (lower)
 RECALL = "/r1"  # retrieval recall@1 (higher is better)
+FINETUNE = "finetune/top1"  # full fine-tuning: read against random init fine-tuned with the same budget
 
 
 def metric_columns(columns: Any) -> list[str]:
@@ -92,6 +93,28 @@ def margin_markdown(df: pd.DataFrame, cols: list[str]) -> list[str]:
     return lines
 
 
+def finetune_markdown(df: pd.DataFrame) -> list[str]:
+    """``finetune/top1`` of each run beside that of its random-init row (the same architecture and seeds, fine-tuned
+    with the identical budget: labels, epochs, views, schedule) and the paired margin, as Markdown lines (none when
+    no run has a finetune value and a reference)."""
+    if FINETUNE not in df.columns or "reference" not in df.columns:
+        return []
+    by_name = df.set_index("name")
+    runs = df[df["reference"].astype(bool) & df[FINETUNE].notna()]
+    runs = runs[[ref in by_name.index for ref in runs["reference"]]]
+    if runs.empty:
+        return []
+    lines = ["", "Fine-tuning every parameter on every training label, pretrained vs from scratch at equal budget "
+             "(the margin is what pretraining bought):", "",
+             f"| name | {FINETUNE} | random init | {FINETUNE} of random init | margin |", "|---|---|---|---|---|"]
+    for _, r in runs.iterrows():
+        ref = by_name.loc[r["reference"]]
+        m, ci = r.get(f"{FINETUNE} margin"), r.get(f"{FINETUNE} margin_ci95")
+        margin = "-" if m is None or pd.isna(m) else f"{m:+.4f}" + (f" ± {ci:.4f}" if r.get("n_seeds", 1) > 1 else "")
+        lines.append(f"| {r['name']} | {_cell(r, FINETUNE)} | {r['reference']} | {_cell(ref, FINETUNE)} | {margin} |")
+    return lines
+
+
 def to_markdown(df: pd.DataFrame, evaluation: Any) -> str:
     cols = metric_columns(df.columns)
     multi = "n_seeds" in df.columns and (df["n_seeds"] > 1).any()
@@ -103,6 +126,7 @@ def to_markdown(df: pd.DataFrame, evaluation: Any) -> str:
             vals[0] += " (collapsed)"
         lines.append("| " + " | ".join(vals) + " |")
     lines += margin_markdown(df, cols)
+    lines += finetune_markdown(df)
     s = evaluation.settings
     lines.append("")
     if multi:
@@ -111,6 +135,13 @@ def to_markdown(df: pd.DataFrame, evaluation: Any) -> str:
                  f"frozen features ({s.linear_epochs} epochs); semi_1pct / semi_10pct = fine-tuning the whole "
                  f"encoder on class-balanced 1% / 10% label subsets ({s.finetune_epochs} epochs, seed {s.seed}). "
                  "raw_pixels runs k-NN / linear on pixels and a linear classifier for the semi protocols.")
+    if FINETUNE in cols:
+        lines.append(f"finetune = fine-tuning the whole encoder on every training label with the same settings "
+                     f"({s.finetune_epochs} epochs, batch {s.finetune_batch_size}, lr {s.finetune_lr}, the same views; "
+                     "precise-BN where the encoder has batch norm); each run's random-init row is fine-tuned with "
+                     "that identical budget, so its finetune/top1 margin is what pretraining bought over training "
+                     "from scratch at equal cost (the supervised row, where listed, is a ceiling, not this "
+                     "reference). raw_pixels: a linear classifier on every label.")
     if any(c.endswith(PERPLEXITY) for c in cols):
         lines.append("Text: raw_pixels is a bag of words (log counts of subword tokens); perplexity/ppl = held-out "
                      "next-token perplexity of a causal LM, pseudo_perplexity/ppl = masked-LM pseudo-perplexity "

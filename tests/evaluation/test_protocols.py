@@ -16,12 +16,15 @@ FAST = EvalConfig(linear_epochs=30, finetune_epochs=10, finetune_batch_size=32)
 
 
 def test_registry() -> None:
-    assert PROTOCOLS.names() == sorted([*ALL, "perplexity", "pseudo_perplexity", "retrieval", "zero_shot"])
+    assert PROTOCOLS.names() == sorted([*ALL, "finetune", "perplexity", "pseudo_perplexity", "retrieval",
+                                        "zero_shot"])
     assert PROTOCOLS.get("retrieval").key == "retrieval/r1" and PROTOCOLS.get("zero_shot").kind == "image_text"
     assert PROTOCOLS.get("perplexity").key == "perplexity/ppl" and not PROTOCOLS.get("perplexity").higher_is_better
     assert PROTOCOLS.get("semi_1pct").fraction == 0.01 and PROTOCOLS.get("semi_10pct").kind == "finetune"
     assert PROTOCOLS.get("knn").kind == "frozen" and PROTOCOLS.get("knn").fraction is None
-    with pytest.raises(UserError, match="valid: knn, linear, perplexity"):
+    assert PROTOCOLS.get("finetune").kind == "finetune" and PROTOCOLS.get("finetune").fraction == 1.0
+    assert PROTOCOLS.get("finetune").key == "finetune/top1"
+    with pytest.raises(UserError, match="valid: finetune, knn, linear, perplexity"):
         PROTOCOLS.get("semi_50pct")
 
 

@@ -73,3 +73,26 @@ def test_each_run_states_its_paired_margin_over_random_init_of_its_own_encoder()
     assert df.loc["random_init-x@d", "reference"] == ""
     md = to_markdown(df.reset_index(), EvaluationParams())
     assert "| a | random_init-x@d | +0.0800 ± " in md and "| b | random_init-y@d | -0.1000 | - |" in md
+
+
+def test_finetune_column_sits_beside_its_equal_budget_random_init_row() -> None:
+    """``finetune/top1`` of each run, the same column of its random-init row and the paired margin, in one table;
+    the protocol's note says the reference had the identical budget. Without the protocol nothing changes."""
+    run = {"0": {"knn/top1": 0.80, "finetune/top1": 0.91}, "1": {"knn/top1": 0.84, "finetune/top1": 0.93}}
+    ref = {"0": {"knn/top1": 0.70, "finetune/top1": 0.90}, "1": {"knn/top1": 0.78, "finetune/top1": 0.90}}
+    rows = {"a": {**_row(run, {}), "reference": "random_init-x@d"},
+            "random_init-x@d": {**_row(ref, {}), "kind": "random_init", "mlflow_run_ids": []},
+            "raw_pixels@d": {**_row(None, {"knn/top1": 0.6, "finetune/top1": 0.85}), "kind": "raw_pixels"}}
+    df = build_leaderboard(rows, ["knn", "finetune"])
+    assert "finetune/top1" in df.columns
+    assert df.set_index("name").loc["a", "finetune/top1 margin"] == pytest.approx(0.02)
+    settings = parse_params({"datasets": {"d": {"source": "sklearn_digits"}},
+                             "runs": {"r": {"dataset": "d", "objective": "simclr"}},
+                             "evaluation": {"protocols": ["knn", "finetune"], "settings": {"finetune_epochs": 7}}})
+    md = to_markdown(df, settings.evaluation)
+    ci_a, ci_ref = mean_ci95([0.91, 0.93])[1], mean_ci95([0.90, 0.90])[1]
+    assert (f"| a | 0.9200 ± {ci_a:.4f} | random_init-x@d | 0.9000 ± {ci_ref:.4f} | "
+            f"+0.0200 ± {mean_ci95([0.01, 0.03])[1]:.4f} |") in md
+    assert "what pretraining bought" in md and "(7 epochs," in md and "identical budget" in md
+    plain = to_markdown(build_leaderboard({k: r for k, r in rows.items()}, ["knn"]), EvaluationParams())
+    assert "finetune" not in plain  # the default protocols: the table is as before
