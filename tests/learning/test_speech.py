@@ -28,6 +28,7 @@ SR, T, SEGMENT = 16000, 4000, 960  # 0.25 s rows: 12 frames; a segment is 3 fram
 TONES = (300.0, 520.0, 780.0, 1100.0)
 WORDS = ((0, 1), (2, 3), (0, 2), (1, 3))  # every tone in two words: no single tone names the word
 SPEC = SpeechDataSpec(sample_rate=SR, num_samples=T, num_targets=len(TONES))
+EXTRA: dict = {}
 ENCODER = {"conv_channels": 32, "dim": 64, "depth": 2, "heads": 4, "pos_groups": 8, "dropout": 0.0}
 
 
@@ -60,6 +61,7 @@ def make(name: str, seed: int = 0):  # noqa: ANN201
     torch.manual_seed(seed)
     cls = OBJECTIVES.get(name)
     kwargs = {"num_clusters": len(TONES)} if name == "hubert" else {"codebook_entries": 16, "num_negatives": 20}
+    kwargs.update(EXTRA)
     return cls(Wav2Vec2Encoder(**ENCODER), build(cls.Config, kwargs, name), SPEC)
 
 

@@ -90,6 +90,8 @@ class FeatureEncoder(nn.Module):
         dims = [1] + [channels] * len(CONV_LAYERS)
         self.convs = nn.ModuleList(nn.Conv1d(dims[i], dims[i + 1], k, stride=s, bias=False)
                                    for i, (k, s) in enumerate(CONV_LAYERS))
+        for conv in self.convs:  # as the reference: PyTorch's default init shrinks activations ~100x over 7 layers
+            nn.init.kaiming_normal_(conv.weight)
         if norm == "layer":
             self.norms = nn.ModuleList(nn.LayerNorm(channels) for _ in CONV_LAYERS)
         else:
