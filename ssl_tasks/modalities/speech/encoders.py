@@ -168,7 +168,8 @@ class Wav2Vec2Encoder(Encoder):
         """(B, T), (B,) -> local features (B, F, C) before the feature norm, and the padding mask (B, F) (True =
         pad). wav2vec 2.0's feature penalty is their mean square; ``feature_norm`` gives the quantizer's input."""
         if wave.ndim != 2 or wave.shape[1] < CONV_WINDOW:
-            raise ValueError(f"wav2vec2 takes (B, T) waveforms with T >= {CONV_WINDOW} samples, got {tuple(wave.shape)}")
+            raise ValueError(f"wav2vec2 takes (B, T) waveforms with T >= {CONV_WINDOW} samples, got "
+                             f"{tuple(wave.shape)}")
         z = self.feature_encoder(wave, lengths).transpose(1, 2)  # (B, F, C)
         return z, padding_mask(self.frame_lengths(lengths).to(z.device), z.shape[1])
 
