@@ -4,11 +4,12 @@ Tone words: a clip is a run of segments of 3 encoder frames, each carrying one o
 at random; the word (the class) is one of four sets of four of eight tones. Over every clip lies a louder
 utterance-constant "channel": a tone of random frequency and amplitude, plus noise; the clip's length varies. A
 random encoder's features are dominated by the channel, so a k-NN probe on mean-pooled utterance embeddings is
-weak at random init. The content is what varies within an utterance, which is what both objectives must model: wav2vec 2.0 must tell a masked frame's latent from
-the other masked frames' of the same clip (a constant channel does not help), HuBERT must predict the masked
-frames' targets, here the content tone of each frame (what k-means on MFCC approximates on real speech). HuBERT
-passes that probe; wav2vec 2.0 did not within a test's budget, so its test checks its own task (see there).
-``SSL_TASKS_LEARNING_CONTROL=lr0`` (``learning.common``) trains with lr 0, and then both must fail.
+weak at random init. The content is what varies within an utterance, which is what both objectives must model:
+wav2vec 2.0 must tell a masked frame's latent from the other masked frames' of the same clip (a constant channel
+does not help), HuBERT must predict the masked frames' targets, here the content tone of each frame (what k-means
+on MFCC approximates on real speech). HuBERT passes that probe; wav2vec 2.0 did not within a test's budget, so its
+test checks its own task (see there). ``SSL_TASKS_LEARNING_CONTROL=lr0`` (``learning.common``) trains with lr 0,
+and then both must fail.
 """
 
 from __future__ import annotations
