@@ -18,10 +18,12 @@ class Case:
     text: bool = False  # True: token ids (the SST-2 text fixture and its tokenizer)
     pair: bool = False  # True: (images, captions) batches (the clip-art pair fixture and its caption tokenizer)
     graph: bool = False  # True: (features, edge_index) of a whole graph (the 60-node graph fixture)
+    speech: bool = False  # True: (wave, lengths[, targets]) batches of synthetic waveforms (in memory only, for now)
 
 
 TINY_VIT = {"patch_size": 2, "width": 32, "depth": 2, "heads": 2}
 TINY_TEXT = {"max_len": 16, "width": 32, "depth": 1, "heads": 2}
+TINY_SPEECH = {"conv_channels": 16, "dim": 32, "depth": 2, "heads": 2, "pos_groups": 4}
 # Every registered objective must have a case here (test_every_objective_has_a_case); the default is fine for most.
 CASES: dict[str, Case] = {
     "rotation": Case(), "relative_position": Case(), "jigsaw": Case(), "colorization": Case(colour=True),
@@ -45,6 +47,9 @@ CASES: dict[str, Case] = {
     "dgi": Case(encoder="gcn", encoder_kwargs={"hidden": 16}, graph=True),
     "graphcl": Case(encoder="gcn", encoder_kwargs={"hidden": 16}, graph=True),
     "graphmae": Case(encoder="gat", encoder_kwargs={"hidden": 16, "heads": 2}, graph=True),
+    "wav2vec2": Case({"num_negatives": 10, "codebook_entries": 8, "final_dim": 16}, encoder="wav2vec2",
+                     encoder_kwargs=TINY_SPEECH, speech=True),
+    "hubert": Case({"num_clusters": 12, "proj_dim": 16}, encoder="wav2vec2", encoder_kwargs=TINY_SPEECH, speech=True),
 }
 GREY = DataSpec(channels=1, image_size=8, mean=(0.3,), std=(0.37,))
 COLOUR = DataSpec(channels=3, image_size=32, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
@@ -60,10 +65,16 @@ PAIR = PairDataSpec(image=DataSpec(channels=3, image_size=16, mean=(0.8, 0.78, 0
                     text=TEXT)
 
 
+SPEECH_CLUSTERS = 12  # the synthetic targets' classes (hubert's case sets num_clusters to match)
+
+
 def spec_for(name: str):  # noqa: ANN201
     from ssl_tasks.modalities.graph.feed import GraphDataSpec
+    from ssl_tasks.modalities.speech.frames import SpeechDataSpec
 
     case = CASES[name]
+    if case.speech:  # 0.25 s rows at 16 kHz: 12 frames
+        return SpeechDataSpec(sample_rate=16000, num_samples=4000, num_targets=SPEECH_CLUSTERS)
     if case.graph:
         return GraphDataSpec(num_nodes=16, num_features=GRAPH_FEATURES)
     return PAIR if case.pair else TEXT if case.text else COLOUR if case.colour else GREY
@@ -75,6 +86,10 @@ def build_case_encoder(name: str):  # noqa: ANN201
     from ssl_tasks.modalities.text.encoders import build_text_encoder
 
     case, spec = CASES[name], spec_for(name)
+    if case.speech:
+        from ssl_tasks.core.encoders import ENCODERS
+
+        return ENCODERS.get(case.encoder)(**case.encoder_kwargs)
     if case.graph:
         from ssl_tasks.core.encoders import ENCODERS
 
@@ -91,6 +106,8 @@ def case_batch(name: str, seed: int = 0, n: int = 16):  # noqa: ANN201
     import torch
 
     spec, g = spec_for(name), torch.Generator().manual_seed(seed)
+    if CASES[name].speech:
+        return speech_batch(spec, g, n, targets=name == "hubert")
     if CASES[name].graph:  # n nodes with 0/1 features, a ring plus random chords, both directions
         x = (torch.rand(n, spec.num_features, generator=g) < 0.3).float()
         src = torch.cat([torch.arange(n), torch.randint(0, n, (n,), generator=g)])
@@ -117,3 +134,24 @@ def _token_rows(spec: TextDataSpec, g, n: int):  # noqa: ANN001, ANN202
     ids[:, 0] = spec.cls_id
     ids[pos[None] == (lengths[:, None] - 1)] = spec.sep_id
     return ids.masked_fill(pos[None] >= lengths[:, None], spec.pad_id)
+
+
+def speech_batch(spec, g, n: int, targets: bool = False):  # noqa: ANN001, ANN201
+    """Synthetic clips as the speech feed yields them: peak-normalised tones in noise, zero-padded after random
+    lengths; with ``targets``, random cluster ids on each clip's valid frames and -100 beyond."""
+    import torch
+
+    from ssl_tasks.modalities.speech.encoders import frame_counts
+    from ssl_tasks.modalities.speech.frames import conv_frames
+
+    t = torch.arange(spec.num_samples) / spec.sample_rate
+    freq = 100 + 700 * torch.rand(n, 1, generator=g)
+    wave = torch.sin(2 * torch.pi * freq * t) + 0.3 * torch.randn(n, spec.num_samples, generator=g)
+    lengths = torch.randint(spec.num_samples // 4, spec.num_samples + 1, (n,), generator=g)
+    wave = wave.masked_fill(torch.arange(spec.num_samples)[None] >= lengths[:, None], 0.0)
+    wave = wave / wave.abs().amax(1, keepdim=True)
+    if not targets:
+        return wave, lengths
+    f = conv_frames(spec.num_samples)
+    ids = torch.randint(0, spec.num_targets, (n, f), generator=g)
+    return wave, lengths, ids.masked_fill(torch.arange(f)[None] >= frame_counts(lengths)[:, None], -100)

@@ -112,6 +112,13 @@ class Objective(nn.Module):
         """EMA coefficient at training progress in [0, 1]."""
         return 0.0
 
+    def collapse_reason(self, metrics: dict[str, float]) -> str | None:
+        """The objective's own collapse signal, judged once per epoch from the epoch's metrics (``train/<key>``: the
+        epoch means of its terms and reports): a short reason when it has collapsed, else None. The loop treats it
+        like the embedding monitors (``monitor/collapsed``, ``train.stop_on_collapse``). wav2vec 2.0: codebook
+        perplexity near its floor."""
+        return None
+
     @classmethod
     def check_data(cls, data: DataSpec) -> None:
         """Refuse data the objective cannot use (raise ``UserError``); called before anything trains."""

@@ -201,6 +201,7 @@ def run_training(job: TrainJob, session: Session) -> None:
         metrics = {k: v / steps for k, v in sums.items()}
         metrics.update({"train/lr": opt.param_groups[0]["lr"], "train/momentum": m, "train/epoch_time_s": dt,
                         "train/samples_per_s": steps * cfg.batch_size * ws / dt, "epoch": float(epoch + 1)})
+        collapsed = False
         if embs:
             mon = _monitor(embs, cfg.monitor_samples)
             collapsed = is_collapsed(mon)
@@ -209,7 +210,12 @@ def run_training(job: TrainJob, session: Session) -> None:
                 pmon = _monitor(projs, cfg.monitor_samples)
                 collapsed = collapsed or is_collapsed(pmon)
                 metrics.update({f"monitor/proj_{k}": v for k, v in pmon.items()})
-            metrics["monitor/collapsed"] = float(_agree(collapsed, device))
+        own = objective.collapse_reason(metrics)  # the objective's own signal (e.g. codebook perplexity), or None
+        judges = type(objective).collapse_reason is not Objective.collapse_reason  # the same on every rank
+        if judges:
+            metrics["monitor/objective_collapsed"] = float(own is not None)
+        if embs or judges:  # rank 0's verdict, broadcast: every rank calls _agree here or none does
+            metrics["monitor/collapsed"] = float(_agree(collapsed or own is not None, device))
         history.append(metrics)
         if rank == 0:
             print(f"[{job.run}] epoch {epoch + 1}/{cfg.epochs} loss={metrics['train/loss']:.4f} "
@@ -219,7 +225,7 @@ def run_training(job: TrainJob, session: Session) -> None:
                   f"{'  COLLAPSED' if metrics.get('monitor/collapsed') else ''}", flush=True)
         _report(session, objective, opt, epoch + 1, history, resumed, metrics)
         if cfg.stop_on_collapse and metrics.get("monitor/collapsed"):
-            raise CollapseError(_collapse_message(job.run, epoch + 1, metrics))
+            raise CollapseError(_collapse_message(job.run, epoch + 1, metrics, own))
 
 
 def _to_device(xb: Any, device: torch.device) -> Any:
@@ -247,9 +253,10 @@ def _report(session: Session, objective: Objective, opt: torch.optim.Optimizer, 
         session.report(metrics, Path(d))
 
 
-def _collapse_message(run: str, epoch: int, m: dict[str, float]) -> str:
+def _collapse_message(run: str, epoch: int, m: dict[str, float], own: str | None = None) -> str:
     parts = [f"{where} std {m[f'monitor/{p}embedding_std']:.3f}, effective rank {m[f'monitor/{p}effective_rank']:.2f}"
              for where, p in (("encoder", ""), ("projector", "proj_")) if f"monitor/{p}embedding_std" in m]
+    parts += [f"objective: {own}"] if own is not None else []
     return (f"run {run!r} collapsed at epoch {epoch}: " + "; ".join(parts) + " (collapse: std < 0.05 or effective "
             "rank < 1.5); stopped because train.stop_on_collapse is true")
 

@@ -121,6 +121,8 @@ def dataset_for(request: pytest.FixtureRequest):  # noqa: ANN201
 
     def get(name: str) -> tuple[Path, Path | None]:
         case = CASES[name]
+        if case.speech:  # in-memory runs of the same checks: tests/objectives/test_speech_objectives.py
+            pytest.skip("no speech dataset fixture yet (the speech feed and shards come with the speech-data branch)")
         if case.graph:
             return request.getfixturevalue("graph_dataset"), None
         if case.text:

@@ -66,7 +66,8 @@ def test_every_objective_trains_under_ddp_with_replicas_in_sync(digits_dataset: 
                                                                  text_tokenizer: Path, pair_dataset: Path,
                                                                  pair_tokenizer: Path, graph_dataset: Path) -> None:
     jobs = []
-    for name in OBJECTIVES.names():
+    names = [n for n in OBJECTIVES.names() if not CASES[n].speech]  # speech: test_speech_objectives.py (no feed yet)
+    for name in names:
         case, spec = CASES[name], spec_for(name)
         kwargs = {**case.objective_kwargs, **({"tokenizer": str(beit_tokenizer)} if name == "beit" else {})}
         data = (graph_dataset if case.graph else pair_dataset if case.pair else text_dataset if case.text else colour_dataset if case.colour
@@ -81,7 +82,7 @@ def test_every_objective_trains_under_ddp_with_replicas_in_sync(digits_dataset: 
         jobs.append(job_to_dict(job))
     out = mp.Manager().dict()
     mp.spawn(_worker, args=(2, _free_port(), jobs, out), nprocs=2, join=True)
-    for name in OBJECTIVES.names():
+    for name in names:
         (p0, loss0), (p1, _) = out[(name, 0)], out[(name, 1)]
         assert torch.isfinite(torch.tensor(loss0)), name
         assert torch.equal(p0, p1), f"{name}: replicas diverged under DDP"

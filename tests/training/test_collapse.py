@@ -77,3 +77,32 @@ def test_pretrain_stage_reports_collapse_as_one_error_line(digits_dataset: Path,
     runs = client.search_runs([client.get_experiment_by_name("ssl-tasks").experiment_id])
     assert [(r.info.run_name, r.data.tags["collapsed"], r.info.status) for r in runs] == [("collapse", "true",
                                                                                             "FAILED")]
+
+
+def test_an_objective_can_declare_its_own_collapse_signal(digits_dataset: Path, tmp_path: Path) -> None:
+    """``Objective.collapse_reason`` (wav2vec 2.0: codebook perplexity) counts like the embedding monitors: it sets
+    ``monitor/collapsed`` and ``stop_on_collapse`` stops the run with the objective's reason in the message."""
+    from dataclasses import replace
+
+    from ssl_tasks.objectives import OBJECTIVES
+    from ssl_tasks.objectives.simsiam import SimSiam
+
+    class JudgedSimSiam(SimSiam):  # a healthy SimSiam whose own signal says "collapsed" once its loss is known
+        def collapse_reason(self, metrics: dict[str, float]) -> str | None:
+            return f"loss {metrics['train/loss']:.2f} judged collapsed" if "train/loss" in metrics else None
+
+    OBJECTIVES.register("judged_simsiam")(JudgedSimSiam)
+    try:
+        job = replace(_job(digits_dataset, stop_gradient=True, epochs=2), run="judged", objective="judged_simsiam")
+        session = LocalSession(tmp_path / "judged")
+        run_training(job, session)  # without stop_on_collapse: flagged every epoch, not stopped
+        assert [r["monitor/collapsed"] for r in session.reports] == [1.0, 1.0]
+        assert [r["monitor/objective_collapsed"] for r in session.reports] == [1.0, 1.0]
+        assert session.reports[-1]["monitor/effective_rank"] > 1.5  # the embedding monitors alone see no collapse
+        stop = LocalSession(tmp_path / "stop")
+        with pytest.raises(CollapseError, match=r"run 'judged' collapsed at epoch 1: encoder std .*objective: loss "
+                                                r"-?\d+\.\d\d judged collapsed"):
+            run_training(replace(job, train=replace(job.train, stop_on_collapse=True)), stop)
+        assert len(stop.reports) == 1
+    finally:
+        OBJECTIVES._items.pop("judged_simsiam")  # the registry has no unregister: keep the session's names intact
