@@ -3,14 +3,11 @@ FSDD clips (read from the shared tar through a subset of labels.csv) ingested an
 targets stage, the MFCC baseline, one epoch of pretraining, evaluation with speakers held out next to random init,
 and the leaderboard.
 
-Until the speech-model branch is merged the runs use the test-only ``toy_speech`` encoder and ``toy_frame_targets``
-objective (tests/speech_toy.py, loaded through params.yaml's ``plugins``; it reads the targets, like HuBERT). After
-the merge, switch ``RUNS`` to ``("wav2vec2", "hubert")``: the runs of configs/speech.yaml, shrunk below.
+The runs are configs/speech.yaml's wav2vec 2.0 and HuBERT, shrunk below (one epoch, 20 target clusters).
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -21,11 +18,7 @@ from helpers import copy_project, needs_shared, noop_repro, repro
 
 pytestmark = pytest.mark.slow
 
-RUNS = ("toy_targets",)  # after merging speech-model: RUNS = ("wav2vec2", "hubert")
-TOY_RUNS = {"toy_targets": {"dataset": "fsdd", "objective": "toy_frame_targets", "encoder": "toy_speech",
-                            "encoder_kwargs": {"channels": 16, "out_dim": 32},
-                            "objective_kwargs": {"num_clusters": 20}}}
-TESTS = Path(__file__).resolve().parents[1]
+RUNS = ("wav2vec2", "hubert")
 FSDD = SHARED_DATA / "fsdd"
 
 
@@ -46,16 +39,11 @@ def test_speech_dag_end_to_end(tmp_path: Path) -> None:
     fsdd["options"]["root"] = str(FSDD / "fsdd_recordings.tar")
     fsdd["validation"].update(min_class_fraction=None, max_class_fraction=None)  # 42 clips a digit: still balanced
     fsdd["tokenizer"] = {"num_clusters": 20, "seed": 0, "n_init": 1}
-    toy = [r for r in RUNS if r not in raw["runs"]]
-    raw["runs"] = {r: raw["runs"].get(r) or TOY_RUNS[r] for r in RUNS}
-    if toy:  # the test-only encoder and objective, beside params.yaml
-        raw["plugins"] = ["speech_toy"]
-        for f in ("speech_toy.py", "speech_toy_encoder.py"):
-            shutil.copy(TESTS / f, root / f)
-        raw["baselines"]["encoder"] = "toy_speech"
+    raw["runs"] = {r: raw["runs"][r] for r in RUNS}
+    raw["runs"]["hubert"]["objective_kwargs"]["num_clusters"] = 20  # as many as the targets stage makes
     for run in raw["runs"].values():
         run["train"] = {"epochs": 1}
-    raw["train"].update(batch_size=32, warmup_epochs=0, stop_on_collapse=False)  # one epoch of a toy: no verdict
+    raw["train"].update(batch_size=32, warmup_epochs=0, stop_on_collapse=False)  # one epoch: no verdict
     raw["evaluation"]["protocols"] = ["knn", "linear", "semi_10pct"]
     raw["evaluation"]["settings"].update(finetune_epochs=1)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -23,6 +23,7 @@ from torch import nn
 from ssl_tasks.core.encoders import ENCODERS
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.modality import MODALITIES, BaselineResult, BaselineSpec, EvalContext, Modality, Say, applicable
+from ssl_tasks.modalities.speech import encoders as _encoders  # noqa: F401  (registers wav2vec2)
 from ssl_tasks.modalities.speech import shards
 from ssl_tasks.modalities.speech import sources as _sources  # noqa: F401  (registers audio_folder, audio_table)
 from ssl_tasks.modalities.speech.feed import needs_targets, peak_normalise
