@@ -111,6 +111,34 @@ def atomic_dir(path: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def output_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the output ``path`` while a block writes it; a second holder is a ``UserError``.
+
+    The lock is ``flock`` on a hidden sibling ``.<name>.lock`` (released by the kernel when its holder exits, even
+    on SIGKILL, so a stale lock is impossible); the file itself stays, since removing a lock file races with the
+    next holder. The error names ``what`` and the process that holds the lock.
+    """
+    import fcntl
+
+    path = Path(os.path.abspath(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(f".{path.name}.lock")
+    with open(lock, "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise UserError(f"{what} is already being written by {holder} (lock {lock}); wait for it to finish, "
+                            "or stop it") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
+        yield
+
+
+@contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary file path (same directory, same suffix) renamed onto ``path`` on success."""
     path = Path(path)

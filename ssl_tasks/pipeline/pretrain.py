@@ -14,7 +14,7 @@ import torch
 
 from ssl_tasks.core.config import to_dict
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.core.io import atomic_dir, write_json_atomic
+from ssl_tasks.core.io import atomic_dir, output_lock, write_json_atomic
 from ssl_tasks.core.modality import Modality, modality_of
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.pipeline import runs
@@ -69,8 +69,16 @@ def pretrain(params: Params, run: str, layout: Layout) -> Path:
     """Pretrain one run on Ray Train, once per seed; write ``seed-<s>/`` (encoder.pt, meta.json, history) atomically.
 
     A seed that finished is kept under the Ray storage folder until every seed has, so a stage killed
-    during seed k resumes there instead of retraining seeds before it.
+    during seed k resumes there instead of retraining seeds before it. One pretrain of a run at a time: a second
+    one (another shell, not DVC, which locks the repository) fails at once, before anything is started.
     """
+    out = layout.pretrain_dir(run)
+    # two pretrains of one run at once would share its Ray storage and MLflow resume marker
+    with output_lock(out, f"run {run!r}"):
+        return _pretrain(params, run, layout, out)
+
+
+def _pretrain(params: Params, run: str, layout: Layout, out: Path) -> Path:
     spec, seeds = params.run(run), params.seeds_for(run)
     data_dir = layout.data(spec.dataset)
     modality = modality_of(data_dir)
@@ -80,7 +88,6 @@ def pretrain(params: Params, run: str, layout: Layout) -> Path:
     for i, seed in enumerate(seeds):
         label = run if len(seeds) == 1 else f"{run} seed {seed} ({i + 1}/{len(seeds)})"
         done[seed] = _pretrain_seed(params, run, seed, label, layout, modality, ds, mean, std)
-    out = layout.pretrain_dir(run)
     with atomic_dir(out) as tmp:
         for seed, src in done.items():
             shutil.copytree(src, tmp / f"seed-{seed}")
