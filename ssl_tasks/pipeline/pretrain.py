@@ -143,6 +143,7 @@ def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layo
             "encoder_kwargs": spec.encoder_kwargs, "mean": list(mean), "std": list(std),
             "label_names": ds.label_names, "mlflow_run_id": run_id, "data_hash": runs.data_hash(data_dir),
             "epochs": train.epochs, "collapsed": any(r.get("monitor/collapsed") for r in history),
+            "diverged": any(r.get("monitor/diverged") for r in history),
             **modality.encoder_meta(ds, tokenizer_file)}
     with atomic_dir(finished) as tmp:
         torch.save(state["eval_encoder"], tmp / "encoder.pt")
@@ -156,7 +157,7 @@ def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layo
         mt.log_artifact(uri, run_id, finished / file, folder)
     if tokenizer_file is not None:
         mt.log_artifact(uri, run_id, finished / "tokenizer.json", "checkpoint")
-    mt.set_tags(uri, run_id, {"collapsed": str(meta["collapsed"]).lower()})
+    mt.set_tags(uri, run_id, {"collapsed": str(meta["collapsed"]).lower(), "diverged": str(meta["diverged"]).lower()})
     mt.finish(uri, run_id)
     marker.unlink(missing_ok=True)
     say(f"pretrain {label}: done, final loss {history[-1]['train/loss']:.4f}")

@@ -27,7 +27,7 @@ from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.objectives.base import Objective, check_compatible
 from ssl_tasks.training.config import TrainConfig, TrainJob
 from ssl_tasks.training.feeds import Feed, open_feed, steps_per_epoch
-from ssl_tasks.training.monitors import embedding_metrics, is_collapsed
+from ssl_tasks.training.monitors import embedding_metrics, is_collapsed, is_diverged, weight_norm
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -136,6 +136,7 @@ def run_training(job: TrainJob, session: Session) -> None:
     feed = open_feed(job)
     objective = build_objective(job, feed).to(device)
     opt = make_optimizer(objective, cfg)
+    norm0 = max(weight_norm(objective.eval_encoder), 1e-12)  # seeded, so a resumed attempt gets the same
     start_epoch, history, resumed = 0, [], []
     ckpt = session.latest_checkpoint()
     if ckpt is not None:
@@ -201,6 +202,8 @@ def run_training(job: TrainJob, session: Session) -> None:
         metrics = {k: v / steps for k, v in sums.items()}
         metrics.update({"train/lr": opt.param_groups[0]["lr"], "train/momentum": m, "train/epoch_time_s": dt,
                         "train/samples_per_s": steps * cfg.batch_size * ws / dt, "epoch": float(epoch + 1)})
+        ratio = weight_norm(objective.eval_encoder) / norm0
+        metrics.update({"monitor/weight_norm_ratio": ratio, "monitor/diverged": float(is_diverged(ratio))})
         if embs:
             mon = _monitor(embs, cfg.monitor_samples)
             collapsed = is_collapsed(mon)
@@ -216,7 +219,8 @@ def run_training(job: TrainJob, session: Session) -> None:
                   f"std={metrics.get('monitor/embedding_std', float('nan')):.3f} "
                   f"erank={metrics.get('monitor/effective_rank', float('nan')):.1f} "
                   f"{metrics['train/samples_per_s']:.0f} samples/s"
-                  f"{'  COLLAPSED' if metrics.get('monitor/collapsed') else ''}", flush=True)
+                  f"{'  COLLAPSED' if metrics.get('monitor/collapsed') else ''}"
+                  f"{f'  DIVERGED (weights x{ratio:.3g})' if metrics['monitor/diverged'] else ''}", flush=True)
         _report(session, objective, opt, epoch + 1, history, resumed, metrics)
         if cfg.stop_on_collapse and metrics.get("monitor/collapsed"):
             raise CollapseError(_collapse_message(job.run, epoch + 1, metrics))
