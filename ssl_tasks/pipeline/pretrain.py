@@ -22,6 +22,7 @@ from ssl_tasks.pipeline.layout import Layout, say
 from ssl_tasks.pipeline.params import Params
 from ssl_tasks.tracking import mlflow_tracking as mt
 from ssl_tasks.training.config import TrainJob
+from ssl_tasks.training.loop import check_job
 
 
 def job_objective_config(params: Params, run: str, layout: Layout) -> Any:
@@ -87,7 +88,7 @@ def _pretrain(params: Params, run: str, layout: Layout, out: Path) -> Path:
     done: dict[int, Path] = {}
     for i, seed in enumerate(seeds):
         label = run if len(seeds) == 1 else f"{run} seed {seed} ({i + 1}/{len(seeds)})"
-        done[seed] = _pretrain_seed(params, run, seed, label, layout, modality, ds, mean, std)
+        done[seed] = _pretrain_seed(params, run, seed, label, layout, modality, ds, mean, std, check=i == 0)
     with atomic_dir(out) as tmp:
         for seed, src in done.items():
             shutil.copytree(src, tmp / f"seed-{seed}")
@@ -115,7 +116,7 @@ def _fit(job: TrainJob, params: Params, storage: Path, name: str, uri: str, run_
 
 
 def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layout, modality: Modality, ds: Any,
-                   mean: tuple[float, ...], std: tuple[float, ...]) -> Path:
+                   mean: tuple[float, ...], std: tuple[float, ...], check: bool = True) -> Path:
     spec, train = params.run(run), params.train_for(run)
     data_dir = ds.root
     with_tok = modality.needs_tokenizer(OBJECTIVES.get(spec.objective))  # and keeps a copy beside its weights
@@ -129,6 +130,8 @@ def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layo
     if (finished / "meta.json").is_file():
         say(f"pretrain {label}: already finished in an earlier attempt ({finished})")
         return finished
+    if check:  # every param the workers will read, on this process, before Ray or MLflow start
+        check_job(job)
     uri, exp = runs.tracking(params, layout.root)
     marker = storage / f"{name}.mlflow.json"
     run_id = runs.pretrain_run(uri, exp, marker, run, seed, spec, modality.name, train, layout.root, data_dir)

@@ -93,6 +93,17 @@ def build_objective(job: TrainJob, feed: Feed) -> Objective:
         raise UserError(f"runs.{job.run}: {job.objective}: {e}") from None
 
 
+def check_job(job: TrainJob) -> None:
+    """Build ``job``'s feed, encoder and objective as a worker would, and drop them: run by the pretrain stage
+    before Ray starts, so a bad encoder kwarg, an objective value out of range or an encoder that does not fit the
+    data (a ViT patch that does not divide the image) is one ``UserError`` before any compute."""
+    if job.plugins:
+        from ssl_tasks.core.plugins import load_plugins
+
+        load_plugins(job.plugins, job.plugin_root)
+    build_objective(job, open_feed(job))
+
+
 def load_encoder(encoder: nn.Module, path: str | Path, where: str) -> None:
     """Load an ``encoder.pt`` state dict (``weights_only``) into ``encoder``; a mismatch is a UserError."""
     try:

@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
+from ssl_tasks.core.errors import UserError
 from ssl_tasks.training.config import TrainJob, job_from_dict, job_to_dict
-from ssl_tasks.training.loop import CHECKPOINT_FILE, TrainingStopped, run_training
+from ssl_tasks.training.loop import CHECKPOINT_FILE, run_training
 
 QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -70,10 +71,10 @@ class RaySession:
 def train_loop_per_worker(config: dict[str, Any]) -> str | None:
     """Ray Train entry point: rebuild the typed job and run the plain loop.
 
-    A ``TrainingStopped`` verdict (collapse, a non-finite loss) is returned as its message rather than raised:
-    Ray Train retries every worker error from the last checkpoint (``FailureConfig.max_failures``), which would
-    only reach the same verdict again. Every rank stops at the same step, so the group ends together; ``fit``
-    raises the verdict in the driver.
+    A ``UserError`` (a ``TrainingStopped`` verdict: collapse, a non-finite loss; or a bad parameter or data the
+    worker found) is returned as its message rather than raised: Ray Train retries every worker error from the last
+    checkpoint (``FailureConfig.max_failures``), which would only reach the same error again, with a traceback per
+    attempt. Every rank stops at the same step, so the group ends together; ``fit`` raises it in the driver.
     """
     import logging
 
@@ -91,7 +92,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> str | None:
         torch.set_num_threads(threads)
     try:
         run_training(job, RaySession(job.tracking))
-    except TrainingStopped as e:
+    except UserError as e:
         return str(e)
     return None
 
@@ -119,8 +120,8 @@ def init_ray(address: str | None = None) -> None:
 def fit(job: TrainJob, *, storage_dir: Path, name: str, address: str | None = None) -> dict[str, Any]:
     """Train with ``job.train.num_workers`` Ray workers; return the final checkpoint's state.
 
-    A run the loop stopped (``TrainingStopped``: collapse under ``stop_on_collapse``, a non-finite loss) raises
-    that error here, once, without Ray retries; it is a ``UserError``, so the CLI prints one line.
+    A run the loop stopped (``TrainingStopped``: collapse under ``stop_on_collapse``, a non-finite loss), or any
+    other ``UserError`` in a worker, raises here once, without Ray retries, so the CLI prints one line.
 
     ``name`` must identify the job's configuration: a rerun with the same name and storage
     resumes from the stored checkpoint (Ray Train's restore), a new name starts fresh.
@@ -150,8 +151,8 @@ def fit(job: TrainJob, *, storage_dir: Path, name: str, address: str | None = No
     result = trainer.fit()
     if result.error is not None:
         raise result.error
-    if result.return_value:  # rank 0's verdict: the run was stopped on purpose (its storage stays, as after an error)
-        raise TrainingStopped(result.return_value)
+    if result.return_value:  # rank 0's UserError (a verdict, a bad param); its storage stays, as after an error
+        raise UserError(result.return_value)
     if result.checkpoint is None:
         raise RuntimeError(f"run {job.run!r} finished without a checkpoint")
     with tempfile.TemporaryDirectory(prefix="ssl-final-") as d:
