@@ -150,8 +150,8 @@ def run_training(job: TrainJob, session: Session) -> None:
     norm0 = max(weight_norm(objective.eval_encoder), 1e-12)  # seeded, so a resumed attempt gets the same
     start_epoch, history, resumed = 0, [], []
     ckpt = session.latest_checkpoint()
-    if ckpt is not None:
-        state = torch.load(ckpt / CHECKPOINT_FILE, map_location=device, weights_only=True)
+    state = _read_checkpoint(ckpt, device, job.run, rank) if ckpt is not None else None
+    if state is not None:
         objective.load_state_dict(state["objective"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, history = int(state["epoch"]), json.loads(state["history"])
@@ -235,6 +235,26 @@ def run_training(job: TrainJob, session: Session) -> None:
         _report(session, objective, opt, epoch + 1, history, resumed, metrics)
         if cfg.stop_on_collapse and metrics.get("monitor/collapsed"):
             raise CollapseError(_collapse_message(job.run, epoch + 1, metrics))
+
+
+CHECKPOINT_KEYS = ("objective", "eval_encoder", "optimizer", "epoch", "history", "resumed")
+
+
+def _read_checkpoint(ckpt: Path, device: torch.device, run: str, rank: int) -> dict[str, Any] | None:
+    """The checkpoint's state, or None (with a warning) when it cannot be read: a resume starts afresh rather than
+    crash, and under Ray be retried into the same crash, on a file cut short by a kill mid-write or a full disk."""
+    try:
+        state = torch.load(ckpt / CHECKPOINT_FILE, map_location=device, weights_only=True)
+        if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+            raise ValueError(f"not a training checkpoint (keys {sorted(state) if isinstance(state, dict) else '-'})")
+        json.loads(state["history"]), json.loads(state["resumed"])
+        return state
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as e:
+        if rank == 0:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            print(f"[{run}] warning: checkpoint {ckpt / CHECKPOINT_FILE} cannot be read ({type(e).__name__}: "
+                  f"{first}); starting afresh from epoch 0", flush=True)
+        return None
 
 
 def _to_device(xb: Any, device: torch.device) -> Any:
