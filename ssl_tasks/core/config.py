@@ -105,3 +105,33 @@ def to_dict(obj: Any) -> dict[str, Any]:
         return v
 
     return conv(obj)
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """YAML text parsed like ``yaml.safe_load``, except that a key given twice in one mapping is an error (PyYAML
+    keeps the last silently) and a syntax error is one line: ``<where>: invalid YAML at line L, column C: ...``."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise UserError(f"{where}: key {key!r} is given twice in one mapping (lines {seen[key]} and "
+                                f"{key_node.start_mark.line + 1}); keep one")
+            seen[key] = key_node.start_mark.line + 1
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise UserError(f"{where}: invalid YAML{at}: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{where}: invalid YAML: {' '.join(str(e).split())}") from None
+
