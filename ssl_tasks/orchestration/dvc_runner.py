@@ -32,7 +32,6 @@ QUIET_ENV = {
     "DO_NOT_TRACK": "true",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
     "PYTHONUNBUFFERED": "1",
     "NO_COLOR": "1",  # plain log lines: tools that honour it print no colour codes
 }

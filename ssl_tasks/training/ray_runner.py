@@ -21,7 +21,6 @@ from ssl_tasks.training.loop import CHECKPOINT_FILE, run_training
 
 QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
     # Train V2's controller polls its workers every 2 s, and a worker's ``ray.train.report`` blocks until the
@@ -106,15 +105,36 @@ def init_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
+    if address:  # a shared cluster: its authentication is the user's (RAY_AUTH_MODE / RAY_AUTH_TOKEN, infra/SCALING.md)
         ray.init(address=address, log_to_driver=True)
     else:
+        _local_cluster_token()
         # Keep the dashboard: without it Ray Train's placement-group cleaner cannot query the controller's
         # state and logs an error every few seconds, and start-up is no faster (../shared/STACK.md).
         # "local": a new cluster even when a `ray start` cluster is discoverable on this machine (plain
         # ray.init() would join that one, then refuse num_cpus): only RAY_ADDRESS / ray.address join one.
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
                  log_to_driver=True)
+
+
+def _local_cluster_token() -> None:
+    """Token authentication, with a fresh random token, for the local cluster this process is about to start.
+
+    Ray 2.60's GCS, raylet and worker gRPC servers listen on every interface, and ``_node_ip_address="127.0.0.1"``
+    does not change that (checked on this machine with /proc/net/tcp6), so anyone on the network could attach to a
+    training cluster started with authentication off. With ``RAY_AUTH_MODE=token`` and a token only this process
+    and its children (the cluster's processes inherit the environment) know, every one of them refuses a caller
+    without it (tests/faults/test_ray_exposure.py). Set in the environment, not in a file: Ray's default token lives
+    in ``~/.ray/auth_token``, shared by every cluster of the user.
+    """
+    import secrets
+
+    from ray._raylet import Config
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    Config.initialize("")  # this process's cached Ray config reads the mode again, as Ray's own switch does
 
 
 def fit(job: TrainJob, *, storage_dir: Path, name: str, address: str | None = None) -> dict[str, Any]:
