@@ -32,10 +32,59 @@ def dumps_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def sweep_stale(parent: Path, prefix: str, suffix: str) -> list[Path]:
+    """Remove the temporary siblings ``<prefix><pid>-<random><suffix>`` (and ``<prefix>old-<pid>``, a replaced
+    output not yet deleted) left in ``parent`` by a process that no longer runs (a SIGKILLed stage); return them.
+
+    Every atomic writer names its temporaries after its own pid, so a process never removes a live one's (another
+    ingest to the same output, still running). A pid reused since keeps a stale folder until it exits, never the
+    other way round.
+    """
+    removed = []
+    try:
+        names = os.listdir(parent)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        rest = name[len(prefix):]
+        if rest.endswith(suffix) and "-" in rest:
+            pid = rest[: -len(suffix) or None].split("-", 1)[0]
+        elif rest.startswith("old-"):
+            pid = rest[len("old-"):]
+        else:
+            continue
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            _remove(parent / name)
+            removed.append(parent / name)
+    return removed
+
+
 def _fresh_sibling(parent: Path, prefix: str, suffix: str, create: Callable[[Path], Any]) -> Any:
-    """``create(path)`` for a new, unused name ``<prefix><random><suffix>`` in ``parent``; what it returned."""
+    """``create(path)`` for a new, unused name ``<prefix><pid>-<random><suffix>`` in ``parent`` (what it returned),
+    after removing what dead processes left under such names (``sweep_stale``)."""
+    sweep_stale(parent, prefix, suffix)
     for _ in range(100):
-        candidate = parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        candidate = parent / f"{prefix}{os.getpid()}-{secrets.token_hex(4)}{suffix}"
         try:
             return create(candidate)
         except FileExistsError:

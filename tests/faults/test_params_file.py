@@ -24,7 +24,8 @@ def test_a_yaml_syntax_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
     text = (REPO / "params.yaml").read_text().replace("epochs: 20", "epochs: [20", 1)
     line = next(i for i, x in enumerate(text.splitlines(), 1) if "epochs: [20" in x)
     # the parser notices on the next line, where the unclosed list meets a mapping key
-    assert _run(tmp_path, text, capsys) == f"invalid YAML at line {line + 1}, column 13: expected ',' or ']', but got ':'"
+    expected = f"invalid YAML at line {line + 1}, column 13: expected ',' or ']', but got ':'"
+    assert _run(tmp_path, text, capsys) == expected
 
 
 def test_a_duplicate_key_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
