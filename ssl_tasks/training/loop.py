@@ -96,12 +96,24 @@ def build_objective(job: TrainJob, feed: Feed) -> Objective:
 def check_job(job: TrainJob) -> None:
     """Build ``job``'s feed, encoder and objective as a worker would, and drop them: run by the pretrain stage
     before Ray starts, so a bad encoder kwarg, an objective value out of range or an encoder that does not fit the
-    data (a ViT patch that does not divide the image) is one ``UserError`` before any compute."""
+    data (a ViT patch that does not divide the image), or a batch larger than the data is one ``UserError`` before
+    any compute."""
     if job.plugins:
         from ssl_tasks.core.plugins import load_plugins
 
         load_plugins(job.plugins, job.plugin_root)
-    build_objective(job, open_feed(job))
+    feed = open_feed(job)
+    build_objective(job, feed)
+    _steps(job, feed, job.train.num_workers)
+
+
+def _steps(job: TrainJob, feed: Feed, world_size: int) -> int:
+    """Training steps per epoch; none is a ``UserError``."""
+    steps = steps_per_epoch(feed, job.train.batch_size, world_size)
+    if steps < 1:
+        raise UserError(f"runs.{job.run}: {feed.count()} training samples make no full batch of train.batch_size "
+                        f"{job.train.batch_size} x {world_size} worker(s); lower train.batch_size (or num_workers)")
+    return steps
 
 
 def load_encoder(encoder: nn.Module, path: str | Path, where: str) -> None:
@@ -161,10 +173,7 @@ def run_training(job: TrainJob, session: Session) -> None:
     model: nn.Module = objective
     if ws > 1:
         model = nn.parallel.DistributedDataParallel(objective, broadcast_buffers=False)
-    steps = steps_per_epoch(feed, cfg.batch_size, ws)
-    if steps < 1:
-        raise UserError(f"runs.{job.run}: {feed.count()} training samples make no full batch of train.batch_size "
-                        f"{cfg.batch_size} x {ws} worker(s); lower train.batch_size (or num_workers)")
+    steps = _steps(job, feed, ws)
     total, warmup = steps * cfg.epochs, steps * cfg.warmup_epochs
     amp = cfg.precision == "bf16"
     for epoch in range(start_epoch, cfg.epochs):
