@@ -46,8 +46,10 @@ $(STAMP): requirements.txt requirements-torch.txt pyproject.toml
 
 install: $(STAMP)
 
+# ssl-tasks repro: dvc repro, and when a stage fails, dvc checkout puts back its last good outputs (DVC deleted them
+# before running it; dvc.lock and the DVC cache still hold them); the exit stays non-zero.
 run: $(STAMP)
-	$(BIN)/dvc repro
+	$(BIN)/ssl-tasks repro
 	@echo
 	@echo "Leaderboard: artifacts/leaderboard.md (.csv, .png). Next:"
 	@echo "  source .venv/bin/activate   # then dvc repro, dvc status, ssl-tasks list work in this shell"
