@@ -56,6 +56,7 @@ run: $(STAMP)
 	@echo "  make ui                     # Prefect UI on :$(PREFECT_PORT), MLflow UI on :$(MLFLOW_PORT)"
 	@echo "  docs/ADDING_A_MODALITY.md   # your own kind of data; README 'Your own data' for images and text"
 
+# The run-* targets run the Prefect flow, whose stage runner (dvc_runner.repro_stage) does the same for a failed stage.
 run-text: $(STAMP)
 	$(BIN)/python -c "from flows.pipeline import ssl_pipeline; ssl_pipeline(params_file='configs/text.yaml', workspace='text')"
 	@echo
