@@ -9,7 +9,6 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export RAY_USAGE_STATS_ENABLED := 0
-export RAY_AUTH_MODE := disabled
 export RAY_TRAIN_ENABLE_PREEMPTION_WATCHER := 0
 export RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION := 0
 
@@ -48,14 +47,17 @@ $(STAMP): requirements.txt requirements-torch.txt pyproject.toml
 
 install: $(STAMP)
 
+# ssl-tasks repro: dvc repro, and when a stage fails, dvc checkout puts back its last good outputs (DVC deleted them
+# before running it; dvc.lock and the DVC cache still hold them); the exit stays non-zero.
 run: $(STAMP)
-	$(BIN)/dvc repro
+	$(BIN)/ssl-tasks repro
 	@echo
 	@echo "Leaderboard: artifacts/leaderboard.md (.csv, .png). Next:"
 	@echo "  source .venv/bin/activate   # then dvc repro, dvc status, ssl-tasks list work in this shell"
 	@echo "  make ui                     # Prefect UI on :$(PREFECT_PORT), MLflow UI on :$(MLFLOW_PORT)"
 	@echo "  docs/ADDING_A_MODALITY.md   # your own kind of data; README 'Your own data' for images and text"
 
+# The run-* targets run the Prefect flow, whose stage runner (dvc_runner.repro_stage) does the same for a failed stage.
 run-text: $(STAMP)
 	$(BIN)/python -c "from flows.pipeline import ssl_pipeline; ssl_pipeline(params_file='configs/text.yaml', workspace='text')"
 	@echo

@@ -7,16 +7,29 @@ BIN="$ROOT/.venv/bin"
 RUN="$ROOT/.prefect/run"
 export PREFECT_HOME="${PREFECT_HOME:-$ROOT/.prefect}"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_UI_V2_ENABLED=false DO_NOT_TRACK=true
-export MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1 RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled
+export MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1 RAY_USAGE_STATS_ENABLED=0
 export PATH="$BIN:$PATH"
 mkdir -p "$RUN" "$ROOT/mlflow"
 cd "$ROOT"
+
+started() {  # pid -> its start time in clock ticks since boot (field 22 of /proc/<pid>/stat), empty if gone
+  [ -r "/proc/$1/stat" ] && sed -E 's/^.*\) //' "/proc/$1/stat" | cut -d' ' -f20
+}
+
+record() {  # pid name: the pid file holds the pid and its start time, so a reused pid is never taken for ours
+  echo "$1 $(started "$1")" >"$RUN/$2.pid"
+}
 
 stop() {
   # The flow-serving process goes first: with the server gone it may ignore SIGTERM.
   for name in serve prefect mlflow; do
     if [ -f "$RUN/$name.pid" ]; then
-      pid=$(cat "$RUN/$name.pid")
+      read -r pid since <"$RUN/$name.pid" || true
+      if [ -z "${pid:-}" ] || [ -z "${since:-}" ] || [ "$(started "$pid")" != "$since" ]; then
+        echo "$name: not running (stale pid file $RUN/$name.pid)"
+        rm -f "$RUN/$name.pid"
+        continue
+      fi
       kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
       for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
       kill -KILL -- "-$pid" 2>/dev/null || true
@@ -36,15 +49,15 @@ start() {
   # The UI's own API address (else it derives one from port 4200 or an outside PREFECT_API_URL).
   PREFECT_UI_API_URL="http://127.0.0.1:$pport/api" \
     setsid "$BIN/prefect" server start --host 127.0.0.1 --port "$pport" </dev/null >"$RUN/prefect.log" 2>&1 &
-  echo $! >"$RUN/prefect.pid"
+  record $! prefect
   setsid "$BIN/mlflow" ui --host 127.0.0.1 --port "$mport" --workers 1 \
     --backend-store-uri "sqlite:///$ROOT/mlflow/mlflow.db" \
     --default-artifact-root "$ROOT/mlflow/artifacts" </dev/null >"$RUN/mlflow.log" 2>&1 &
-  echo $! >"$RUN/mlflow.pid"
+  record $! mlflow
   wait_for "http://127.0.0.1:$pport/api/health" "Prefect server"
   export PREFECT_API_URL="http://127.0.0.1:$pport/api"
   setsid "$BIN/python" -m flows.deploy --name default </dev/null >"$RUN/serve.log" 2>&1 &
-  echo $! >"$RUN/serve.pid"
+  record $! serve
   wait_for "http://127.0.0.1:$mport/health" "MLflow UI"
   local compare
   compare=$("$BIN/ssl-tasks" ui-link --base "http://127.0.0.1:$mport" 2>&1 | tail -n 1) || true

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, TypeVar
@@ -74,6 +75,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # .nan / .inf pass every range check written as a comparison
+            raise UserError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -102,3 +105,33 @@ def to_dict(obj: Any) -> dict[str, Any]:
         return v
 
     return conv(obj)
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """YAML text parsed like ``yaml.safe_load``, except that a key given twice in one mapping is an error (PyYAML
+    keeps the last silently) and a syntax error is one line: ``<where>: invalid YAML at line L, column C: ...``."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise UserError(f"{where}: key {key!r} is given twice in one mapping (lines {seen[key]} and "
+                                f"{key_node.start_mark.line + 1}); keep one")
+            seen[key] = key_node.start_mark.line + 1
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise UserError(f"{where}: invalid YAML{at}: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{where}: invalid YAML: {' '.join(str(e).split())}") from None
+

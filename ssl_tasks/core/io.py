@@ -32,10 +32,60 @@ def dumps_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def sweep_stale(parent: Path, prefix: str, suffix: str) -> list[Path]:
+    """Remove the temporary siblings ``<prefix><pid>-<random><suffix>`` (and ``<prefix>old-<pid>``, a replaced
+    output not yet deleted) left in ``parent`` by a process that no longer runs (a SIGKILLed stage); return them.
+
+    Every atomic writer names its temporaries after its own pid, so a process never removes a live one's (another
+    ingest to the same output, still running). A pid reused since keeps a stale folder until it exits, never the
+    other way round.
+    """
+    removed = []
+    try:
+        names = os.listdir(parent)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        rest = name[len(prefix):]
+        if rest.endswith(suffix) and "-" in rest:
+            pid = rest[: -len(suffix) or None].split("-", 1)[0]
+        elif rest.startswith("old-"):
+            pid = rest[len("old-"):]
+        else:
+            continue
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            _remove(parent / name)
+            removed.append(parent / name)
+    return removed
+
+
 def _fresh_sibling(parent: Path, prefix: str, suffix: str, create: Callable[[Path], Any]) -> Any:
-    """``create(path)`` for a new, unused name ``<prefix><random><suffix>`` in ``parent``; what it returned."""
+    """``create(path)`` for a new, unused name ``<prefix><pid>-<random><suffix>`` in ``parent`` (what it returned),
+    after removing what dead processes left under such names (``sweep_stale``)."""
+    sweep_stale(parent, prefix, suffix)
     for _ in range(100):
-        candidate = parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        candidate = parent / f"{prefix}{os.getpid()}-{secrets.token_hex(4)}{suffix}"
         try:
             return create(candidate)
         except FileExistsError:
@@ -108,6 +158,34 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+
+
+@contextlib.contextmanager
+def output_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the output ``path`` while a block writes it; a second holder is a ``UserError``.
+
+    The lock is ``flock`` on a hidden sibling ``.<name>.lock`` (released by the kernel when its holder exits, even
+    on SIGKILL, so a stale lock is impossible); the file itself stays, since removing a lock file races with the
+    next holder. The error names ``what`` and the process that holds the lock.
+    """
+    import fcntl
+
+    path = Path(os.path.abspath(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(f".{path.name}.lock")
+    with open(lock, "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise UserError(f"{what} is already being written by {holder} (lock {lock}); wait for it to finish, "
+                            "or stop it") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
+        yield
 
 
 @contextlib.contextmanager

@@ -113,12 +113,14 @@ def open_tar(path: Path) -> tarfile.TarFile:
 
 
 def tar_members(path: Path, tf: tarfile.TarFile) -> list[tarfile.TarInfo]:
-    """Regular, visible members (later duplicates win, as on extraction), by name."""
+    """Regular, visible members (later duplicates win, as on extraction), by name. An absolute member name is
+    refused: stripping its ``/`` would file it under a folder of the archive's own (a class, for image folders)."""
     members: dict[str, tarfile.TarInfo] = {}
     try:
         for m in tf:
-            name = m.name.lstrip("/")
-            parts = PurePosixPath(name).parts
+            if m.name.startswith("/"):
+                raise UserError(f"{path}: member {m.name!r} has an absolute path; an archive must hold relative names")
+            parts = PurePosixPath(m.name).parts
             if m.isfile() and not m.issparse() and parts and visible(parts):
                 members["/".join(parts)] = m
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -32,7 +32,6 @@ QUIET_ENV = {
     "DO_NOT_TRACK": "true",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
     "PYTHONUNBUFFERED": "1",
     "NO_COLOR": "1",  # plain log lines: tools that honour it print no colour codes
 }
@@ -44,6 +43,7 @@ def plain(line: str) -> str:
     """``line`` without terminal escape sequences (colours, cursor moves, hyperlinks) or trailing space."""
     return _ANSI.sub("", line).rstrip()
 
+_RESTORED = re.compile(r"^[AM]\s+(\S.*?)/?$", re.M)  # what `dvc checkout` put back: "A       data/digits/"
 _ERROR_LINE = re.compile(r"^\s*(error:|ERROR:)|^\w+(Error|Exception): ")
 _STATUS = (("didn't change, skipping", "unchanged"), ("is cached - skipping run", "restored"),
            ("Running stage", "ran"))
@@ -152,8 +152,9 @@ def repro_stage(stage: str, run_dir: Path, extra_env: dict[str, str],
     """``dvc repro --single-item <stage>`` in ``run_dir``, each output line passed to ``log(level, line)``.
 
     Error lines go out at ``logging.ERROR``, DVC warnings at ``logging.WARNING``, the rest at
-    ``logging.INFO``. Raises StageFailed (with the last error lines) on a non-zero exit; the DVC
-    process is stopped if the caller is interrupted.
+    ``logging.INFO``. On a non-zero exit the stage's last good outputs are put back (``restore_outputs``)
+    and StageFailed is raised with the last error lines and what was restored; the DVC process is stopped
+    if the caller is interrupted.
     """
     log(logging.INFO, f"$ dvc repro --single-item {stage}   (in {run_dir})")
     t0 = time.perf_counter()
@@ -188,6 +189,46 @@ def repro_stage(stage: str, run_dir: Path, extra_env: dict[str, str],
     seconds = round(time.perf_counter() - t0, 1)
     if rc != 0:
         shown = errors[-6:] if errors else list(tail)[-10:]
-        raise StageFailed(f"stage {stage} failed (exit {rc}) in {run_dir}:\n" + "\n".join(shown))
+        restored = restore_outputs(run_dir, [stage])
+        log(logging.WARNING, restored)
+        raise StageFailed(f"stage {stage} failed (exit {rc}) in {run_dir}:\n" + "\n".join([*shown, restored]))
     log(logging.INFO, f"stage {stage}: {status} ({seconds:.1f} s)")
     return {"stage": stage, "status": status, "seconds": seconds}
+
+
+def restore_outputs(run_dir: Path, stages: Sequence[str] = ()) -> str:
+    """After a failed ``dvc repro``: ``dvc checkout`` of ``stages`` (none: every stage) in ``run_dir``; one line
+    saying what it put back.
+
+    DVC deletes a stage's outputs before running its command and rewrites the stage's ``dvc.lock`` entry only
+    when the command succeeds, so after a failure ``dvc.lock`` still names the stage's last good outputs, and
+    every output but metrics and compare's is in the DVC cache. A checkout of a failed stage is forced: what is
+    at its output paths now was written by the failed command. Stages that succeeded earlier in the same repro
+    have new lock entries matching their outputs, so a checkout of every stage leaves them as they are.
+    Outputs missing from the cache (a stage that never ran here) are skipped.
+    """
+    force = ["--force"] if stages else []
+    cmd = [*dvc_cmd(), "checkout", "--allow-missing", *force, *stages]
+    out = subprocess.run(cmd, check=False, cwd=run_dir, env=base_env({}), capture_output=True, text=True,
+                         timeout=600)
+    what = ", ".join(stages) if stages else "the pipeline"
+    if out.returncode != 0:
+        said = " ".join(plain(x).strip() for x in (out.stderr or out.stdout).splitlines() if x.strip())
+        return f"could not restore the last good outputs of {what} (dvc checkout, exit {out.returncode}): {said[-600:]}"
+    restored = sorted(_RESTORED.findall(plain(out.stdout)))
+    if not restored:
+        return f"dvc checkout: no output of {what} needed restoring"
+    return f"dvc checkout restored the last good outputs of {what} from the DVC cache: {', '.join(restored)}"
+
+
+def repro_or_restore(args: Sequence[str], run_dir: Path) -> int:
+    """``dvc repro <args>`` in ``run_dir`` on this terminal; when it fails (or is interrupted), ``restore_outputs``
+    of every stage and one ``error:`` line on stderr naming what was restored. Returns DVC's exit status."""
+    proc = subprocess.Popen([*dvc_cmd(), "repro", *args], cwd=run_dir)
+    try:
+        rc = proc.wait()
+    except KeyboardInterrupt:  # DVC got the interrupt too: let it stop its command and release its locks
+        rc = proc.wait()
+    if rc != 0:
+        print(f"error: dvc repro failed (exit {rc}); {restore_outputs(run_dir)}", file=sys.stderr, flush=True)
+    return rc

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ssl_tasks.core.config import load_yaml
 
 
 def apply_parameters(raw: dict[str, Any], *, dataset: str | None = None, objectives: list[str] | None = None,
@@ -126,7 +126,7 @@ def workspace_params(root: Path, params_file: str | None, parameters: dict[str, 
             raise ValueError(f"params_file {params_file!r}: no such file ({base})")
     if not parameters and not params_file:
         return None
-    raw = yaml.safe_load(base.read_text()) or {}
+    raw = load_yaml(base.read_text(), str(base)) or {}
     params = anchor_paths(apply_parameters(raw, warn=warn, **parameters), root)
     check_params(params, f"{base.name} with the flow parameters")
     return params

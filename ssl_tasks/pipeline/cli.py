@@ -146,6 +146,12 @@ def cmd_ui_link(args: argparse.Namespace) -> None:
     print(comparison_link(_params(args), _layout(args), args.base))
 
 
+def cmd_repro(args: argparse.Namespace) -> int:
+    from ssl_tasks.orchestration.dvc_runner import repro_or_restore
+
+    return repro_or_restore(args.dvc_args, Path(args.root))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssl-tasks", description="Self-supervised pretraining and evaluation pipeline.")
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -186,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("compare", help="leaderboard + MLflow parent run").set_defaults(fn=cmd_compare)
     sub.add_parser("lineage", help="hash the files params name (dataset paths, start checkpoints) for DVC").set_defaults(
         fn=cmd_lineage)
+    s = sub.add_parser("repro", help="dvc repro [ARGS]; when it fails, dvc checkout puts back the last good outputs "
+                                     "(DVC deleted the failed stage's before running it) and the exit stays non-zero")
+    s.add_argument("dvc_args", nargs=argparse.REMAINDER, metavar="ARGS", help="passed to dvc repro")
+    s.set_defaults(fn=cmd_repro)
     s = sub.add_parser("ui-link", help="the MLflow UI link comparing the latest pipeline's runs")
     s.add_argument("--base", default="http://127.0.0.1:5000", help="where the MLflow UI is served")
     s.set_defaults(fn=cmd_ui_link)
@@ -195,16 +205,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "repro":  # dvc repro's own options, wherever argparse put them (they keep their order)
+        args.dvc_args = [*extra, *args.dvc_args]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        args.fn(args)
+        code = args.fn(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0  # a command's own exit status (repro: DVC's), else 0
 
 
 def entry() -> None:

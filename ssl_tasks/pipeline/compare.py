@@ -33,6 +33,7 @@ def compare(params: Params, layout: Layout) -> Any:
     write_text_atomic(md, to_markdown(table, params.evaluation))
     plot_leaderboard(table, png)
     uri, exp = runs.tracking(params, layout.root)
+    runs.close_orphans(uri, exp)  # runs of stages killed earlier (a compare killed midway left its parent open)
     commit = runs.git_commit(layout.root)
     parent = mt.start_run(uri, exp, parent_name(used, list(params.runs), commit),
                           {"runs": ",".join(params.runs), "datasets": ",".join(used),

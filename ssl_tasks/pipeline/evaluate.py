@@ -67,7 +67,7 @@ def evaluate(params: Params, run: str, layout: Layout) -> dict[str, Any]:
     seeds = pretrained_seeds(layout.pretrain_dir(run))
     per_seed: dict[str, dict[str, float]] = {}
     reference: dict[str, dict[str, float]] = {}
-    run_ids, collapsed, subsets, samples = [], False, {}, {}
+    run_ids, collapsed, diverged, subsets, samples = [], False, False, {}, {}
     for seed in seeds:
         pdir = layout.pretrain_dir(run) / f"seed-{seed}"
         encoder, meta = load_encoder(pdir)
@@ -83,6 +83,7 @@ def evaluate(params: Params, run: str, layout: Layout) -> dict[str, Any]:
         per_seed[str(seed)] = metrics
         run_ids.append(meta["mlflow_run_id"])
         collapsed = collapsed or bool(meta["collapsed"])
+        diverged = diverged or bool(meta.get("diverged"))  # meta.json before the monitor: not flagged
     with atomic_dir(layout.eval_dir(run)) as tmp:
         save_subsets(tmp, subsets)  # the label subsets depend on evaluation.settings.seed only
         for seed, texts in samples.items():
@@ -95,7 +96,8 @@ def evaluate(params: Params, run: str, layout: Layout) -> dict[str, Any]:
             say(f"evaluate {run}: generated samples (seed {seed}):\n" +
                 "\n".join(f"  {t.strip()[:160]}" for t in samples[seed][:3]))
     row = {"dataset": spec.dataset, "kind": "ssl", "objective": spec.objective, "encoder": spec.encoder,
-           "mlflow_run_id": run_ids[0], "mlflow_run_ids": run_ids, "collapsed": collapsed, "metrics": _mean(per_seed),
+           "mlflow_run_id": run_ids[0], "mlflow_run_ids": run_ids, "collapsed": collapsed, "diverged": diverged,
+           "metrics": _mean(per_seed),
            "seed_metrics": per_seed}
     out = {"rows": {run: row}}
     if any(reference.values()):  # nothing to compare on an unlabelled corpus

@@ -48,7 +48,8 @@ def build_leaderboard(rows: dict[str, dict[str, Any]], protocols: Any) -> pd.Dat
     records = []
     for name, r in rows.items():
         rec = {"name": name, "dataset": r["dataset"], "kind": r["kind"], "objective": r["objective"],
-               "encoder": r["encoder"], "collapsed": bool(r.get("collapsed", False))}
+               "encoder": r["encoder"], "collapsed": bool(r.get("collapsed", False)),
+               "diverged": bool(r.get("diverged", False))}
         per_seed = list(r.get("seed_metrics", {"-": r["metrics"]}).values())
         rec["n_seeds"] = len(per_seed)
         for c in cols:
@@ -124,6 +125,8 @@ def to_markdown(df: pd.DataFrame, evaluation: Any) -> str:
         vals = [_cell(r, h) if h in cols else str(r["n_seeds"] if h == "seeds" else r[h]) for h in head]
         if r.get("collapsed"):
             vals[0] += " (collapsed)"
+        if r.get("diverged"):
+            vals[0] += " (diverged)"
         lines.append("| " + " | ".join(vals) + " |")
     lines += margin_markdown(df, cols)
     lines += finetune_markdown(df)

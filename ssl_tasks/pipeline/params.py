@@ -6,9 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ssl_tasks.core.config import build
+from ssl_tasks.core.config import build, load_yaml
 from ssl_tasks.core.encoders import ENCODERS
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.modality import get_modality
@@ -181,10 +179,7 @@ def load_params(path: Path) -> Params:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"params file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{path} is not valid YAML: {e}") from None
+    raw = load_yaml(path.read_text(), str(path)) or {}
     try:
         return parse_params(raw, path.resolve().parent)
     except UserError as e:

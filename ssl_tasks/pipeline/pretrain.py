@@ -14,7 +14,7 @@ import torch
 
 from ssl_tasks.core.config import to_dict
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.core.io import atomic_dir, write_json_atomic
+from ssl_tasks.core.io import atomic_dir, output_lock, write_json_atomic
 from ssl_tasks.core.modality import Modality, modality_of
 from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.pipeline import lineage, runs
@@ -22,6 +22,7 @@ from ssl_tasks.pipeline.layout import Layout, say
 from ssl_tasks.pipeline.params import Params
 from ssl_tasks.tracking import mlflow_tracking as mt
 from ssl_tasks.training.config import TrainJob
+from ssl_tasks.training.loop import check_job
 
 
 def job_objective_config(params: Params, run: str, layout: Layout) -> Any:
@@ -73,8 +74,16 @@ def pretrain(params: Params, run: str, layout: Layout) -> Path:
     """Pretrain one run on Ray Train, once per seed; write ``seed-<s>/`` (encoder.pt, meta.json, history) atomically.
 
     A seed that finished is kept under the Ray storage folder until every seed has, so a stage killed
-    during seed k resumes there instead of retraining seeds before it.
+    during seed k resumes there instead of retraining seeds before it. One pretrain of a run at a time: a second
+    one (another shell, not DVC, which locks the repository) fails at once, before anything is started.
     """
+    out = layout.pretrain_dir(run)
+    # two pretrains of one run at once would share its Ray storage and MLflow resume marker
+    with output_lock(out, f"run {run!r}"):
+        return _pretrain(params, run, layout, out)
+
+
+def _pretrain(params: Params, run: str, layout: Layout, out: Path) -> Path:
     spec, seeds = params.run(run), params.seeds_for(run)
     data_dir = layout.data(spec.dataset)
     modality = modality_of(data_dir)
@@ -84,8 +93,7 @@ def pretrain(params: Params, run: str, layout: Layout) -> Path:
     done: dict[int, Path] = {}
     for i, seed in enumerate(seeds):
         label = run if len(seeds) == 1 else f"{run} seed {seed} ({i + 1}/{len(seeds)})"
-        done[seed] = _pretrain_seed(params, run, seed, label, layout, modality, ds, mean, std, starts)
-    out = layout.pretrain_dir(run)
+        done[seed] = _pretrain_seed(params, run, seed, label, layout, modality, ds, mean, std, starts, check=i == 0)
     with atomic_dir(out) as tmp:
         for seed, src in done.items():
             shutil.copytree(src, tmp / f"seed-{seed}")
@@ -113,7 +121,8 @@ def _fit(job: TrainJob, params: Params, storage: Path, name: str, uri: str, run_
 
 
 def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layout, modality: Modality, ds: Any,
-                   mean: tuple[float, ...], std: tuple[float, ...], starts: list[dict[str, str]]) -> Path:
+                   mean: tuple[float, ...], std: tuple[float, ...], starts: list[dict[str, str]],
+                   check: bool = True) -> Path:
     spec, train = params.run(run), params.train_for(run)
     data_dir = ds.root
     with_tok = modality.needs_tokenizer(OBJECTIVES.get(spec.objective))  # and keeps a copy beside its weights
@@ -127,6 +136,8 @@ def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layo
     if (finished / "meta.json").is_file():
         say(f"pretrain {label}: already finished in an earlier attempt ({finished})")
         return finished
+    if check:  # every param the workers will read, on this process, before Ray or MLflow start
+        check_job(job)
     uri, exp = runs.tracking(params, layout.root)
     marker = storage / f"{name}.mlflow.json"
     run_id = runs.pretrain_run(uri, exp, marker, run, seed, spec, modality.name, train, layout.root, data_dir)
@@ -141,6 +152,7 @@ def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layo
             "encoder_kwargs": spec.encoder_kwargs, "mean": list(mean), "std": list(std),
             "label_names": ds.label_names, "mlflow_run_id": run_id, "data_hash": runs.data_hash(data_dir),
             "epochs": train.epochs, "collapsed": any(r.get("monitor/collapsed") for r in history), "starts": starts,
+            "diverged": any(r.get("monitor/diverged") for r in history),
             **modality.encoder_meta(ds, tokenizer_file)}
     with atomic_dir(finished) as tmp:
         torch.save(state["eval_encoder"], tmp / "encoder.pt")
@@ -154,7 +166,7 @@ def _pretrain_seed(params: Params, run: str, seed: int, label: str, layout: Layo
         mt.log_artifact(uri, run_id, finished / file, folder)
     if tokenizer_file is not None:
         mt.log_artifact(uri, run_id, finished / "tokenizer.json", "checkpoint")
-    mt.set_tags(uri, run_id, {"collapsed": str(meta["collapsed"]).lower()})
+    mt.set_tags(uri, run_id, {"collapsed": str(meta["collapsed"]).lower(), "diverged": str(meta["diverged"]).lower()})
     mt.finish(uri, run_id)
     marker.unlink(missing_ok=True)
     say(f"pretrain {label}: done, final loss {history[-1]['train/loss']:.4f}")

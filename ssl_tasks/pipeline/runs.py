@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,9 @@ def resume_or_start(uri: str, exp: str, marker: Path, name: str, run_params: dic
     if marker.is_file():
         run_id = json.loads(marker.read_text())["run_id"]
         if mt.run_exists(uri, run_id):
+            mt.set_tags(uri, run_id, {mt.OWNER_TAG: mt.owner()})  # this process keeps it open now
+            if mt.status(uri, run_id) != "RUNNING":  # closed as orphaned meanwhile (close_orphans)
+                mt.reopen(uri, run_id)
             return run_id
     run_id = mt.start_run(uri, exp, name, run_params, tags)
     write_json_atomic(marker, {"run_id": run_id})
@@ -69,11 +73,32 @@ def baseline_run(uri: str, exp: str, name: str, kind: str, dataset: str, modalit
     return run_id
 
 
+def close_orphans(uri: str, exp: str) -> list[str]:
+    """Mark KILLED every RUNNING run of ``exp`` whose owning process, on this machine, is gone (a stage killed by
+    SIGKILL or a power cut never ends its run); return their ids. Runs of live processes and of other machines
+    are left alone; a killed pretrain that is resumed later reopens its run (``resume_or_start``)."""
+    import socket
+
+    from ssl_tasks.core.io import pid_alive
+
+    closed = []
+    for rid, who in mt.running_runs(uri, exp):
+        host, _, pid = who.rpartition(":")
+        if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            mt.finish(uri, rid, "KILLED")
+            closed.append(rid)
+    return closed
+
+
 def adopt(uri: str, parent: str, children: list[str]) -> list[str]:
-    """Make ``parent`` the parent of every child run that exists and has none; return the adopted ids."""
+    """Make ``parent`` the parent of every child run that exists and has none, or whose parent was killed or
+    failed (a compare stage that died midway); return the adopted ids."""
     adopted = []
     for rid in children:
-        if mt.run_exists(uri, rid) and mt.parent_of(uri, rid) is None:
+        if not mt.run_exists(uri, rid):
+            continue
+        old = mt.parent_of(uri, rid)
+        if old is None or mt.status(uri, old) in ("KILLED", "FAILED"):
             mt.set_tags(uri, rid, {"mlflow.parentRunId": parent})
             adopted.append(rid)
     return adopted

@@ -16,6 +16,14 @@ from typing import Any
 KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_TAGS = {KIND_TAG: "custom_model_development"}
 QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+#: ``<host>:<pid>`` of the process that keeps a run open: a RUNNING run whose process is gone was killed
+OWNER_TAG = "ssl_tasks.owner"
+
+
+def owner() -> str:
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _client(uri: str):  # noqa: ANN202 - mlflow types stay inside this module
@@ -79,7 +87,7 @@ def start_run(uri: str, experiment_id: str, name: str, params: Mapping[str, Any]
     client = _client(uri)
     start_ms = None if started is None else int(started * 1000)
     run = client.create_run(experiment_id, start_time=start_ms, run_name=name,
-                            tags={k: str(v) for k, v in tags.items()})
+                            tags={**{k: str(v) for k, v in tags.items()}, OWNER_TAG: owner()})
     flat = flatten(params)
     from mlflow.entities import Param
 
@@ -123,6 +131,21 @@ def set_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:
 
 def finish(uri: str, run_id: str, status: str = "FINISHED") -> None:
     _client(uri).set_terminated(run_id, status=status)
+
+
+def reopen(uri: str, run_id: str) -> None:
+    """Status RUNNING again (a killed run resumed by a new attempt)."""
+    _client(uri).update_run(run_id, status="RUNNING")
+
+
+def status(uri: str, run_id: str) -> str:
+    return _client(uri).get_run(run_id).info.status
+
+
+def running_runs(uri: str, experiment_id: str) -> list[tuple[str, str]]:
+    """(run id, owner tag) of every RUNNING run of the experiment."""
+    runs = _client(uri).search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000)
+    return [(r.info.run_id, r.data.tags.get(OWNER_TAG, "")) for r in runs]
 
 
 def parent_of(uri: str, run_id: str) -> str | None:

@@ -27,7 +27,7 @@ from ssl_tasks.objectives import OBJECTIVES
 from ssl_tasks.objectives.base import Objective, check_compatible
 from ssl_tasks.training.config import TrainConfig, TrainJob
 from ssl_tasks.training.feeds import Feed, open_feed, steps_per_epoch
-from ssl_tasks.training.monitors import embedding_metrics, is_collapsed
+from ssl_tasks.training.monitors import embedding_metrics, is_collapsed, is_diverged, weight_norm
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -93,6 +93,29 @@ def build_objective(job: TrainJob, feed: Feed) -> Objective:
         raise UserError(f"runs.{job.run}: {job.objective}: {e}") from None
 
 
+def check_job(job: TrainJob) -> None:
+    """Build ``job``'s feed, encoder and objective as a worker would, and drop them: run by the pretrain stage
+    before Ray starts, so a bad encoder kwarg, an objective value out of range or an encoder that does not fit the
+    data (a ViT patch that does not divide the image), or a batch larger than the data is one ``UserError`` before
+    any compute."""
+    if job.plugins:
+        from ssl_tasks.core.plugins import load_plugins
+
+        load_plugins(job.plugins, job.plugin_root)
+    feed = open_feed(job)
+    build_objective(job, feed)
+    _steps(job, feed, job.train.num_workers)
+
+
+def _steps(job: TrainJob, feed: Feed, world_size: int) -> int:
+    """Training steps per epoch; none is a ``UserError``."""
+    steps = steps_per_epoch(feed, job.train.batch_size, world_size)
+    if steps < 1:
+        raise UserError(f"runs.{job.run}: {feed.count()} training samples make no full batch of train.batch_size "
+                        f"{job.train.batch_size} x {world_size} worker(s); lower train.batch_size (or num_workers)")
+    return steps
+
+
 def load_encoder(encoder: nn.Module, path: str | Path, where: str) -> None:
     """Load an ``encoder.pt`` state dict (``weights_only``) into ``encoder``; a mismatch is a UserError."""
     try:
@@ -136,10 +159,11 @@ def run_training(job: TrainJob, session: Session) -> None:
     feed = open_feed(job)
     objective = build_objective(job, feed).to(device)
     opt = make_optimizer(objective, cfg)
+    norm0 = max(weight_norm(objective.eval_encoder), 1e-12)  # seeded, so a resumed attempt gets the same
     start_epoch, history, resumed = 0, [], []
     ckpt = session.latest_checkpoint()
-    if ckpt is not None:
-        state = torch.load(ckpt / CHECKPOINT_FILE, map_location=device, weights_only=True)
+    state = _read_checkpoint(ckpt, device, job.run, rank) if ckpt is not None else None
+    if state is not None:
         objective.load_state_dict(state["objective"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, history = int(state["epoch"]), json.loads(state["history"])
@@ -149,10 +173,7 @@ def run_training(job: TrainJob, session: Session) -> None:
     model: nn.Module = objective
     if ws > 1:
         model = nn.parallel.DistributedDataParallel(objective, broadcast_buffers=False)
-    steps = steps_per_epoch(feed, cfg.batch_size, ws)
-    if steps < 1:
-        raise UserError(f"runs.{job.run}: {feed.count()} training samples make no full batch of train.batch_size "
-                        f"{cfg.batch_size} x {ws} worker(s); lower train.batch_size (or num_workers)")
+    steps = _steps(job, feed, ws)
     total, warmup = steps * cfg.epochs, steps * cfg.warmup_epochs
     amp = cfg.precision == "bf16"
     for epoch in range(start_epoch, cfg.epochs):
@@ -202,6 +223,8 @@ def run_training(job: TrainJob, session: Session) -> None:
         metrics.update({"train/lr": opt.param_groups[0]["lr"], "train/momentum": m, "train/epoch_time_s": dt,
                         "train/samples_per_s": steps * cfg.batch_size * ws / dt, "epoch": float(epoch + 1)})
         collapsed = False
+        ratio = weight_norm(objective.eval_encoder) / norm0
+        metrics.update({"monitor/weight_norm_ratio": ratio, "monitor/diverged": float(is_diverged(ratio))})
         if embs:
             mon = _monitor(embs, cfg.monitor_samples)
             collapsed = is_collapsed(mon)
@@ -222,10 +245,31 @@ def run_training(job: TrainJob, session: Session) -> None:
                   f"std={metrics.get('monitor/embedding_std', float('nan')):.3f} "
                   f"erank={metrics.get('monitor/effective_rank', float('nan')):.1f} "
                   f"{metrics['train/samples_per_s']:.0f} samples/s"
-                  f"{'  COLLAPSED' if metrics.get('monitor/collapsed') else ''}", flush=True)
+                  f"{'  COLLAPSED' if metrics.get('monitor/collapsed') else ''}"
+                  f"{f'  DIVERGED (weights x{ratio:.3g})' if metrics['monitor/diverged'] else ''}", flush=True)
         _report(session, objective, opt, epoch + 1, history, resumed, metrics)
         if cfg.stop_on_collapse and metrics.get("monitor/collapsed"):
             raise CollapseError(_collapse_message(job.run, epoch + 1, metrics, own))
+
+
+CHECKPOINT_KEYS = ("objective", "eval_encoder", "optimizer", "epoch", "history", "resumed")
+
+
+def _read_checkpoint(ckpt: Path, device: torch.device, run: str, rank: int) -> dict[str, Any] | None:
+    """The checkpoint's state, or None (with a warning) when it cannot be read: a resume starts afresh rather than
+    crash, and under Ray be retried into the same crash, on a file cut short by a kill mid-write or a full disk."""
+    try:
+        state = torch.load(ckpt / CHECKPOINT_FILE, map_location=device, weights_only=True)
+        if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+            raise ValueError(f"not a training checkpoint (keys {sorted(state) if isinstance(state, dict) else '-'})")
+        json.loads(state["history"]), json.loads(state["resumed"])
+        return state
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as e:
+        if rank == 0:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            print(f"[{run}] warning: checkpoint {ckpt / CHECKPOINT_FILE} cannot be read ({type(e).__name__}: "
+                  f"{first}); starting afresh from epoch 0", flush=True)
+        return None
 
 
 def _to_device(xb: Any, device: torch.device) -> Any:

@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
+from ssl_tasks.core.errors import UserError
 from ssl_tasks.training.config import TrainJob, job_from_dict, job_to_dict
-from ssl_tasks.training.loop import CHECKPOINT_FILE, TrainingStopped, run_training
+from ssl_tasks.training.loop import CHECKPOINT_FILE, run_training
 
 QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
     # Train V2's controller polls its workers every 2 s, and a worker's ``ray.train.report`` blocks until the
@@ -70,10 +70,10 @@ class RaySession:
 def train_loop_per_worker(config: dict[str, Any]) -> str | None:
     """Ray Train entry point: rebuild the typed job and run the plain loop.
 
-    A ``TrainingStopped`` verdict (collapse, a non-finite loss) is returned as its message rather than raised:
-    Ray Train retries every worker error from the last checkpoint (``FailureConfig.max_failures``), which would
-    only reach the same verdict again. Every rank stops at the same step, so the group ends together; ``fit``
-    raises the verdict in the driver.
+    A ``UserError`` (a ``TrainingStopped`` verdict: collapse, a non-finite loss; or a bad parameter or data the
+    worker found) is returned as its message rather than raised: Ray Train retries every worker error from the last
+    checkpoint (``FailureConfig.max_failures``), which would only reach the same error again, with a traceback per
+    attempt. Every rank stops at the same step, so the group ends together; ``fit`` raises it in the driver.
     """
     import logging
 
@@ -91,7 +91,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> str | None:
         torch.set_num_threads(threads)
     try:
         run_training(job, RaySession(job.tracking))
-    except TrainingStopped as e:
+    except UserError as e:
         return str(e)
     return None
 
@@ -105,9 +105,10 @@ def init_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
+    if address:  # a shared cluster: its authentication is the user's (RAY_AUTH_MODE / RAY_AUTH_TOKEN, infra/SCALING.md)
         ray.init(address=address, log_to_driver=True)
     else:
+        _local_cluster_token()
         # Keep the dashboard: without it Ray Train's placement-group cleaner cannot query the controller's
         # state and logs an error every few seconds, and start-up is no faster (../shared/STACK.md).
         # "local": a new cluster even when a `ray start` cluster is discoverable on this machine (plain
@@ -116,11 +117,31 @@ def init_ray(address: str | None = None) -> None:
                  log_to_driver=True)
 
 
+def _local_cluster_token() -> None:
+    """Token authentication, with a fresh random token, for the local cluster this process is about to start.
+
+    Ray 2.60's GCS, raylet and worker gRPC servers listen on every interface, and ``_node_ip_address="127.0.0.1"``
+    does not change that (checked on this machine with /proc/net/tcp6), so anyone on the network could attach to a
+    training cluster started with authentication off. With ``RAY_AUTH_MODE=token`` and a token only this process
+    and its children (the cluster's processes inherit the environment) know, every one of them refuses a caller
+    without it (tests/faults/test_ray_exposure.py). Set in the environment, not in a file: Ray's default token lives
+    in ``~/.ray/auth_token``, shared by every cluster of the user.
+    """
+    import secrets
+
+    from ray._raylet import Config
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    Config.initialize("")  # this process's cached Ray config reads the mode again, as Ray's own switch does
+
+
 def fit(job: TrainJob, *, storage_dir: Path, name: str, address: str | None = None) -> dict[str, Any]:
     """Train with ``job.train.num_workers`` Ray workers; return the final checkpoint's state.
 
-    A run the loop stopped (``TrainingStopped``: collapse under ``stop_on_collapse``, a non-finite loss) raises
-    that error here, once, without Ray retries; it is a ``UserError``, so the CLI prints one line.
+    A run the loop stopped (``TrainingStopped``: collapse under ``stop_on_collapse``, a non-finite loss), or any
+    other ``UserError`` in a worker, raises here once, without Ray retries, so the CLI prints one line.
 
     ``name`` must identify the job's configuration: a rerun with the same name and storage
     resumes from the stored checkpoint (Ray Train's restore), a new name starts fresh.
@@ -150,8 +171,8 @@ def fit(job: TrainJob, *, storage_dir: Path, name: str, address: str | None = No
     result = trainer.fit()
     if result.error is not None:
         raise result.error
-    if result.return_value:  # rank 0's verdict: the run was stopped on purpose (its storage stays, as after an error)
-        raise TrainingStopped(result.return_value)
+    if result.return_value:  # rank 0's UserError (a verdict, a bad param); its storage stays, as after an error
+        raise UserError(result.return_value)
     if result.checkpoint is None:
         raise RuntimeError(f"run {job.run!r} finished without a checkpoint")
     with tempfile.TemporaryDirectory(prefix="ssl-final-") as d:

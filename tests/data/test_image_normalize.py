@@ -83,6 +83,18 @@ def test_every_mode_decodes_to_rgb_and_grey(make) -> None:  # noqa: ANN001
     assert normalize_image(data, mode="L").shape == (1, 2, 2)
 
 
+def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
+    """16-bit samples (PNG's 0..65535) map onto 0..255 by x * 255 / 65535, rounded; clipping made every value over
+    255 white (issue 25, item 4)."""
+    values = np.array([[0, 1000, 30000], [60000, 65535, 128]], dtype=np.uint16)
+    expected = np.round(values.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    tiff = io.BytesIO()
+    Image.fromarray(values.astype(np.int32)).save(tiff, format="TIFF")  # 32-bit integer grey (PIL's I)
+    for data in (png(Image.fromarray(values)), tiff.getvalue()):  # a 16-bit PNG opens as I;16
+        assert np.array_equal(normalize_image(data, mode="L")[0], expected)
+        assert np.array_equal(normalize_image(data, mode="RGB"), np.stack([expected] * 3))
+
+
 def _jpeg(im: Image.Image) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="JPEG")

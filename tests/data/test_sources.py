@@ -475,6 +475,51 @@ def test_png_flat_is_unlabeled(tmp_path: Path) -> None:
     assert np.all(labels == -1)
 
 
+def test_train_and_test_folders_are_the_split(tmp_path: Path) -> None:
+    """``train/{cat,dog}`` + ``test/{cat,dog}``: the folders are the split and cat/dog the classes (they were read as
+    the classes ``train``/``test``; issue 25, item 5); a wrapper folder above them is skipped, in a tar too."""
+    make_pngs(tmp_path / "tt" / "train", {"cat": 4, "dog": 3})
+    make_pngs(tmp_path / "tt" / "test", {"cat": 2, "dog": 1})
+    m = ingest("image_folder", tmp_path / "tt", tmp_path / "out", test_fraction=0.5)
+    assert m["label_names"] == ["cat", "dog"] and m["source"]["split"] == "folders"
+    assert m["splits"]["train"]["class_counts"] == [4, 3] and m["splits"]["test"]["class_counts"] == [2, 1]
+    first_test_cat = np.asarray(Image.open(tmp_path / "tt" / "test" / "cat" / "img000.png")).transpose(2, 0, 1)
+    images, labels = ImageDataset(tmp_path / "out").load("test")
+    assert any(np.array_equal(img, first_test_cat) and lab == 0 for img, lab in zip(images, labels))
+    archive = tmp_path / "tt.tar"
+    with tarfile.open(archive, "w") as tf:
+        tf.add(tmp_path / "tt", arcname="wrapper")
+    m2 = ingest("image_folder", archive, tmp_path / "out_tar")
+    assert m2["label_names"] == ["cat", "dog"] and m2["splits"]["test"]["class_counts"] == [2, 1]
+    make_pngs(tmp_path / "tt" / "val", {"cat": 1})
+    with pytest.raises(UserError, match="'val' lies beside them"):
+        ingest("image_folder", tmp_path / "tt", tmp_path / "out2")
+
+
+def test_one_class_folder_is_refused_not_read_as_unlabeled(tmp_path: Path) -> None:
+    make_pngs(tmp_path / "one", {"cat": 4})
+    with pytest.raises(UserError, match="every image is in one class folder, 'cat'"):
+        ingest("image_folder", tmp_path / "one", tmp_path / "out")
+    archive = tmp_path / "flat.tar"  # a tar of a flat folder keeps its folder: a wrapper, unlabeled
+    make_pngs(tmp_path / "photos", None)
+    with tarfile.open(archive, "w") as tf:
+        tf.add(tmp_path / "photos", arcname="photos")
+    assert ingest("image_folder", archive, tmp_path / "out_tar")["source"]["layout"] == "flat"
+
+
+def test_absolute_tar_member_is_refused(tmp_path: Path) -> None:
+    make_pngs(tmp_path / "imgs", {"a": 3, "b": 3})
+    archive = tmp_path / "abs.tar"
+    with tarfile.open(archive, "w") as tf:
+        tf.add(tmp_path / "imgs", arcname="imgs")
+        info = tarfile.TarInfo("/abs/x.png")  # stripped of its "/", it made a class 'abs'
+        data = (tmp_path / "imgs" / "a" / "img000.png").read_bytes()
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    with pytest.raises(UserError, match="'/abs/x.png' has an absolute path"):
+        ingest("image_folder", archive, tmp_path / "out")
+
+
 def test_mixed_color_converts_to_rgb(tmp_path: Path) -> None:
     make_pngs(tmp_path / "mix" / "g", None, mode="L")
     make_pngs(tmp_path / "mix" / "c", None, mode="RGB")

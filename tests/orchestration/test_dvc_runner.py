@@ -16,7 +16,9 @@ from ssl_tasks.orchestration.dvc_runner import (
     RETRY_STAGES,
     StageFailed,
     init_without_git,
+    repro_or_restore,
     repro_stage,
+    restore_outputs,
     stage_order,
     stage_retries,
     stage_tags,
@@ -113,3 +115,67 @@ def test_failing_stage_raises_with_its_error_lines(tiny: Path) -> None:
     assert any(line.startswith("ERROR: failed to reproduce 'broken'") for line in shown)  # and DVC's own
     assert (logging.ERROR, "error: no such thing") in lines and (logging.INFO, "step one") in lines
     assert not (tiny / "dvc.lock").read_text().count("broken")
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Path:
+    """A two-stage DVC project without git: ``first`` copies in.txt to a.txt, ``second`` writes b/ from a.txt; every
+    output cached. ``second`` fails before writing while a file EARLY exists (as every stage of ours does: atomic
+    writes), and after writing part of b/ while a file LATE exists."""
+    root = tmp_path / "chain"
+    root.mkdir()
+    second = ("import os, sys; os.path.exists('EARLY') and sys.exit(4); d = open('a.txt').read(); "
+              "os.makedirs('b', exist_ok=True); open('b/part', 'w').write('partial ' + d); "
+              "os.path.exists('LATE') and sys.exit(4); open('b/done', 'w').write(d)")
+    stages = {"first": {"cmd": _py("open('a.txt', 'w').write(open('in.txt').read())"), "deps": ["in.txt"],
+                        "outs": ["a.txt"]},
+              "second": {"cmd": _py(second), "deps": ["a.txt"], "outs": ["b"]}}
+    (root / "in.txt").write_text("v1\n")
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    init_without_git(root, tmp_path / "cache")
+    return root
+
+
+def _outputs(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (root / "b").iterdir()}
+
+
+def test_failed_repro_restores_the_failed_stage_and_keeps_the_new_outputs_before_it(
+        chain: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """``ssl-tasks repro`` (``make run``): ``dvc repro`` reruns both stages and fails in ``second``; a plain
+    ``dvc checkout`` brings back ``second``'s last good b/ (DVC deleted it) and leaves ``first``'s new a.txt,
+    whose lock entry the repro rewrote. The exit stays non-zero and one line says what came back."""
+    assert repro_or_restore([], chain) == 0
+    good = _outputs(chain)
+    assert good == {"part": b"partial v1\n", "done": b"v1\n"}
+    capfd.readouterr()
+    (chain / "in.txt").write_text("v2\n")
+    (chain / "EARLY").write_text("")
+    rc = repro_or_restore([], chain)
+    err = capfd.readouterr().err
+    assert rc != 0
+    assert (chain / "a.txt").read_text() == "v2\n"  # first succeeded in this repro: its new output stays
+    assert _outputs(chain) == good  # second's last good output, back from the cache
+    said = [line for line in err.splitlines() if line.startswith("error: dvc repro failed")]
+    assert said == [f"error: dvc repro failed (exit {rc}); dvc checkout restored the last good outputs of the "
+                    "pipeline from the DVC cache: b"], err
+
+
+def test_failed_stage_of_the_flow_gets_its_last_good_outputs_back(chain: Path) -> None:
+    """The flow's stage runner: a stage that fails after writing part of its output gets its last good output
+    back (a checkout of that stage, forced over what the failed command wrote) and still raises StageFailed."""
+    repro_stage("first", chain, {}, lambda level, line: None)
+    repro_stage("second", chain, {}, lambda level, line: None)
+    good = _outputs(chain)
+    (chain / "in.txt").write_text("v2\n")
+    (chain / "LATE").write_text("")
+    repro_stage("first", chain, {}, lambda level, line: None)
+    lines: list[tuple[int, str]] = []
+    with pytest.raises(StageFailed) as err:
+        repro_stage("second", chain, {}, lambda level, line: lines.append((level, line)))
+    said = "dvc checkout restored the last good outputs of second from the DVC cache: b"
+    assert str(err.value).splitlines()[-1] == said and (logging.WARNING, said) in lines
+    assert _outputs(chain) == good
+    assert (chain / "a.txt").read_text() == "v2\n"
+    (chain / "dvc.lock").unlink()  # a stage that never succeeded has no lock entry: nothing to restore
+    assert restore_outputs(chain, ["second"]) == "dvc checkout: no output of second needed restoring"

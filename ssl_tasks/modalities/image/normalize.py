@@ -4,7 +4,10 @@ image–caption sources of :mod:`ssl_tasks.modalities.image_text.sources`).
 Encoded bytes -> uint8 (C, H, W), decided by the bytes, never by the file name (PIL reads the format from the
 content):
 
-1. decode with PIL (any mode: 1-bit, grayscale, 16-bit grayscale, palette, RGB, RGBA, CMYK, ...);
+1. decode with PIL (any mode: 1-bit, grayscale, 16-bit grayscale, palette, RGB, RGBA, CMYK, ...); wide integer
+   greyscale (16-bit PNGs, PIL's ``I;16*`` and ``I``) is scaled to 8 bits by ``x * 255 / 65535``, rounded (values
+   outside 0..65535 clipped), its transparent grey value kept as alpha; PIL's own conversion clips instead, so
+   every value over 255 became white;
 2. transparency (an alpha channel, or a palette/grayscale image with a ``transparency`` entry) is composited
    onto the ``background`` colour, so a transparent pixel gets that colour rather than whatever RGB it happens to
    hold; an opaque image is only converted, its pixels unchanged;
@@ -28,6 +31,7 @@ import numpy as np
 
 from ssl_tasks.core.errors import UserError
 
+WIDE_GREY_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {"white": (255, 255, 255), "black": (0, 0, 0)}
 IMAGE_SIZE_RANGE = (8, 1024)
 REDUCING_GAP = 3.0
@@ -58,6 +62,18 @@ def has_transparency(im: Any) -> bool:
     return im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
 
 
+def _wide_grey_to_8bit(im: Any) -> Any:
+    """A 16-bit (or 32-bit integer) greyscale PIL image as ``L`` (``LA`` with its transparent value as alpha)."""
+    from PIL import Image
+
+    x = np.asarray(im).astype(np.int64).clip(0, 65535)
+    grey = Image.fromarray(((x * 255 + 32767) // 65535).astype(np.uint8), "L")  # round(x * 255 / 65535): no ties
+    t = im.info.get("transparency")
+    if isinstance(t, int):
+        grey = Image.merge("LA", (grey, Image.fromarray(np.where(x == t, 0, 255).astype(np.uint8), "L")))
+    return grey
+
+
 def normalize_image(data: bytes, *, mode: str = "RGB", size: int | None = None,
                     background: tuple[int, int, int] = BACKGROUNDS["white"]) -> np.ndarray:
     """Encoded image bytes -> uint8 (C, H, W) (``mode`` ``L``: C=1, ``RGB``: C=3); the module docstring has the
@@ -69,6 +85,8 @@ def normalize_image(data: bytes, *, mode: str = "RGB", size: int | None = None,
         raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")
     with Image.open(io.BytesIO(data)) as im:
         im.load()
+        if im.mode in WIDE_GREY_MODES:
+            im = _wide_grey_to_8bit(im)
         if has_transparency(im):
             rgba = im.convert("RGBA")
             flat = Image.alpha_composite(Image.new("RGBA", rgba.size, (*background, 255)), rgba).convert(mode)
@@ -88,5 +106,5 @@ def normalize_image(data: bytes, *, mode: str = "RGB", size: int | None = None,
     return arr[None] if mode == "L" else arr.transpose(2, 0, 1)
 
 
-__all__ = ["BACKGROUNDS", "DECODE_ERRORS", "IMAGE_SIZE_RANGE", "check_background", "check_image_size",
+__all__ = ["WIDE_GREY_MODES", "BACKGROUNDS", "DECODE_ERRORS", "IMAGE_SIZE_RANGE", "check_background", "check_image_size",
            "has_transparency", "normalize_image"]

@@ -448,24 +448,54 @@ class _ImageFiles:
                     yield data
 
 
-def _folder_layout(path: Path, names: list[str]) -> tuple[str | None, list[str] | None]:
-    """(common prefix folder or None, class folder per image or None when flat)."""
+SPLIT_FOLDERS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How an image folder's relative names map to splits and labels (see ``image_folder``'s docstring)."""
+
+    prefix: str | None  # the wrapper folder skipped, if any
+    splits: list[str] | None  # per image: "train" / "test" from split folders, or None (split by test_fraction)
+    classes: list[str] | None  # per image: its class folder, or None (flat: unlabeled)
+
+
+def _folder_layout(path: Path, names: list[str], in_tar: bool) -> _Layout:
+    """Read the folder structure of ``names`` (relative, sorted) as (wrapper, split folders, class folders)."""
     parts = [PurePosixPath(n).parts for n in names]
     prefix = None
     tops = {p[0] for p in parts}
-    if len(tops) == 1 and all(len(p) >= 2 for p in parts):
+    # one common top folder is a wrapper when everything in it sits in folders of its own (wrapper/class/file);
+    # in a tar, also when it holds the images flat (tar cf x.tar photos/). In a folder on disk, top/file is one
+    # class folder, which is refused below rather than silently read as an unlabeled folder.
+    if len(tops) == 1 and all(len(p) >= (2 if in_tar else 3) for p in parts):
         prefix = tops.pop()
+        parts = [p[1:] for p in parts]
+        tops = {p[0] for p in parts}
+    splits = None
+    if set(SPLIT_FOLDERS) <= tops:
+        extra = sorted(tops - set(SPLIT_FOLDERS))
+        if extra or any(len(p) == 1 for p in parts):
+            odd = extra[0] if extra else next("/".join(p) for p in parts if len(p) == 1)
+            raise UserError(f"{path}: train/ and test/ folders are read as the splits, but {odd!r} lies beside them; "
+                            "put every image under train/ or test/")
+        splits = [p[0] for p in parts]
         parts = [p[1:] for p in parts]
     flat = [i for i, p in enumerate(parts) if len(p) == 1]
     if len(flat) == len(parts):
-        return prefix, None
+        return _Layout(prefix, splits, None)
     if flat:
         nested = next(i for i, p in enumerate(parts) if len(p) > 1)
         raise UserError(
             f"{path}: mixed layout: {names[flat[0]]} lies flat but {names[nested]} is in a class folder; "
             "use either class sub-folders or a flat folder of images"
         )
-    return prefix, [p[0] for p in parts]
+    classes = [p[0] for p in parts]
+    if len(set(classes)) == 1:
+        raise UserError(f"{path}: every image is in one class folder, {classes[0]!r}: a labelled dataset needs two "
+                        "or more class folders; for unlabeled images, put them directly in the folder (or give "
+                        "--path the class folder itself)")
+    return _Layout(prefix, splits, classes)
 
 
 def _decode_chunks(files: _ImageFiles, order: np.ndarray, mode: str, shape: tuple[int, int, int],
@@ -495,10 +525,12 @@ IMAGE_FOLDER_OPTIONS: dict[str, Any] = {"image_size": None, "background": "white
 @SOURCES.register("image_folder")
 @source_kind("image")
 def image_folder(path: Path | None, *, test_fraction: float, split_seed: int, **options: Any) -> SourceResult:
-    """PNG/JPEG images in a folder or tar: ``<class>/<file>`` is labelled (class names: the folder names),
-    flat files are unlabeled.
+    """PNG/JPEG images in a folder or tar: ``<class>/<file>`` is labelled (class names: the folder names; two or
+    more), flat files are unlabeled. ``train/`` and ``test/`` folders side by side are the splits
+    (``train/<class>/<file>`` or ``train/<file>``; ``test_fraction`` is then unused).
 
-    One common top folder (e.g. ``test/<class>/...``) is skipped. Options: ``image_size`` (default none: all
+    One common top folder holding only folders (e.g. ``cifar/test/<class>/...``; in a tar also one holding the
+    images flat) is a wrapper and skipped. Options: ``image_size`` (default none: all
     images must share one size; N: each is padded to a square and resized to N x N, keeping its aspect) and
     ``background`` (``white``, the default, or ``black``: what transparent pixels and the padding become).
     Images are decoded by content with :func:`normalize_image`. All-grayscale gives C=1, anything else RGB (C=3).
@@ -513,7 +545,8 @@ def image_folder(path: Path | None, *, test_fraction: float, split_seed: int, **
     files = _ImageFiles(path)
     if not files.names:
         raise UserError(f"no images found in {path} (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    prefix, classes = _folder_layout(path, files.names)
+    layout = _folder_layout(path, files.names, files.container == "tar")
+    prefix, classes = layout.prefix, layout.classes
 
     # Header pass: size and mode of every image (no pixel decoding) plus a content digest
     # over (name below the common prefix, bytes), so a folder and its archive digest alike.
@@ -551,7 +584,12 @@ def image_folder(path: Path | None, *, test_fraction: float, split_seed: int, **
         label_names = sorted(set(classes))
         lookup = {c: k for k, c in enumerate(label_names)}
         labels = np.array([lookup[c] for c in classes], dtype=np.int64)
-    train, test = stratified_split(labels, test_fraction, split_seed)
+    if layout.splits is None:
+        train, test = stratified_split(labels, test_fraction, split_seed)
+        split = "random" if classes is None else "stratified"
+    else:
+        in_test = np.array([s == "test" for s in layout.splits])
+        train, test, split = np.flatnonzero(~in_test), np.flatnonzero(in_test), "folders"
     return SourceResult(
         splits={
             "train": SplitData(labels[train], _decode_chunks(files, train, mode, shape, image_size, background)),
@@ -570,7 +608,7 @@ def image_folder(path: Path | None, *, test_fraction: float, split_seed: int, **
             "color": "grayscale" if all_gray else "rgb",
             "options": {"image_size": image_size, "background": opts["background"]},
             "content_sha256": digest.hexdigest(),
-            "split": "random" if classes is None else "stratified",
+            "split": split,
         },
     )
 
