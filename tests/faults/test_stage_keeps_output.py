@@ -32,10 +32,15 @@ def _outputs(stage: dict) -> list[tuple[str, str, dict]]:
 
 def test_every_last_good_output_is_in_the_dvc_cache() -> None:
     """The mechanism, on the DAG itself: no output is persistent (DVC would never run-cache its stage), and every
-    output but metrics and compare's is cached, so a failed stage's last good output is in the DVC cache."""
+    output but metrics and compare's is cached, so a failed stage's last good output is in the DVC cache. The
+    ``lineage`` stage is the exception by design: it runs on every repro (never run-cached) and keeps its hash files
+    across runs (ssl_tasks/pipeline/lineage.py)."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     persistent, uncached = [], []
     for name, stage in stages.items():
+        if name == "lineage":
+            assert stage.get("always_changed") is True
+            continue
         for kind, path, opts in _outputs(stage):
             if opts.get("persist"):
                 persistent.append(f"{name}: {path}")
