@@ -175,3 +175,29 @@ def graph_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ingest("edge_list", write_graph_tables(base / "tables"), out, test_fraction=0.2, split_seed=0,
            options={"val_fraction": 0.2})
     return out
+
+
+@pytest.fixture(scope="session")
+def speech_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """72 train / 24 test generated clips (4 digits x 3 speakers x 8 takes, 8 kHz WAV) through the audio_table source,
+    resampled to 16 kHz and cut to 0.25 s rows (12 encoder frames)."""
+    from speech_corpus import write_corpus
+
+    from ssl_tasks.data.ingest import ingest
+
+    base = tmp_path_factory.mktemp("speech")
+    out = base / "speech"
+    ingest("audio_table", write_corpus(base / "corpus", takes=8, digits=4), out,
+           options={"label_column": "digit", "group_column": "speaker", "split_column": "split",
+                    "sample_rate": 16000, "num_samples": 4000})
+    return out
+
+
+@pytest.fixture(scope="session")
+def speech_targets(speech_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """HuBERT's frame targets of ``speech_dataset`` (the tokenizer stage, 12 clusters): the file a job names."""
+    from ssl_tasks.modalities.speech.targets import SpeechTargetConfig, train_targets
+
+    out = tmp_path_factory.mktemp("speech_targets") / "fsdd"
+    train_targets(speech_dataset, out, SpeechTargetConfig(num_clusters=12, n_init=1), lambda _line: None)
+    return out / "tokenizer.json"

@@ -105,24 +105,26 @@ def test_forward_takes_views_only(name: str) -> None:
 
 def _job(name: str, data: Path, seed: int = 0, tokenizer: Path | None = None) -> TrainJob:
     case, spec = CASES[name], spec_for(name)
-    mean, std = (((), ()) if case.text or case.graph else (spec.image.mean, spec.image.std) if case.pair
+    mean, std = (((), ()) if case.text or case.graph or case.speech else (spec.image.mean, spec.image.std) if case.pair
                  else (spec.mean, spec.std))
     return TrainJob(run=name, seed=seed, data_dir=str(data), objective=name,
                     objective_config=objective_config(name, case.objective_kwargs),
                     encoder=case.encoder, encoder_kwargs=case.encoder_kwargs,
-                    train=TrainConfig(epochs=1, batch_size=64 if case.colour or case.text or case.pair else 128),
+                    train=TrainConfig(epochs=1, batch_size=16 if case.speech else 64 if case.colour or case.text or case.pair
+                                      else 128),
                     mean=mean, std=std, tokenizer=str(tokenizer or ""))
 
 
 @pytest.fixture
 def dataset_for(request: pytest.FixtureRequest):  # noqa: ANN201
-    """The real dataset an objective's contract runs on: digits, the CIFAR-10 JPEG subset for colour, or the
-    SST-2 subset (with its tokenizer) for text."""
+    """The real dataset an objective's contract runs on: digits, the CIFAR-10 JPEG subset for colour, the
+    SST-2 subset (with its tokenizer) for text, generated clips for speech (with HuBERT's targets)."""
 
     def get(name: str) -> tuple[Path, Path | None]:
         case = CASES[name]
-        if case.speech:  # in-memory runs of the same checks: tests/objectives/test_speech_objectives.py
-            pytest.skip("no speech dataset fixture yet (the speech feed and shards come with the speech-data branch)")
+        if case.speech:  # generated clips through the audio_table source; HuBERT reads the targets stage's file
+            return request.getfixturevalue("speech_dataset"), (request.getfixturevalue("speech_targets")
+                                                               if name == "hubert" else None)
         if case.graph:
             return request.getfixturevalue("graph_dataset"), None
         if case.text:

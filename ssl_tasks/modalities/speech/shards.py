@@ -148,8 +148,11 @@ class SpeechDataset(ManifestDataset):
                    "labels": self._load(s["labels"]), "groups": self._load(s["groups"])}
 
     def column(self, split: str, key: str) -> np.ndarray:
-        """One per-row array of a split (``waves`` read into memory), shards concatenated."""
-        parts = [np.asarray(s[key]) for s in self.shards(split)]
+        """One per-row array of a split (``waves`` read into memory), shards concatenated; reads that column's files
+        only, so training (``waves``, ``lengths``) never opens a label file."""
+        if key not in ("waves", "lengths", "labels", "groups"):
+            raise KeyError(key)
+        parts = [np.asarray(self._load(s[key], mmap=key == "waves")) for s in self._split(split)["shards"]]
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def clips(self, split: str) -> list[dict[str, Any]]:
