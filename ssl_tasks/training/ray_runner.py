@@ -108,7 +108,8 @@ def init_ray(address: str | None = None) -> None:
     if address:  # a shared cluster: its authentication is the user's (RAY_AUTH_MODE / RAY_AUTH_TOKEN, infra/SCALING.md)
         ray.init(address=address, log_to_driver=True)
     else:
-        _local_cluster_token()
+        if os.environ.get("RAY_AUTH_MODE", "").lower() != "disabled":  # an explicit opt-out stays the user's choice
+            _local_cluster_token()
         # Keep the dashboard: without it Ray Train's placement-group cleaner cannot query the controller's
         # state and logs an error every few seconds, and start-up is no faster (../shared/STACK.md).
         # "local": a new cluster even when a `ray start` cluster is discoverable on this machine (plain
@@ -125,7 +126,8 @@ def _local_cluster_token() -> None:
     training cluster started with authentication off. With ``RAY_AUTH_MODE=token`` and a token only this process
     and its children (the cluster's processes inherit the environment) know, every one of them refuses a caller
     without it (tests/faults/test_ray_exposure.py). Set in the environment, not in a file: Ray's default token lives
-    in ``~/.ray/auth_token``, shared by every cluster of the user.
+    in ``~/.ray/auth_token``, shared by every cluster of the user. ``RAY_AUTH_MODE=disabled`` set explicitly (the
+    in-process test sessions do, which start and stop several clusters in one process) opts out, as in Ray itself.
     """
     import secrets
 

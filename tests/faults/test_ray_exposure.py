@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # one local Ray start (~20 s) and three `ray stat
 
 PROBE = """
 import os, subprocess, sys
-os.environ["RAY_AUTH_MODE"] = "disabled"  # what the Makefile exported before
+os.environ.pop("RAY_AUTH_MODE", None)  # a user's shell: no Ray auth setting (the Makefile no longer disables it)
 from ssl_tasks.training.ray_runner import init_ray
 import ray
 init_ray()
@@ -39,6 +39,7 @@ for label, auth in callers:
 
 def test_the_local_cluster_refuses_callers_without_its_token() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_AUTH_MODE", None)  # the test session disables it (tests/conftest.py); a user's shell does not
     res = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=400)
     lines = [line for line in res.stdout.splitlines() if line.split(" ")[0] in ("none", "wrong", "right")]
     assert lines == ["none 1 True", "wrong 1 True", "right 0 False"], res.stdout[-2000:] + res.stderr[-3000:]
