@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,46 @@ for _k, _v in QUIET.items():
     os.environ.setdefault(_k, _v)
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _shared_ray_cluster(request: pytest.FixtureRequest):  # noqa: ANN202
+    """One real Ray cluster (``ray start --head``, tests/local_ray_cluster.py) that every pipeline of the session
+    joins through ``RAY_ADDRESS``, as a user's pipelines join theirs (``ray.address`` / ``RAY_ADDRESS``).
+
+    Starting a local cluster (GCS, raylet, dashboard and its eight modules, log monitor, autoscaler) costs 10-20 s
+    on 2 cores, 60-90 s on a loaded one, and every ``pretrain`` stage of every pipeline test did it: dozens per
+    session. The local start-up itself keeps its own tests: the fault matrix (four, SIGKILLed ones included), Ray's
+    token authentication (tests/faults/test_ray_exposure.py) and the cluster test's "no RAY_ADDRESS: start local"
+    drop ``RAY_ADDRESS`` on purpose. Started only when the session selected a slow test (the fast tier starts no
+    Ray); ``SSL_TASKS_TEST_RAY=local`` keeps the old behaviour (each stage starts its own)."""
+    saved = os.environ.pop("RAY_ADDRESS", None)  # never the developer's own cluster
+    cluster = None
+    try:
+        if any(item.get_closest_marker("slow") for item in request.session.items) and \
+                os.environ.get("SSL_TASKS_TEST_RAY") != "local":
+            from local_ray_cluster import LocalRayCluster
+
+            cluster = LocalRayCluster(head_cpus=os.cpu_count() or 2)
+            os.environ["RAY_ADDRESS"] = cluster.address
+        yield cluster
+    finally:
+        os.environ.pop("RAY_ADDRESS", None)
+        if saved is not None:
+            os.environ["RAY_ADDRESS"] = saved
+        if cluster is not None:
+            cluster.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _ray_disconnected_after_each_test() -> Iterator[None]:
+    """A test that ran Ray in this process (``fit`` calls ``ray.init`` and, like any library call, leaves it
+    connected) disconnects when it ends. A connection kept across the session outlived whatever later tests did
+    to its cluster: the first fresh-clone runs hung 35 min later in ``ray.cluster_resources()`` of another test."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -30,7 +30,7 @@ import pytest
 import yaml
 from helpers import REPO, copy_project
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # two full runs; the default is 600 s a test
 
 METRICS = ["name", "dataset", "kind", "collapsed", "diverged", "n_seeds", "knn/top1", "linear/top1",
            "knn/top1 margin", "linear/top1 margin", "reference"]
@@ -52,6 +52,7 @@ def _env(marker: str) -> dict[str, str]:
            "SSL_TASKS_FAULT_MATRIX": marker}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("RAY_AUTH_MODE", None)
+    env.pop("RAY_ADDRESS", None)  # each stage starts its own local Ray, as `make run` does, and is killed with it
     return env
 
 

@@ -40,6 +40,7 @@ for label, auth in callers:
 def test_the_local_cluster_refuses_callers_without_its_token() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_AUTH_MODE", None)  # the test session disables it (tests/conftest.py); a user's shell does not
+    env.pop("RAY_ADDRESS", None)  # the local start-up, not the session's shared cluster
     res = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=400)
     lines = [line for line in res.stdout.splitlines() if line.split(" ")[0] in ("none", "wrong", "right")]
     assert lines == ["none 1 True", "wrong 1 True", "right 0 False"], res.stdout[-2000:] + res.stderr[-3000:]

@@ -47,8 +47,9 @@ FAST = {
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_env() -> Iterator[None]:
-    """No outside tracking server or Ray cluster; remove this session's PREFECT_HOME at the end."""
-    saved = {k: os.environ.pop(k) for k in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS") if k in os.environ}
+    """No outside tracking server (the Ray cluster is the session's own: tests/conftest.py); remove this session's
+    PREFECT_HOME at the end."""
+    saved = {k: os.environ.pop(k) for k in ("MLFLOW_TRACKING_URI",) if k in os.environ}
     yield
     os.environ.update(saved)
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)

@@ -28,7 +28,7 @@ def test_two_runs_at_once_each_in_its_own_workspace(tmp_path: Path, project_fact
     project = project_factory(tmp_path / "proj")
     port = _free_port()
     base = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_UI_V2_ENABLED="false",
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_RUNNER_POLL_FREQUENCY="2")
     server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"

@@ -43,7 +43,7 @@ def test_worker_runs_the_quick_deployment(tmp_path: Path) -> None:
     project = copy_project(tmp_path / "proj")
     port = _free_port()
     base = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_UI_V2_ENABLED="false",
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_CLI_PROMPT="false",
                PREFECT_WORKER_QUERY_SECONDS="2", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")

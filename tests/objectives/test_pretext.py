@@ -212,7 +212,9 @@ def test_colorization_refuses_grayscale_in_the_pretrain_stage(digits_dataset: Pa
     shutil.copytree(digits_dataset, layout.data("digits"))
     with pytest.raises(UserError, match=GREY_MSG):
         pretrain(params, "colour", layout)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no tracking run, no artifacts
+    # no tracking run, no artifacts: only the run's lock file (tests/faults/test_run_lock.py) beside its output
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if "data" not in p.parts)
+    assert left == ["artifacts", "artifacts/runs", "artifacts/runs/colour", "artifacts/runs/colour/.pretrain.lock"]
 
 
 # ----------------------------------------------------------------------------- a few steps learn the task
