@@ -222,6 +222,8 @@ def run_training(job: TrainJob, session: Session) -> None:
         metrics = {k: v / steps for k, v in sums.items()}
         metrics.update({"train/lr": opt.param_groups[0]["lr"], "train/momentum": m, "train/epoch_time_s": dt,
                         "train/samples_per_s": steps * cfg.batch_size * ws / dt, "epoch": float(epoch + 1)})
+        if device.type == "cuda":  # this worker's peak, what bench/gpu_check.sh records
+            metrics["train/peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         collapsed = False
         ratio = weight_norm(objective.eval_encoder) / norm0
         metrics.update({"monitor/weight_norm_ratio": ratio, "monitor/diverged": float(is_diverged(ratio))})

@@ -106,7 +106,7 @@ def init_ray(address: str | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:  # a shared cluster: its authentication is the user's (RAY_AUTH_MODE / RAY_AUTH_TOKEN, infra/SCALING.md)
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env={"env_vars": job_env()})
     else:
         if os.environ.get("RAY_AUTH_MODE", "").lower() != "disabled":  # an explicit opt-out stays the user's choice
             _local_cluster_token()
@@ -116,6 +116,25 @@ def init_ray(address: str | None = None) -> None:
         # ray.init() would join that one, then refuse num_cpus): only RAY_ADDRESS / ray.address join one.
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
                  log_to_driver=True)
+
+
+# Variables a worker needs to log to the user's MLflow server and its artifact store (credentials, TLS, S3 endpoint).
+FORWARDED_PREFIXES = ("MLFLOW_", "AWS_")
+
+
+def job_env() -> dict[str, str]:
+    """The environment a job brings to a cluster it joins: ``QUIET_ENV`` (the Train controller's poll interval and
+    print patch above) and this process's ``MLFLOW_*`` / ``AWS_*`` variables.
+
+    A local cluster's processes inherit this process's environment; an existing cluster's (``RAY_ADDRESS``: a
+    KubeRay head, another shell's ``ray start``) were started without it, so a worker logging to an MLflow server
+    with authentication got 401 there, and the controller polled at Ray's 2 s default. Passed as the job's
+    ``runtime_env``, which Ray stores with the job: anyone who can read the cluster's job table (its dashboard)
+    can read these values, as with any runtime_env (infra/SCALING.md).
+    """
+    env = dict(QUIET_ENV)
+    env.update({k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)})
+    return env
 
 
 def _local_cluster_token() -> None:

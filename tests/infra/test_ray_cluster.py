@@ -72,8 +72,15 @@ def _workers(c: LocalRayCluster) -> dict[str, str]:
     """actor id -> node id of every Ray Train worker the cluster has run (dead ones included)."""
     from ray.util.state import list_actors
 
-    acts = list_actors(address=c.dashboard_url, filters=[("class_name", "=", "RayTrainWorker")], limit=1000,
-                       raise_on_missing_output=False)
+    # RAY_ADDRESS of this process (the session's shared cluster, or one a ray.init() here set) wins over the
+    # explicit dashboard address: the state API then lists the other cluster's actors (none of these)
+    saved = os.environ.pop("RAY_ADDRESS", None)
+    try:
+        acts = list_actors(address=c.dashboard_url, filters=[("class_name", "=", "RayTrainWorker")], limit=1000,
+                           raise_on_missing_output=False)
+    finally:
+        if saved is not None:
+            os.environ["RAY_ADDRESS"] = saved
     return {a.actor_id: a.node_id for a in acts}
 
 

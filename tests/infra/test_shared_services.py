@@ -24,6 +24,7 @@ import pytest
 import requests
 import yaml
 from helpers import REPO, copy_project, fast_params
+from local_ray_cluster import LocalRayCluster
 
 BIN = Path(sys.executable).parent
 SCRIPT = REPO / "infra" / "local" / "services.sh"
@@ -141,10 +142,19 @@ def project(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = copy_project(tmp_path_factory.mktemp("shared") / "p")
     raw = yaml.safe_load((root / "params.yaml").read_text())
     (root / "params.yaml").write_text(yaml.safe_dump(fast_params(raw, runs=("simclr",)), sort_keys=False))
+    # on a Ray cluster the stage joins (the session's, else one of its own), as on a team's: its workers were not
+    # started from this environment, so the MLflow credentials reach them only with the job (ray_runner.job_env)
+    own = None if os.environ.get("RAY_ADDRESS") else LocalRayCluster(head_cpus=os.cpu_count() or 2)
     t0 = time.monotonic()
-    res = _dvc(root, "repro", env=_client_env(stack))
+    try:
+        res = _dvc(root, "repro", env={**_client_env(stack), "RAY_ADDRESS": own.address if own else
+                                       os.environ["RAY_ADDRESS"]})
+    finally:
+        if own is not None:
+            own.shutdown()
     print(f"dvc repro against the shared services: {time.monotonic() - t0:.1f} s")
     assert "Running stage 'compare'" in res.stdout
+    assert "Connecting to existing Ray cluster" in res.stdout + res.stderr
     assert not (root / "mlflow").exists(), "the pipeline fell back to the local sqlite store"
     return root
 
