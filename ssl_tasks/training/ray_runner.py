@@ -114,8 +114,31 @@ def init_ray(address: str | None = None) -> None:
         # state and logs an error every few seconds, and start-up is no faster (../shared/STACK.md).
         # "local": a new cluster even when a `ray start` cluster is discoverable on this machine (plain
         # ray.init() would join that one, then refuse num_cpus): only RAY_ADDRESS / ray.address join one.
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
-                 log_to_driver=True)
+        # Its own GCS port, and that address in the environment its processes start with: Ray Train's placement-
+        # group cleaner finds the controller through the state API with no address, which resolves RAY_ADDRESS and
+        # otherwise scans the machine, failing ("Found multiple active Ray instances") whenever another Ray runs
+        # here, e.g. a second pipeline's. Only the cluster's processes see it: this process's environment is
+        # restored, so a later init_ray in it starts or joins afresh.
+        port = _free_port()
+        saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT")}
+        os.environ.update(RAY_ADDRESS=f"127.0.0.1:{port}", RAY_GCS_SERVER_PORT=str(port))
+        try:
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
+                     log_to_driver=True)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
 
 
 # Variables a worker needs to log to the user's MLflow server and its artifact store (credentials, TLS, S3 endpoint).
