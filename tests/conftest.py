@@ -37,21 +37,19 @@ def _shared_ray_cluster(request: pytest.FixtureRequest):  # noqa: ANN202
     token authentication (tests/faults/test_ray_exposure.py) and the cluster test's "no RAY_ADDRESS: start local"
     drop ``RAY_ADDRESS`` on purpose. Started only when the session selected a slow test (the fast tier starts no
     Ray); ``SSL_TASKS_TEST_RAY=local`` keeps the old behaviour (each stage starts its own)."""
-    saved = os.environ.pop("RAY_ADDRESS", None)  # never the developer's own cluster
-    cluster = None
-    try:
-        if any(item.get_closest_marker("slow") for item in request.session.items) and \
-                os.environ.get("SSL_TASKS_TEST_RAY") != "local":
-            from local_ray_cluster import LocalRayCluster
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("RAY_ADDRESS", raising=False)  # never the developer's own cluster
+        if not any(item.get_closest_marker("slow") for item in request.session.items) or \
+                os.environ.get("SSL_TASKS_TEST_RAY") == "local":
+            yield None
+            return
+        from local_ray_cluster import LocalRayCluster
 
-            cluster = LocalRayCluster(head_cpus=os.cpu_count() or 2)
-            os.environ["RAY_ADDRESS"] = cluster.address
-        yield cluster
-    finally:
-        os.environ.pop("RAY_ADDRESS", None)
-        if saved is not None:
-            os.environ["RAY_ADDRESS"] = saved
-        if cluster is not None:
+        cluster = LocalRayCluster(head_cpus=os.cpu_count() or 2)
+        try:
+            mp.setenv("RAY_ADDRESS", cluster.address)
+            yield cluster
+        finally:
             cluster.shutdown()
 
 

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch  # patch.dict: the standard library's scoped os.environ change
 
 import torch
 
@@ -120,17 +121,9 @@ def init_ray(address: str | None = None) -> None:
         # here, e.g. a second pipeline's. Only the cluster's processes see it: this process's environment is
         # restored, so a later init_ray in it starts or joins afresh.
         port = _free_port()
-        saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT")}
-        os.environ.update(RAY_ADDRESS=f"127.0.0.1:{port}", RAY_GCS_SERVER_PORT=str(port))
-        try:
+        with patch.dict(os.environ, RAY_ADDRESS=f"127.0.0.1:{port}", RAY_GCS_SERVER_PORT=str(port)):  # then restored
             ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
                      log_to_driver=True)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
 
 def _free_port() -> int:

@@ -68,9 +68,4 @@ def test_a_user_error_in_a_ray_worker_is_one_line_without_retries(digits_dataset
     assert type(err.value) is UserError and "\n" not in str(err.value)
     assert "unexpected keyword argument 'widht'" in str(err.value)
     out = capfd.readouterr()
-    # No traceback from our code or of the error (a retried or re-raised worker error prints one). Ray's own
-    # background actors of an earlier in-process test (placement-group cleaner, logging to a closed capture stream)
-    # may print theirs, depending on the order the session ran tests in: those name neither.
-    blocks = (out.out + out.err).split("Traceback (most recent call last):")[1:]
-    ours = [b for b in blocks if "ssl_tasks" in b or "widht" in b or "UserError" in b]
-    assert not ours, ours[0][-3000:]
+    assert (out.out + out.err).count("Traceback") == 0

@@ -74,13 +74,10 @@ def _workers(c: LocalRayCluster) -> dict[str, str]:
 
     # RAY_ADDRESS of this process (the session's shared cluster, or one a ray.init() here set) wins over the
     # explicit dashboard address: the state API then lists the other cluster's actors (none of these)
-    saved = os.environ.pop("RAY_ADDRESS", None)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("RAY_ADDRESS", raising=False)
         acts = list_actors(address=c.dashboard_url, filters=[("class_name", "=", "RayTrainWorker")], limit=1000,
                            raise_on_missing_output=False)
-    finally:
-        if saved is not None:
-            os.environ["RAY_ADDRESS"] = saved
     return {a.actor_id: a.node_id for a in acts}
 
 
