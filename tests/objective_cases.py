@@ -19,11 +19,13 @@ class Case:
     pair: bool = False  # True: (images, captions) batches (the clip-art pair fixture and its caption tokenizer)
     graph: bool = False  # True: (features, edge_index) of a whole graph (the 60-node graph fixture)
     speech: bool = False  # True: (wave, lengths[, targets]) batches of synthetic waveforms (in memory only, for now)
+    video: bool = False  # True: uint8 clips (B, T, C, H, W) (in memory: 4 frames of 1 x 8 x 8)
 
 
 TINY_VIT = {"patch_size": 2, "width": 32, "depth": 2, "heads": 2}
 TINY_TEXT = {"max_len": 16, "width": 32, "depth": 1, "heads": 2}
 TINY_SPEECH = {"conv_channels": 16, "dim": 32, "depth": 2, "heads": 2, "pos_groups": 4}
+TINY_VIDEO = {"tubelet": 2, "patch_size": 4, "width": 32, "depth": 2, "heads": 2}
 # Every registered objective must have a case here (test_every_objective_has_a_case); the default is fine for most.
 CASES: dict[str, Case] = {
     "rotation": Case(), "relative_position": Case(), "jigsaw": Case(), "colorization": Case(colour=True),
@@ -50,6 +52,8 @@ CASES: dict[str, Case] = {
     "wav2vec2": Case({"num_negatives": 10, "codebook_entries": 8, "final_dim": 16}, encoder="wav2vec2",
                      encoder_kwargs=TINY_SPEECH, speech=True),
     "hubert": Case({"num_clusters": 12, "proj_dim": 16}, encoder="wav2vec2", encoder_kwargs=TINY_SPEECH, speech=True),
+    "videomae": Case({"decoder_width": 16, "decoder_depth": 1, "decoder_heads": 2}, encoder="video_vit",
+                     encoder_kwargs=TINY_VIDEO, video=True),
 }
 GREY = DataSpec(channels=1, image_size=8, mean=(0.3,), std=(0.37,))
 COLOUR = DataSpec(channels=3, image_size=32, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
@@ -71,8 +75,11 @@ SPEECH_CLUSTERS = 12  # the synthetic targets' classes (hubert's case sets num_c
 def spec_for(name: str):  # noqa: ANN201
     from ssl_tasks.modalities.graph.feed import GraphDataSpec
     from ssl_tasks.modalities.speech.frames import SpeechDataSpec
+    from ssl_tasks.modalities.video.spec import VideoDataSpec
 
     case = CASES[name]
+    if case.video:  # 4 frames of 1 x 8 x 8: a 2 x 2 x 2 grid of 2 x 4 x 4 tubelets
+        return VideoDataSpec(frames=4, channels=1, height=8, width=8, mean=(0.3,), std=(0.37,))
     if case.speech:  # 0.25 s rows at 16 kHz: 12 frames
         return SpeechDataSpec(sample_rate=16000, num_samples=4000, num_targets=SPEECH_CLUSTERS)
     if case.graph:
@@ -94,6 +101,11 @@ def build_case_encoder(name: str):  # noqa: ANN201
         from ssl_tasks.core.encoders import ENCODERS
 
         return ENCODERS.get(case.encoder)(spec.num_features, **case.encoder_kwargs)
+    if case.video:
+        from ssl_tasks.core.encoders import ENCODERS
+
+        return ENCODERS.get(case.encoder)(in_channels=spec.channels, frames=spec.frames,
+                                          image_size=min(spec.height, spec.width), **case.encoder_kwargs)
     if case.text:
         return build_text_encoder(case.encoder, spec.vocab_size, spec.pad_id, **case.encoder_kwargs)
     if case.pair:  # the image tower
@@ -115,6 +127,9 @@ def case_batch(name: str, seed: int = 0, n: int = 16):  # noqa: ANN201
         keep = src != dst
         ei = torch.stack([src[keep], dst[keep]])
         return x, torch.cat([ei, ei.flip(0)], dim=1)
+    if CASES[name].video:  # clips with black background: about half the pixels are 0
+        clips = torch.randint(0, 256, (n, spec.frames, spec.channels, spec.height, spec.width), generator=g)
+        return (clips * (torch.rand(clips.shape, generator=g) < 0.5)).to(torch.uint8)
     if CASES[name].pair:
         im = spec.image
         images = torch.randint(0, 256, (n, im.channels, im.image_size, im.image_size), generator=g, dtype=torch.uint8)
