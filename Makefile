@@ -15,7 +15,7 @@ export RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION := 0
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run run-text run-clip run-graph run-speech services services-stop test test-fast browser bench ui ui-stop clean help
+.PHONY: install run run-text run-clip run-graph run-speech run-video services services-stop test test-fast browser bench ui ui-stop clean help
 
 help:
 	@echo "make run    - install (first time) and run the default pipeline with dvc repro"
@@ -24,6 +24,7 @@ help:
 	@echo "make run-text - the language pipeline (configs/text.yaml: SST-2, Tiny Shakespeare) in workspaces/text/"
 	@echo "make run-graph - the graph pipeline (configs/graph.yaml: DGI, GraphCL, GraphMAE on Cora) in workspaces/graph/"
 	@echo "make run-speech - the speech pipeline (configs/speech.yaml: wav2vec 2.0, HuBERT on FSDD) in workspaces/speech/"
+	@echo "make run-video - the video pipeline (configs/video.yaml: VideoMAE on moving Fashion-MNIST sprites) in workspaces/video/"
 	@echo "make run-clip - the image-text pipeline (configs/clip.yaml: CLIP, SigLIP, SimCLR on Open Clip Art) in workspaces/clip/"
 	@echo "make ui     - start the Prefect UI (:$(PREFECT_PORT)) and MLflow UI (:$(MLFLOW_PORT)) and serve the flow"
 	@echo "make services - PostgreSQL + SeaweedFS (S3) + MLflow server with basic auth on loopback (infra/SCALING.md)"
@@ -72,6 +73,11 @@ run-speech: $(STAMP)
 	$(BIN)/python -c "from flows.pipeline import ssl_pipeline; ssl_pipeline(params_file='configs/speech.yaml', workspace='speech')"
 	@echo
 	@echo "Leaderboard: workspaces/speech/artifacts/leaderboard.md; reproduce there with: cd workspaces/speech && dvc repro"
+
+run-video: $(STAMP)
+	$(BIN)/python -c "from flows.pipeline import ssl_pipeline; ssl_pipeline(params_file='configs/video.yaml', workspace='video')"
+	@echo
+	@echo "Leaderboard: workspaces/video/artifacts/leaderboard.md; reproduce there with: cd workspaces/video && dvc repro"
 
 run-clip: $(STAMP)
 	$(BIN)/python -c "from flows.pipeline import ssl_pipeline; ssl_pipeline(params_file='configs/clip.yaml', workspace='clip')"

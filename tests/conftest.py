@@ -234,6 +234,18 @@ def speech_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def video_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """64 train / 32 test moving Fashion-MNIST sprites (4 frames of 16 x 16, sprites 7 x 7) through the
+    moving_sprites source: the real Fashion-MNIST files, a few hundred kilobytes of clips."""
+    from ssl_tasks.data.ingest import ingest
+
+    out = tmp_path_factory.mktemp("video") / "sprites"
+    ingest("moving_sprites", SHARED_DATA / "fashion_mnist", out,
+           options={"frames": 4, "size": 16, "sprite_size": 7, "train_clips": 64, "test_clips": 32})
+    return out
+
+
+@pytest.fixture(scope="session")
 def speech_targets(speech_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """HuBERT's frame targets of ``speech_dataset`` (the tokenizer stage, 12 clusters): the file a job names."""
     from ssl_tasks.modalities.speech.targets import SpeechTargetConfig, train_targets

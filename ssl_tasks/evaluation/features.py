@@ -1,9 +1,9 @@
 """Frozen features for the evaluation protocols: an encoder's pooled output, or the raw input.
 
-Inputs are uint8 images (N, C, H, W), normalised here with the data statistics, int64 token rows (N, L) of a
-text dataset, or float32 arrays (N, ...) of any other modality; tokens and floats are fed as they are. The
-raw-input baseline is the pixels for images, a bag of words (of subword tokens) for text and the flattened
-values for floats.
+Inputs are uint8 images (N, C, H, W) or clips (N, T, C, H, W), normalised here with the data statistics, int64
+token rows (N, L) of a text dataset, or float32 arrays (N, ...) of any other modality; tokens and floats are fed as
+they are. The raw-input baseline is the pixels for images and clips, a bag of words (of subword tokens) for text
+and the flattened values for floats.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from ssl_tasks.modalities.image.views import normalize
 
 
 def _check_images(images: np.ndarray) -> None:
-    is_images = images.ndim == 4 and images.dtype == np.uint8
+    is_images = images.ndim in (4, 5) and images.dtype == np.uint8  # images (N, C, H, W) or clips (N, T, C, H, W)
     is_tokens = images.ndim == 2 and images.dtype == np.int64
     is_floats = images.ndim >= 2 and images.dtype == np.float32
     if not (is_images or is_tokens or is_floats):
-        raise UserError(f"inputs must be uint8 images (N, C, H, W), int64 token rows (N, L) or float32 (N, ...), "
+        raise UserError(f"inputs must be uint8 images (N, C, H, W) or clips (N, T, C, H, W), int64 token rows (N, L) "
+                        f"or float32 (N, ...), "
                         f"got {images.dtype} {images.shape}")
 
 

@@ -9,3 +9,4 @@ from ssl_tasks.modalities.image import modality as _image  # noqa: F401
 from ssl_tasks.modalities.image_text import modality as _image_text  # noqa: F401
 from ssl_tasks.modalities.speech import modality as _speech  # noqa: F401
 from ssl_tasks.modalities.text import modality as _text  # noqa: F401
+from ssl_tasks.modalities.video import modality as _video  # noqa: F401

@@ -89,6 +89,16 @@ class ValidationConfig:
     max_clipping_fraction: float = 0.01
     min_rms_db: float = -60.0
     shared_groups: bool = False
+    # video datasets (modalities/video/checks.py ``VideoValidationConfig`` says what each guards): each file's frame
+    # rate bounds, frames a clip may lack (padded by its last frame), the size every source file must have (null: any),
+    # frame-size changes inside one clip, and the share of clips without any motion
+    min_fps: float | None = 1.0
+    max_fps: float | None = 240.0
+    max_missing_frames: int = 0
+    frame_height: int | None = None
+    frame_width: int | None = None
+    max_size_changes: int = 0
+    max_constant_fraction: float = 0.0
 
     @property
     def class_band(self) -> tuple[float, float]:

@@ -37,8 +37,9 @@ def all_files(root: Path) -> dict[str, bytes]:
 
 
 def test_registry_lists_sources() -> None:
-    assert SOURCES.names() == ["audio_folder", "audio_table", "cifar", "edge_list", "idx", "image_folder", "image_text_table", "image_text_tar",
-                              "planetoid", "sklearn_digits", "text", "text_table"]
+    assert SOURCES.names() == ["audio_folder", "audio_table", "cifar", "edge_list", "idx", "image_folder",
+                              "image_text_table", "image_text_tar", "moving_sprites", "planetoid", "sklearn_digits",
+                              "text", "text_table", "video_folder"]
     with pytest.raises(UserError, match="unknown source 'nope'"):
         ingest("nope", None, Path("/nonexistent/out"))
 

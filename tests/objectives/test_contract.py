@@ -110,15 +110,16 @@ def _job(name: str, data: Path, seed: int = 0, tokenizer: Path | None = None) ->
     return TrainJob(run=name, seed=seed, data_dir=str(data), objective=name,
                     objective_config=objective_config(name, case.objective_kwargs),
                     encoder=case.encoder, encoder_kwargs=case.encoder_kwargs,
-                    train=TrainConfig(epochs=1, batch_size=16 if case.speech else 64 if case.colour or case.text or case.pair
-                                      else 128),
+                    train=TrainConfig(epochs=1, batch_size=16 if case.speech or case.video
+                                      else 64 if case.colour or case.text or case.pair else 128),
                     mean=mean, std=std, tokenizer=str(tokenizer or ""))
 
 
 @pytest.fixture
 def dataset_for(request: pytest.FixtureRequest):  # noqa: ANN201
     """The real dataset an objective's contract runs on: digits, the CIFAR-10 JPEG subset for colour, the
-    SST-2 subset (with its tokenizer) for text, generated clips for speech (with HuBERT's targets)."""
+    SST-2 subset (with its tokenizer) for text, generated clips for speech (with HuBERT's targets), moving
+    Fashion-MNIST sprites for video."""
 
     def get(name: str) -> tuple[Path, Path | None]:
         case = CASES[name]
@@ -127,6 +128,8 @@ def dataset_for(request: pytest.FixtureRequest):  # noqa: ANN201
                                                                if name == "hubert" else None)
         if case.graph:
             return request.getfixturevalue("graph_dataset"), None
+        if case.video:
+            return request.getfixturevalue("video_dataset"), None
         if case.text:
             return request.getfixturevalue("text_dataset"), request.getfixturevalue("text_tokenizer")
         if case.pair:

@@ -65,22 +65,25 @@ def test_every_objective_trains_under_ddp_with_replicas_in_sync(digits_dataset: 
                                                                  beit_tokenizer: Path, text_dataset: Path,
                                                                  text_tokenizer: Path, pair_dataset: Path,
                                                                  pair_tokenizer: Path, graph_dataset: Path,
-                                                                 speech_dataset: Path, speech_targets: Path) -> None:
+                                                                 speech_dataset: Path, speech_targets: Path,
+                                                                 video_dataset: Path) -> None:
     jobs = []
     names = OBJECTIVES.names()
     for name in names:
         case, spec = CASES[name], spec_for(name)
         kwargs = {**case.objective_kwargs, **({"tokenizer": str(beit_tokenizer)} if name == "beit" else {})}
-        data = (speech_dataset if case.speech else graph_dataset if case.graph else pair_dataset if case.pair else text_dataset if case.text else colour_dataset if case.colour
+        data = (video_dataset if case.video else speech_dataset if case.speech else graph_dataset if case.graph
+                else pair_dataset if case.pair else text_dataset if case.text else colour_dataset if case.colour
                 else digits_dataset)
-        mean, std = ((), ()) if case.text or case.graph or case.speech else (spec.image.mean, spec.image.std) if case.pair else (spec.mean, spec.std)
+        mean, std = (((), ()) if case.text or case.graph or case.speech else (spec.image.mean, spec.image.std)
+                     if case.pair else (spec.mean, spec.std))
         tok = (str(pair_tokenizer) if case.pair else str(text_tokenizer) if case.text
                else str(speech_targets) if name == "hubert" else "")
         job = TrainJob(run=name, seed=0, data_dir=str(data), objective=name,
                        objective_config=objective_config(name, kwargs),
                        encoder=case.encoder, encoder_kwargs=case.encoder_kwargs, mean=mean, std=std, tokenizer=tok,
-                       train=TrainConfig(epochs=1, batch_size=16 if case.speech else 32 if case.colour or case.text
-                                         or case.pair else 64,
+                       train=TrainConfig(epochs=1, batch_size=16 if case.speech or case.video
+                                         else 32 if case.colour or case.text or case.pair else 64,
                                          warmup_epochs=0))
         jobs.append(job_to_dict(job))
     out = mp.Manager().dict()

@@ -23,6 +23,7 @@ END_TO_END = {
     "image_text": "tests/pipeline/test_pair_pipeline.py",
     "graph": "tests/pipeline/test_graph_pipeline.py",
     "speech": "tests/pipeline/test_speech_pipeline.py",
+    "video": "tests/pipeline/test_video_pipeline.py",
 }
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -34,7 +35,7 @@ def test_every_registered_modality_has_an_end_to_end_case() -> None:
         assert (TESTS.parent / where.split("::")[0]).is_file(), where
 
 
-@pytest.mark.parametrize("name", ["image", "text", "image_text", "graph", "speech"])
+@pytest.mark.parametrize("name", ["image", "text", "image_text", "graph", "speech", "video"])
 def test_modalities_declare_the_interface(name: str) -> None:
     m = get_modality(name)
     assert isinstance(m, Modality) and m.name == name and m.trains[0] == name

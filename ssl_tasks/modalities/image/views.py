@@ -44,7 +44,8 @@ def _rand(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 or [0, 1] float (B, C, H, W) -> standardised float."""
+    """uint8 or [0, 1] float (B, C, H, W) (or clips (B, T, C, H, W): channels stay third from last) -> standardised
+    float."""
     if x.dtype == torch.uint8:
         x = x.float().div_(255)
     return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
