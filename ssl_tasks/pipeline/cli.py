@@ -226,7 +226,7 @@ def entry() -> None:
     """The ``ssl-tasks`` console script: ``main``, then an exit that skips the interpreter's module teardown.
 
     Once a command has finished, tearing down torch, MLflow and Great Expectations costs 0.6-1.4 s each on this
-    CPU (about 2 s per pipeline stage, ~20 s of the default pipeline; bench/RESULTS.md section 3b) and does no
+    CPU (about 2 s per pipeline stage, ~20 s of the default pipeline; bench/RESULTS.md section 4) and does no
     work anyone needs: the exit handlers still run (Ray's shutdown of its local cluster, logging's flush,
     ``weakref.finalize`` clean-ups), then the standard streams are flushed and the process ends. Every output a
     stage writes is complete and renamed into place before ``main`` returns. An uncaught exception takes the

@@ -27,7 +27,7 @@ QUIET_ENV = {
     # Train V2's controller polls its workers every 2 s, and a worker's ``ray.train.report`` blocks until the
     # controller has taken the previous report: at the 2 s default every epoch shorter than 2 s stretched to 2 s
     # (the default pipeline's 1 s digits epochs doubled). 0.25 s keeps the wait small without the polling itself
-    # competing for a 2-core CPU (0.1 s slowed training by ~20% here). bench/RESULTS.md section 3b has the figures.
+    # competing for a 2-core CPU (0.1 s slowed training by ~20% here). bench/RESULTS.md section 4 has the figures.
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
     # Train V2 patches print() in workers into its logger, and the driver then shows each line twice.
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",

@@ -23,7 +23,7 @@ class Encoder(_Encoder):
 
 def _memory_format(module: nn.Module, channels_last: bool) -> torch.memory_format:
     """Store conv weights NHWC when ``channels_last``: oneDNN's CPU convolutions run faster on that layout
-    (bench/RESULTS.md section 4b); the math is unchanged, and ``forward`` converts its input to match."""
+    (bench/RESULTS.md section 3); the math is unchanged, and ``forward`` converts its input to match."""
     if not isinstance(channels_last, bool):
         raise TypeError(f"channels_last must be true or false, got {channels_last!r}")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
