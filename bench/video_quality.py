@@ -1,7 +1,9 @@
 """Video SSL on moving sprites (synthetic: Fashion-MNIST sprites moving in 32 x 32 frames): VideoMAE against random
 init of the same encoder, the raw pixels, an image MAE applied per frame and averaged, and a supervised ceiling, on
 three label sets (direction of motion, sprite class, speed); with the controls that must fall to chance on direction
-(frame-shuffled clips, a single frame repeated).
+(frame-shuffled clips, a single frame repeated). Direction is also probed as its two factors: the axis of motion
+(4 classes), which the set of positions a sprite visits gives away in any frame order, and the sign along it (2
+classes: bins k and k + 4 are opposite), which only the order of the frames tells.
 
     python bench/video_quality.py --seeds 0 1 2 --epochs 20 --out bench/results/video_quality.json
 
@@ -55,7 +57,12 @@ def load(args: argparse.Namespace) -> dict[str, dict[str, np.ndarray]]:
         for j, name in enumerate(res.label_sets):
             labels[name] = np.asarray(sp.extra[:, j], dtype=np.int64)
         out[split] = {"clips": np.ascontiguousarray(sp.clips), **{n: labels[n] for n in names}}
-    out["_classes"] = {res.main_label: len(res.label_names), **{k: len(v) for k, v in res.label_sets.items()}}
+        # direction = axis of motion (4: bin mod 4) x its sign (2: bin k and bin k + 4 are opposite): frames in
+        # another order keep the axis (the sprite's path is the same set of positions) and lose only the sign
+        out[split]["axis"] = labels["direction"] % 4
+        out[split]["sign"] = labels["direction"] // 4
+    out["_classes"] = {res.main_label: len(res.label_names), **{k: len(v) for k, v in res.label_sets.items()},
+                       "axis": 4, "sign": 2}
     return out
 
 
