@@ -55,8 +55,9 @@ run: $(STAMP)
 	@echo
 	@echo "Leaderboard: artifacts/leaderboard.md (.csv, .png). Next:"
 	@echo "  source .venv/bin/activate   # then dvc repro, dvc status, ssl-tasks list work in this shell"
-	@echo "  make ui                     # Prefect UI on :$(PREFECT_PORT), MLflow UI on :$(MLFLOW_PORT)"
-	@echo "  docs/ADDING_A_MODALITY.md   # your own kind of data; README 'Your own data' for images and text"
+	@echo "  make ui                     # Prefect UI on :$(PREFECT_PORT), MLflow UI on :$(MLFLOW_PORT); prints the runs-table and comparison links"
+	@echo "  docs/your-data.md           # your own image folder, from ingest to a leaderboard"
+	@echo "  docs/ADDING_A_MODALITY.md   # your own kind of data (audio, graphs, your own vectors)"
 
 # The run-* targets run the Prefect flow, whose stage runner (dvc_runner.repro_stage) does the same for a failed stage.
 run-text: $(STAMP)

@@ -20,6 +20,13 @@ record() {  # pid name: the pid file holds the pid and its start time, so a reus
   echo "$1 $(started "$1")" >"$RUN/$2.pid"
 }
 
+label() {  # pid-file name -> what a person calls it
+  case "$1" in
+    serve) echo "the served deployment" ;; prefect) echo "the Prefect server" ;; mlflow) echo "the MLflow UI" ;;
+    *) echo "$1" ;;
+  esac
+}
+
 stop() {
   # The flow-serving process goes first: with the server gone it may ignore SIGTERM.
   for name in serve prefect mlflow; do
@@ -30,6 +37,7 @@ stop() {
         rm -f "$RUN/$name.pid"
         continue
       fi
+      echo "stopping $(label "$name") (pid $pid) ..."
       kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
       for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
       kill -KILL -- "-$pid" 2>/dev/null || true
@@ -46,6 +54,7 @@ wait_for() {  # url, what
 
 start() {
   local pport="${1:-4200}" mport="${2:-5000}"
+  echo "starting the Prefect server on :$pport and the MLflow UI on :$mport ..."
   # The UI's own API address (else it derives one from port 4200 or an outside PREFECT_API_URL).
   PREFECT_UI_API_URL="http://127.0.0.1:$pport/api" \
     setsid "$BIN/prefect" server start --host 127.0.0.1 --port "$pport" </dev/null >"$RUN/prefect.log" 2>&1 &
@@ -54,16 +63,24 @@ start() {
     --backend-store-uri "sqlite:///$ROOT/mlflow/mlflow.db" \
     --default-artifact-root "$ROOT/mlflow/artifacts" </dev/null >"$RUN/mlflow.log" 2>&1 &
   record $! mlflow
+  echo "waiting for the Prefect server (its database is set up on first start) ..."
   wait_for "http://127.0.0.1:$pport/api/health" "Prefect server"
   export PREFECT_API_URL="http://127.0.0.1:$pport/api"
+  echo "serving the pipeline deployment ssl-pipeline/default ..."
   setsid "$BIN/python" -m flows.deploy --name default </dev/null >"$RUN/serve.log" 2>&1 &
   record $! serve
+  echo "waiting for the MLflow UI ..."
   wait_for "http://127.0.0.1:$mport/health" "MLflow UI"
-  local compare
-  compare=$("$BIN/ssl-tasks" ui-link --base "http://127.0.0.1:$mport" 2>&1 | tail -n 1) || true
+  echo "looking up the latest comparison in MLflow ..."
+  local runs compare lookup base="http://127.0.0.1:$mport"
+  # The runs table: MLflow 3.17 opens a bare #/experiments/<id> on its GenAI overview, whatever the kind tag says.
+  "$BIN/ssl-tasks" ui-link --experiment --base "$base" >"$RUN/runs-link.txt" 2>/dev/null &
+  lookup=$!
+  compare=$("$BIN/ssl-tasks" ui-link --base "$base" 2>&1 | tail -n 1) || true
+  if wait "$lookup"; then runs=$(tail -n 1 "$RUN/runs-link.txt"); else runs="$base/#/experiments   (no runs yet)"; fi
   cat <<MSG
 Prefect UI : http://127.0.0.1:$pport   (Deployments -> ssl-pipeline/default -> Run -> Custom run)
-MLflow UI  : http://127.0.0.1:$mport/#/experiments   (experiment "ssl-tasks"; parent runs expand to children)
+MLflow UI  : $runs   (experiment "ssl-tasks"; parent runs expand to children)
 Comparison : $compare
 Logs       : $RUN/*.log        Stop with: make ui-stop
 MSG

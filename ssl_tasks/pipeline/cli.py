@@ -141,9 +141,10 @@ def cmd_lineage(args: argparse.Namespace) -> None:
 
 
 def cmd_ui_link(args: argparse.Namespace) -> None:
-    from ssl_tasks.pipeline.compare import comparison_link
+    from ssl_tasks.pipeline.compare import comparison_link, experiment_link
 
-    print(comparison_link(_params(args), _layout(args), args.base))
+    link = experiment_link if args.experiment else comparison_link
+    print(link(_params(args), _layout(args), args.base))
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
@@ -198,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_repro)
     s = sub.add_parser("ui-link", help="the MLflow UI link comparing the latest pipeline's runs")
     s.add_argument("--base", default="http://127.0.0.1:5000", help="where the MLflow UI is served")
+    s.add_argument("--experiment", action="store_true", help="the experiment's runs table instead")
     s.set_defaults(fn=cmd_ui_link)
     return p
 

@@ -73,6 +73,15 @@ def comparison_link(params: Params, layout: Layout, base: str = UI_BASE) -> str:
     return mt.ui_compare_url(base, exp, children) if children else mt.ui_runs_url(base, exp)
 
 
+def experiment_link(params: Params, layout: Layout, base: str = UI_BASE) -> str:
+    """The MLflow UI link to the experiment's runs table (``ssl-tasks ui-link --experiment``; `make ui`)."""
+    exp = mt.experiment_id(mt.tracking_uri(layout.root), params.tracking.experiment)
+    if exp is None:
+        raise UserError(f"no MLflow experiment {params.tracking.experiment!r} yet: run `make run` (or dvc repro) "
+                        "first")
+    return mt.ui_runs_url(base, exp)
+
+
 def parent_name(datasets: list[str], run_names: list[str], commit: str, width: int = 60) -> str:
     """The parent run's name says what it compared: ``digits: simclr, byol, moco_v2 @ 1c5a5e2``."""
     tail = f" @ {commit[:7]}"

@@ -177,7 +177,15 @@ def _key(k: str) -> str:
 
 
 def ui_runs_url(base: str, experiment_id: str) -> str:
+    """The experiment's runs table. ``#/experiments/<id>`` alone opens MLflow 3.17's GenAI overview (traces, tokens,
+    cost) whatever the experiment's kind tag says; ``/runs`` opens the table of runs by name."""
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
+
+
+def experiment_id(uri: str, name: str) -> str | None:
+    """The id of the experiment called ``name``; None when there is none yet (nothing is created)."""
+    exp = _client(uri).get_experiment_by_name(name)
+    return None if exp is None else exp.experiment_id
 
 
 def ui_compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:

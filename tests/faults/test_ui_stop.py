@@ -36,6 +36,7 @@ def test_stop_spares_a_process_that_reused_a_stale_pid(tmp_path: Path) -> None:
         res = subprocess.run(["bash", str(script), "stop"], capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
         assert "mlflow: not running (stale pid file" in res.stdout and "prefect: not running" in res.stdout
+        assert f"stopping the served deployment (pid {ours}) ..." in res.stdout  # each step says what it waits on
         assert bystander.poll() is None, "ui.sh stop killed a process it did not start"
         assert not Path(f"/proc/{ours}").exists() or "Z" in Path(f"/proc/{ours}/stat").read_text().split(") ")[1][:1]
         assert not list(run.glob("*.pid"))

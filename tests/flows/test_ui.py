@@ -1,8 +1,9 @@
 """Both UIs of `make ui` in a real browser, as a person uses them: headless Chromium, driven over the DevTools
 protocol, fills the Prefect deployment's "Custom run" form and submits it; the run it starts completes (ingest,
 validate, tokenizer and baselines restored from what test_flow.py's first run left in the project's DVC cache;
-pretraining with the form's epochs, evaluation and compare run), its page shows it, and the MLflow comparison link of `ssl-tasks
-ui-link` opens on each method's k-NN and linear accuracies to three decimals."""
+pretraining with the form's epochs, evaluation and compare run), its page shows it, the MLflow comparison link of `ssl-tasks
+ui-link` opens on each method's k-NN and linear accuracies to three decimals, and the experiment link `make ui` prints
+opens on the runs table."""
 
 from __future__ import annotations
 
@@ -54,6 +55,11 @@ def test_custom_run_from_the_prefect_ui_then_the_mlflow_comparison(first_run: di
         started = _ui(project, env, "start", str(pport), str(mport))
         assert started.returncode == 0, started.stdout + started.stderr + _tails(logs)
         assert f"Prefect UI : {prefect}" in started.stdout and f"MLflow UI  : {mlflow}" in started.stdout
+        for step in ("starting the Prefect server", "serving the pipeline deployment", "waiting for the MLflow UI"):
+            assert step in started.stdout, started.stdout  # no silent wait: one line per step
+        # The experiment link it prints is the runs table (a bare #/experiments/<id> is MLflow's GenAI overview).
+        runs_link = re.search(r"^MLflow UI  : (\S+)", started.stdout, re.M).group(1)
+        assert re.fullmatch(rf"{re.escape(mlflow)}/#/experiments/\d+/runs", runs_link), started.stdout
         dep = _wait("the served deployment ssl-pipeline/default",
                     lambda: _api(f"{prefect}/api", "GET", "/deployments/name/ssl-pipeline/default"), 120, logs=logs)
 
@@ -136,5 +142,11 @@ def test_custom_run_from_the_prefect_ui_then_the_mlflow_comparison(first_run: di
 
             page.goto(link.stdout.strip())
             page.until(f"the comparison of {sorted(tracked['name'])} with {want}", shown, 90)
+
+            # The experiment link `make ui` printed opens on the runs table, the latest parent named in it, not on
+            # MLflow's GenAI overview (traces, tokens, cost).
+            page.goto(runs_link)
+            page.until(f"the runs table with {latest.info.run_name!r}", lambda text: "Run Name" in text
+                       and latest.info.run_name in text and "Total Cost" not in text, 90)
     finally:
         _ui(project, env, "stop")

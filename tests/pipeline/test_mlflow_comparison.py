@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.pipeline.compare import comparison_link, leaderboard_metrics, parent_name
+from ssl_tasks.pipeline.compare import comparison_link, experiment_link, leaderboard_metrics, parent_name
 from ssl_tasks.pipeline.layout import Layout
 from ssl_tasks.pipeline.leaderboard import axis_limits, plot_leaderboard
 from ssl_tasks.pipeline.params import parse_params
@@ -97,6 +97,42 @@ def test_ui_link_compares_the_latest_pipelines_children(tmp_path: Path, monkeypa
     assert link.startswith("http://127.0.0.1:5123/#/compare-runs?")
     query = urllib.parse.parse_qs(link.split("?", 1)[1])
     assert json.loads(query["runs"][0]) == kids and json.loads(query["experiments"][0]) == [exp]
+
+
+def test_ui_link_experiment_is_the_runs_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = parse_params(_yaml(), REPO)
+    with pytest.raises(UserError, match="no MLflow experiment"):
+        experiment_link(params, Layout(tmp_path))
+    exp = mt.ensure_experiment(mt.tracking_uri(tmp_path), params.tracking.experiment)
+    assert experiment_link(params, Layout(tmp_path), "http://h:1/") == f"http://h:1/#/experiments/{exp}/runs"
+
+
+@pytest.mark.slow
+def test_printed_experiment_link_shows_the_runs_table_in_a_real_browser(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow 3.17 opens ``#/experiments/<id>`` on its GenAI overview (traces, tokens, cost) despite the experiment's
+    kind tag; the link `ssl-tasks ui-link --experiment` prints (`make ui`'s "MLflow UI" line) shows the runs by
+    name in headless Chromium against a real `mlflow ui`."""
+    import subprocess
+    import sys
+
+    from browser import mlflow_ui, page_text
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    bin_dir = Path(sys.executable).parent
+    uri = mt.tracking_uri(tmp_path)
+    exp = mt.ensure_experiment(uri, parse_params(_yaml(), REPO).tracking.experiment)
+    names = ["digits: simclr, byol @ 1c5a5e2", "supervised@digits"]
+    for name in names:
+        mt.finish(uri, mt.start_run(uri, exp, name, {}, {}))
+    with mlflow_ui(tmp_path / "mlflow" / "mlflow.db", bin_dir) as base:
+        link = subprocess.run([str(bin_dir / "ssl-tasks"), "--root", str(tmp_path), "--params", str(REPO / "params.yaml"),
+                               "ui-link", "--experiment", "--base", base], capture_output=True, text=True, timeout=120)
+        assert link.returncode == 0, link.stderr
+        text = page_text(link.stdout.strip())
+    assert "Run Name" in text and all(n in text for n in names), text[:3000]  # the runs table, by run name
+    assert "Total Cost" not in text and "Cost Over Time" not in text, text[:3000]  # not the GenAI overview
 
 
 def _yaml() -> dict:
