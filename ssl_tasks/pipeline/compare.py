@@ -34,11 +34,11 @@ def compare(params: Params, layout: Layout) -> Any:
     plot_leaderboard(table, png)
     uri, exp = runs.tracking(params, layout.root)
     runs.close_orphans(uri, exp)  # runs of stages killed earlier (a compare killed midway left its parent open)
-    commit = runs.git_commit(layout.root)
-    parent = mt.start_run(uri, exp, parent_name(used, list(params.runs), commit),
+    git = runs.git_tags(layout.root)
+    parent = mt.start_run(uri, exp, parent_name(used, list(params.runs), git["git_commit"], git["git_dirty"] == "true"),
                           {"runs": ",".join(params.runs), "datasets": ",".join(used),
                            "protocols": ",".join(params.evaluation.protocols)},
-                          {"kind": "pipeline", "git_commit": commit,
+                          {"kind": "pipeline", **git,
                            "prefect_flow_run_id": os.environ.get("PREFECT__FLOW_RUN_ID", "")})
     children = [rid for row in rows.values() for rid in row.get("mlflow_run_ids", [row["mlflow_run_id"]])]
     adopted = runs.adopt(uri, parent, children)
@@ -82,9 +82,10 @@ def experiment_link(params: Params, layout: Layout, base: str = UI_BASE) -> str:
     return mt.ui_runs_url(base, exp)
 
 
-def parent_name(datasets: list[str], run_names: list[str], commit: str, width: int = 60) -> str:
-    """The parent run's name says what it compared: ``digits: simclr, byol, moco_v2 @ 1c5a5e2``."""
-    tail = f" @ {commit[:7]}"
+def parent_name(datasets: list[str], run_names: list[str], commit: str, dirty: bool = False, width: int = 60) -> str:
+    """The parent run's name says what it compared: ``digits: simclr, byol, moco_v2 @ 1c5a5e2``, and
+    ``@ 1c5a5e2+dirty`` when tracked files (params.yaml, code) differ from that commit."""
+    tail = f" @ {commit[:7]}" + ("+dirty" if dirty else "")
     head = f"{', '.join(datasets)}: "
     body = ", ".join(run_names)
     room = width - len(head) - len(tail)

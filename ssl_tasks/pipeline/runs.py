@@ -14,13 +14,29 @@ from ssl_tasks.core.config import to_dict
 from ssl_tasks.core.io import write_json_atomic
 from ssl_tasks.tracking import mlflow_tracking as mt
 
+# Rewritten by every successful `dvc repro` (run-specific hashes): a results file, not a change to the code or params.
+NOT_DIRTY = (":(top,exclude,glob)**/dvc.lock",)
 
-def git_commit(root: Path) -> str:
+
+def git_state(root: Path) -> tuple[str, bool]:
+    """(HEAD's hash, whether tracked files differ from it): ``("unknown", False)`` outside a git checkout. An edited
+    params.yaml or source file makes it dirty; dvc.lock (rewritten by the pipeline itself) and untracked files do
+    not."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0 or not head.stdout.strip():
+            return "unknown", False
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *NOT_DIRTY],
+                                cwd=root, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return "unknown", False
+    return head.stdout.strip(), bool(status.stdout.strip())
+
+
+def git_tags(root: Path) -> dict[str, str]:
+    """The code version a run was made from, as MLflow tags: ``git_commit`` and ``git_dirty`` ("true"/"false")."""
+    commit, dirty = git_state(root)
+    return {"git_commit": commit, "git_dirty": str(dirty).lower()}
 
 
 def data_hash(data_dir: Path) -> str:
@@ -52,7 +68,7 @@ def resume_or_start(uri: str, exp: str, marker: Path, name: str, run_params: dic
 def pretrain_run(uri: str, exp: str, marker: Path, run: str, seed: int, spec: Any, modality: str, train: Any,
                  root: Path, data_dir: Path) -> str:
     tags = {"objective": spec.objective, "dataset": spec.dataset, "encoder": spec.encoder, "modality": modality,
-            "kind": "ssl", "seed": str(seed), "git_commit": git_commit(root), "data_hash": data_hash(data_dir)}
+            "kind": "ssl", "seed": str(seed), **git_tags(root), "data_hash": data_hash(data_dir)}
     p = {"run": run, "seed": seed, "objective": spec.objective, "encoder": spec.encoder,
          "encoder_kwargs": spec.encoder_kwargs, "objective_kwargs": spec.objective_kwargs, "train": to_dict(train),
          "dataset": spec.dataset}
@@ -65,7 +81,7 @@ def baseline_run(uri: str, exp: str, name: str, kind: str, dataset: str, modalit
     """A finished MLflow run holding one baseline's evaluation metrics; ``started`` (``time.time()`` when the
     baseline's work began) makes its duration the real one."""
     tags = {"kind": "baseline", "baseline": kind, "dataset": dataset, "encoder": encoder, "modality": modality,
-            "git_commit": git_commit(root), "data_hash": data_hash(data_dir)}
+            **git_tags(root), "data_hash": data_hash(data_dir)}
     run_id = mt.start_run(uri, exp, name, {"baseline": kind, "encoder": encoder, "seed": seed,
                                            "encoder_kwargs": encoder_kwargs}, tags, started=started)
     mt.log_metrics(uri, run_id, {f"eval/{k}": v for k, v in metrics.items()})

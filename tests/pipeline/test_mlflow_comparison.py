@@ -51,6 +51,8 @@ def test_parent_name_says_what_was_compared() -> None:
     assert parent_name(["digits"], ["simclr", "byol"], "1c5a5e2abcdef") == "digits: simclr, byol @ 1c5a5e2"
     long = parent_name(["digits"], [f"run_{i}" for i in range(30)], "abcdef0")
     assert len(long) <= 60 and long.endswith("… @ abcdef0") and long.startswith("digits: run_0, run_1")
+    edited = parent_name(["digits"], [f"run_{i}" for i in range(30)], "abcdef0", dirty=True)
+    assert len(edited) <= 60 and edited.endswith("… @ abcdef0+dirty")  # tracked files differ from the commit
 
 
 def _board() -> pd.DataFrame:
