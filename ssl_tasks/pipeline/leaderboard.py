@@ -172,49 +172,66 @@ def metric_label(col: str) -> str:
 
 
 def plot_leaderboard(df: pd.DataFrame, path: Path) -> None:
-    """One panel per protocol (accuracy and recall columns; perplexities stay in the table), each with its own
-    y range fitted to the data (so points with error bars, not bars that would pretend the axis starts at 0),
-    every point labelled with its value to three decimals. Rows are coloured by kind, so SSL runs stand apart
-    from their references."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """``leaderboard_figure`` written to ``path`` (PNG)."""
     import matplotlib.pyplot as plt
 
     from ssl_tasks.core.io import atomic_file
 
+    fig = leaderboard_figure(df)
+    with atomic_file(Path(path)) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def leaderboard_figure(df: pd.DataFrame) -> Any:
+    """One panel per protocol (accuracy and recall columns; perplexities stay in the table) and dataset: a row of
+    panels per protocol, a column per dataset, each panel holding that dataset's rows only, with a y range fitted
+    to its own values (so points with error bars, not bars that would pretend the axis starts at 0; a second dataset
+    at 0.6 does not flatten the 0.95-0.99 gaps of the first), every point labelled with its value to three
+    decimals. Rows are coloured by kind, so SSL runs stand apart from their references."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.patches
+    import matplotlib.pyplot as plt
+
     cols = [c for c in df.columns if c.endswith((ACCURACY, RECALL)) and df[c].notna().any()]
-    names = [str(n) for n in df["name"]]
+    datasets = list(dict.fromkeys(df["dataset"])) if "dataset" in df.columns and len(df) else [""]
+    parts = [df[df["dataset"] == d] if d else df for d in datasets]
     colours = {"ssl": "tab:blue", "random_init": "tab:gray", "raw_pixels": "tab:orange", "supervised": "tab:green"}
-    colour_of = [colours.get(k, "tab:purple") for k in df["kind"]]
     n = max(1, len(cols))
-    fig, axes = plt.subplots(n, 1, figsize=(max(6, 0.9 * len(names) + 2), 2.6 * n + 1.2), squeeze=False)
-    x = np.arange(len(names))
-    for ax, c in zip(axes[:, 0], cols):
-        v = df[c].astype(float).to_numpy()
-        err = (df[f"{c}_ci95"].astype(float).fillna(0).to_numpy() if f"{c}_ci95" in df.columns
-               else np.zeros_like(v))
-        if err.any():
-            ax.errorbar(x, v, yerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=3)
-        ax.scatter(x, v, s=40, c=colour_of, zorder=3)  # points, not bars: the axis does not start at 0
-        for xi, vi in zip(x, v):
-            if np.isfinite(vi):
-                ax.annotate(f"{vi:.3f}", (xi, vi), ha="left", va="bottom", fontsize=7,
-                            xytext=(4, 2), textcoords="offset points")
-        ax.set_ylim(*axis_limits(v, err))
-        ax.set_ylabel(metric_label(c), fontsize=8)
-        ax.set_title(c, fontsize=9, loc="left")
-        ax.set_xticks(x, [] if ax is not axes[-1, 0] else names, rotation=25, ha="right", fontsize=8)
-        ax.set_xlim(-0.5, len(names) - 0.5)
-        ax.grid(axis="y", alpha=0.3)
+    widths = [max(2, len(p)) for p in parts]
+    fig, axes = plt.subplots(n, len(parts), figsize=(max(6, 0.9 * sum(widths) + 2 * len(parts)), 2.6 * n + 1.2),
+                             squeeze=False, gridspec_kw={"width_ratios": widths})
+    for j, (dataset, part) in enumerate(zip(datasets, parts)):
+        names = [str(x) for x in part["name"]]
+        colour_of = [colours.get(k, "tab:purple") for k in part["kind"]]
+        x = np.arange(len(names))
+        for i, c in enumerate(cols):
+            ax = axes[i, j]
+            v = part[c].astype(float).to_numpy()
+            err = (part[f"{c}_ci95"].astype(float).fillna(0).to_numpy() if f"{c}_ci95" in part.columns
+                   else np.zeros_like(v))
+            if err.any():
+                ax.errorbar(x, v, yerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=3)
+            ax.scatter(x, v, s=40, c=colour_of, zorder=3)  # points, not bars: the axis does not start at 0
+            for xi, vi in zip(x, v):
+                if np.isfinite(vi):
+                    ax.annotate(f"{vi:.3f}", (xi, vi), ha="left", va="bottom", fontsize=7,
+                                xytext=(4, 2), textcoords="offset points")
+            ax.set_ylim(*axis_limits(v, err))
+            if j == 0:
+                ax.set_ylabel(metric_label(c), fontsize=8)
+            ax.set_title(f"{dataset}: {c}" if dataset else c, fontsize=9, loc="left")
+            ax.set_xticks(x, [] if i < n - 1 else names, rotation=25, ha="right", fontsize=8)
+            ax.set_xlim(-0.5, len(names) - 0.5)
+            ax.grid(axis="y", alpha=0.3)
     if not cols:
         axes[0, 0].text(0.5, 0.5, "no accuracy or recall columns", ha="center", transform=axes[0, 0].transAxes)
     kinds = [k for k in colours if k in set(df["kind"])]
     handles = [matplotlib.patches.Patch(color=colours[k], label=k) for k in kinds]
     if handles:
-        axes[0, 0].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
-    fig.suptitle("SSL leaderboard (test split; y axes fitted to the data)", fontsize=10)
+        axes[0, -1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
+    fig.suptitle("SSL leaderboard (test split; each panel's y axis fitted to its own dataset)", fontsize=10)
     fig.tight_layout()
-    with atomic_file(Path(path)) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    return fig

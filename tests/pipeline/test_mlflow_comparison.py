@@ -16,7 +16,7 @@ import pytest
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.pipeline.compare import comparison_link, experiment_link, leaderboard_metrics, parent_name
 from ssl_tasks.pipeline.layout import Layout
-from ssl_tasks.pipeline.leaderboard import axis_limits, plot_leaderboard
+from ssl_tasks.pipeline.leaderboard import axis_limits, leaderboard_figure, plot_leaderboard
 from ssl_tasks.pipeline.params import parse_params
 from ssl_tasks.tracking import mlflow_tracking as mt
 
@@ -80,6 +80,32 @@ def test_chart_draws_one_panel_per_protocol(tmp_path: Path) -> None:
     h, w = matplotlib.image.imread(tmp_path / "lb.png").shape[:2]
     plot_leaderboard(board.drop(columns=["linear/top1", "linear/top1_ci95"]), tmp_path / "one.png")
     assert matplotlib.image.imread(tmp_path / "one.png").shape[0] < h  # two panels stand taller than one
+
+
+def test_chart_gives_each_dataset_its_own_y_range() -> None:
+    """Two datasets far apart (digits near 0.97, clip art near 0.55): one panel per dataset and protocol, each
+    y range fitted to its own dataset's values, so digits' 0.95-0.99 gaps are not flattened by clip art's 0.5s."""
+    import matplotlib.pyplot as plt
+
+    board = pd.DataFrame({"name": ["simclr", "raw_pixels@digits", "simclr_clipart", "raw_pixels@clipart"],
+                          "dataset": ["digits", "digits", "clipart", "clipart"],
+                          "kind": ["ssl", "raw_pixels", "ssl", "raw_pixels"],
+                          "knn/top1": [0.975, 0.955, 0.58, 0.49], "knn/top1_ci95": [0.0] * 4,
+                          "linear/top1": [0.985, 0.95, 0.6, 0.5], "linear/top1_ci95": [0.0] * 4})
+    fig = leaderboard_figure(board)
+    try:
+        panels = {ax.get_title(loc="left"): ax for ax in fig.axes if ax.get_title(loc="left")}
+        assert set(panels) == {f"{d}: {c}" for d in ("digits", "clipart") for c in ("knn/top1", "linear/top1")}
+        for title, ax in panels.items():
+            dataset, col = title.split(": ")
+            values = board.loc[board["dataset"] == dataset, col]
+            lo, hi = ax.get_ylim()
+            assert lo < values.min() and values.max() < hi, (title, lo, hi)
+            assert hi - lo < 3 * (values.max() - values.min()) + 0.03, (title, lo, hi)  # fitted, not shared
+            labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+            assert not labels or set(labels) == set(board.loc[board["dataset"] == dataset, "name"])
+    finally:
+        plt.close(fig)
 
 
 def test_ui_link_compares_the_latest_pipelines_children(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
