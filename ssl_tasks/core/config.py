@@ -121,7 +121,7 @@ def load_yaml(text: str, where: str) -> Any:
             key = loader.construct_object(key_node, deep=deep)
             if key in seen:
                 raise UserError(f"{where}: key {key!r} is given twice in one mapping (lines {seen[key]} and "
-                                f"{key_node.start_mark.line + 1}); keep one")
+                                f"{key_node.start_mark.line + 1}); keep one, with the entries of both under it")
             seen[key] = key_node.start_mark.line + 1
         return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 

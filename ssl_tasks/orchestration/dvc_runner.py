@@ -99,9 +99,22 @@ def init_without_git(run_dir: Path, cache: Path) -> None:
     run_dvc(["cache", "dir", "--local", str(cache)], run_dir)
 
 
+def check_params_file(run_dir: Path) -> None:
+    """Read ``run_dir``'s params.yaml before DVC does: a key given twice (a snippet's ``datasets:`` pasted below the
+    existing one) or a YAML syntax error is one ``UserError`` line naming both lines, instead of ruamel's
+    traceback from deep inside ``dvc repro`` (PyYAML would keep the last of two keys silently)."""
+    from ssl_tasks.core.config import load_yaml
+
+    path = Path(run_dir) / "params.yaml"
+    if path.is_file():
+        load_yaml(path.read_text(), "params.yaml")
+
+
 def stage_order(run_dir: Path) -> list[str]:
     """The stages of ``dvc.yaml`` in the order ``dvc repro`` runs them (DVC's own plan of its graph)."""
     from dvc.repo import Repo
+
+    check_params_file(run_dir)  # DVC reads params.yaml for its graph: its own one-line error first
 
     with Repo(str(run_dir)) as repo:
         try:
@@ -223,7 +236,9 @@ def restore_outputs(run_dir: Path, stages: Sequence[str] = ()) -> str:
 
 def repro_or_restore(args: Sequence[str], run_dir: Path) -> int:
     """``dvc repro <args>`` in ``run_dir`` on this terminal; when it fails (or is interrupted), ``restore_outputs``
-    of every stage and one ``error:`` line on stderr naming what was restored. Returns DVC's exit status."""
+    of every stage and one ``error:`` line on stderr naming what was restored. Returns DVC's exit status. A
+    params.yaml DVC cannot read is refused first (``check_params_file``): nothing ran, so nothing is restored."""
+    check_params_file(run_dir)
     proc = subprocess.Popen([*dvc_cmd(), "repro", *args], cwd=run_dir)
     try:
         rc = proc.wait()

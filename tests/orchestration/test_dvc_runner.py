@@ -37,6 +37,15 @@ def test_stage_order_is_dvc_repro_order(tmp_path: Path) -> None:
     assert order.index("baselines@digits") < order.index("compare")
 
 
+def test_stage_order_refuses_a_params_file_with_a_key_given_twice(tmp_path: Path) -> None:
+    """The flow plans its stages first: a second top-level ``runs:`` stops it with the project's one-line error."""
+    from ssl_tasks.core.errors import UserError
+
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text() + "runs:\n  extra: {dataset: digits}\n")
+    with pytest.raises(UserError, match=r"^params.yaml: key 'runs' is given twice in one mapping \(lines \d+ and"):
+        stage_order(tmp_path)
+
+
 def test_stage_tags_mark_gpu_pretraining_only(tmp_path: Path) -> None:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["runs"]["byol"]["train"] = {**(raw["runs"]["byol"].get("train") or {}), "use_gpu": True}

@@ -60,6 +60,16 @@ def test_the_page_params_parse_and_state_their_baselines() -> None:
     assert bash and "dvc repro" in bash[-1] and "--option image_size=32" in bash[0]
 
 
+def test_the_readme_shows_the_page_params_indented_under_the_existing_keys() -> None:
+    """README's own-data snippet is the page's, and neither is pasteable as a second top-level key: each names the
+    entries already there, so it reads as an insertion under ``datasets:`` and ``runs:``."""
+    readme = [m.group(2) for m in FENCE.finditer((REPO / "README.md").read_text(encoding="utf-8"))
+              if m.group(1) == "yaml" and m.group(2).startswith(PARAMS_MARK)]
+    page = [t for lang, t in blocks() if lang == "yaml" and t.startswith(PARAMS_MARK)]
+    assert readme == page, "README's own-data params.yaml block differs from docs/your-data.md's"
+    assert "# digits: ..." in page[0] and "# simclr: ..." in page[0] and "existing" in page[0].splitlines()[0]
+
+
 @pytest.mark.slow
 @needs_shared(SHARED_DATA / "openclipart_captions" / "images", "the Open Clip Art drawings")
 def test_the_page_runs_as_written(tmp_path: Path) -> None:
