@@ -179,7 +179,7 @@ def finetune_budget(n: int, cfg: EvalConfig, views: ImageViews | None) -> str:
     """What one fine-tuning run of ``n`` labelled examples costs and sees, in the words its progress line uses:
     batch size, optimiser steps, learning rate and views (a run and its random-init reference print the same)."""
     steps = cfg.finetune_epochs * max(1, math.ceil(n / cfg.finetune_batch_size))
-    seen = "none" if views is None else repr(views.cfg)
+    seen = "none" if views is None else f"[{views.cfg.short()}]"
     return f"batch {cfg.finetune_batch_size}, {steps} steps, lr {cfg.finetune_lr}, views {seen}"
 
 

@@ -162,8 +162,9 @@ def test_random_init_reference_is_fine_tuned_with_the_identical_budget(tmp_path:
     assert by_label["run"] == by_label["run random init"] and set(by_label["run"]) == {"finetune", "semi_10pct"}
     steps = CFG.finetune_epochs * -(-n_train // CFG.finetune_batch_size)
     assert by_label["run"]["finetune"].startswith(
-        f"{n_train} labelled examples for 2 epochs (batch 128, {steps} steps, lr 0.001, views ImageViewConfig(")
-    assert "crop_scale=(0.6, 1.0)" in by_label["run"]["finetune"]
+        f"{n_train} labelled examples for 2 epochs (batch 128, {steps} steps, lr 0.001, views [crop 0.6-1])")
+    assert ImageViewConfig(crop_scale=(0.2, 1.0), hflip_p=0.5, jitter_p=0.8).short() == \
+        "crop 0.2-1, flip 0.5, jitter 0.8, grey 0.2"  # a short form, not the dataclass's repr
 
 
 def test_which_modalities_fine_tune() -> None:

@@ -22,3 +22,13 @@ def test_every_flow_parameter_is_one_plain_type_with_a_default() -> None:
         assert prop.get("description"), name
         assert not re.search(r"<[^>]*>", prop["description"]), (name, prop["description"])
     assert not schema.get("required")
+
+
+def test_the_readme_names_every_field_of_the_form() -> None:
+    """README's "The two UIs" lists the Custom run form's parameters: all of them, not the first six."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    bullet = readme[readme.index("- **Prefect**:"):readme.index("- **MLflow**:")]
+    props = parameter_schema(ssl_pipeline.fn).model_dump_for_openapi()["properties"]
+    assert [p for p in props if f"`{p}`" not in bullet] == []

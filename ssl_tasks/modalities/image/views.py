@@ -38,6 +38,14 @@ class ImageViewConfig:
             if not 0 <= p <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {p}")
 
+    def short(self) -> str:
+        """The views in a few words for progress lines: ``crop 0.6-1, flip 0.5`` (probabilities that are 0 left out)."""
+        lo, hi = self.crop_scale
+        parts = [f"crop {lo:g}-{hi:g}"]
+        parts += [f"{word} {p:g}" for word, p in (("flip", self.hflip_p), ("jitter", self.jitter_p),
+                                                  ("grey", self.grayscale_p), ("blur", self.blur_p)) if p]
+        return ", ".join(parts)
+
 
 def _rand(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
     return torch.rand(n, generator=g, device=g.device) * (hi - lo) + lo
