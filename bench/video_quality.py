@@ -166,6 +166,32 @@ def video_encoder(spec: VideoDataSpec, seed: int) -> torch.nn.Module:
     return ENCODERS.get("video_vit")(in_channels=spec.channels, frames=spec.frames, image_size=spec.height, **ENCODER)
 
 
+def summarise(rows: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per row and metric: the mean and (population) std over its seeds, and how many there were."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, runs in rows.items():
+        keys = [k for k in runs[0] if k not in ("seed", "log") and isinstance(runs[0][k], (int, float))]
+        out[name] = {k: {"mean": round(float(np.mean([r[k] for r in runs])), 4),
+                         "std": round(float(np.std([r[k] for r in runs])), 4), "seeds": len(runs)} for k in keys}
+    return out
+
+
+def merge(files: list[str], out_path: str) -> None:
+    """One results file from several runs of this script (processes run side by side): their rows, each file's
+    provenance, and the per-row summary over seeds."""
+    merged: dict = {"provenance": provenance(), "synthetic": True, "merged_from": [], "rows": {}}
+    for f in files:
+        d = json.loads(Path(f).read_text())
+        merged["merged_from"].append({"file": f, "provenance": d["provenance"]})
+        merged.setdefault("data", d["data"])
+        merged.setdefault("encoder", d["encoder"])
+        for name, runs in d["rows"].items():
+            merged["rows"].setdefault(name, []).extend(runs)
+    merged["summary"] = summarise(merged["rows"])
+    Path(out_path).write_text(json.dumps(merged, indent=1) + "\n")
+    print(f"wrote {out_path}: " + ", ".join(f"{k} ({len(v)})" for k, v in merged["rows"].items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "fashion_mnist"))
@@ -181,7 +207,12 @@ def main() -> None:
     ap.add_argument("--rows", default="raw_pixels,random_init,videomae,controls,image_mae,supervised")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "video_quality.json"))
+    ap.add_argument("--merge", nargs="+", metavar="FILE", help="merge these results files into --out, with the "
+                    "per-row summary over seeds, and exit")
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge, args.out)
+        return
     torch.set_num_threads(args.threads)
     rows = set(args.rows.split(","))
     t0 = time.perf_counter()
