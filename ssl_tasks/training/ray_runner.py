@@ -7,8 +7,11 @@ With ``RAY_ADDRESS`` set the same code joins an existing cluster; otherwise a lo
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -97,12 +100,38 @@ def train_loop_per_worker(config: dict[str, Any]) -> str | None:
     return None
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class PlainText(logging.Filter):
+    """Drops ANSI colour codes from a log record (Ray colours the dashboard address it logs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = ANSI_ESCAPE.sub("", str(record.msg))
+        if isinstance(record.args, tuple):
+            record.args = tuple(ANSI_ESCAPE.sub("", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def plain_ray_logs() -> None:
+    """Ray's driver output as plain text when it goes to a file or a pipe (a stage log, Prefect's log, CI): worker
+    lines without the colour codes around their ``(RayTrainWorker pid=...)`` prefix (``RAY_COLOR_PREFIX=0``, unless
+    the user set it) and Ray's own log records stripped of theirs. A terminal keeps Ray's colours."""
+    if sys.stdout.isatty():
+        return
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    for handler in logging.getLogger("ray").handlers:
+        if not any(isinstance(f, PlainText) for f in handler.filters):
+            handler.addFilter(PlainText())
+
+
 def init_ray(address: str | None = None) -> None:
     """Connect to ``address`` / ``RAY_ADDRESS`` or start a local single-machine cluster."""
     import ray
 
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
+    plain_ray_logs()
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None

@@ -27,6 +27,13 @@ def lookup():  # inside the cluster, as Ray Train's placement-group cleaner does
     return [n.node_ip + ":" + str(n.node_id) for n in list_nodes()]
 
 print("nodes", len(ray.get(lookup.remote())), flush=True)
+
+@ray.remote
+def speak():  # a worker's line, which the driver prints behind its "(speak pid=...)" prefix
+    print("worker line", flush=True)
+
+ray.get(speak.remote())
+import time; time.sleep(2)  # the driver's log monitor prints the worker's line
 """
 
 
@@ -40,3 +47,5 @@ def test_a_local_cluster_finds_itself_next_to_another_ray() -> None:
         other.shutdown()
     assert res.returncode == 0 and "nodes 1" in res.stdout, res.stdout[-2000:] + res.stderr[-3000:]
     assert "multiple active Ray instances" not in res.stdout + res.stderr
+    # piped output is a log: plain text, no colour codes (Ray's dashboard line, worker prefixes; issue 26)
+    assert "\x1b[" not in res.stdout + res.stderr, (res.stdout + res.stderr)[-2000:]
