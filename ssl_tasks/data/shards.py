@@ -8,6 +8,7 @@ writers' argument checks, split summaries, shard entries and atomic write in one
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,24 @@ class ManifestDataset:
             return self.manifest["splits"][split]
         except KeyError:
             raise UserError(f"dataset {self.root} has no split {split!r}; splits: {self.splits()}") from None
+
+    def _load(self, rel: str, mmap: bool = False) -> np.ndarray:
+        """A shard's ``.npy`` file (``rel`` to the root), memory-mapped if asked, never unpickled; unreadable: a
+        ``UserError`` saying to re-ingest."""
+        try:
+            return np.load(self.root / rel, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise UserError(f"{self.root / rel}: unreadable ({e}); re-ingest the dataset") from None
+
+    def shard_records(self, split: str, key: str) -> list[dict[str, Any]]:
+        """The per-row JSON records of a split (each shard's file under ``key``), shards concatenated."""
+        out: list[dict[str, Any]] = []
+        for s in self._split(split)["shards"]:
+            try:
+                out.extend(json.loads((self.root / s[key]).read_text()))
+            except (OSError, ValueError) as e:
+                raise UserError(f"{self.root / s[key]}: unreadable ({e}); re-ingest the dataset") from None
+        return out
 
     def verify(self) -> None:
         """Check every shard's sha256 against the manifest."""

@@ -19,7 +19,6 @@ sha256 against the manifest.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -135,12 +134,6 @@ class SpeechDataset(ManifestDataset):
     def group_names(self) -> list[str]:
         return list(self.manifest.get("group_names", []))
 
-    def _load(self, rel: str, mmap: bool = False) -> np.ndarray:
-        try:
-            return np.load(self.root / rel, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise UserError(f"{self.root / rel}: unreadable ({e}); re-ingest the dataset") from None
-
     def shards(self, split: str) -> Iterator[dict[str, np.ndarray]]:
         """Per shard: ``waves`` (memory-mapped), ``lengths``, ``labels``, ``groups``."""
         for s in self._split(split)["shards"]:
@@ -157,13 +150,7 @@ class SpeechDataset(ManifestDataset):
 
     def clips(self, split: str) -> list[dict[str, Any]]:
         """The per-row records (``clips.json``) of a split."""
-        out: list[dict[str, Any]] = []
-        for s in self._split(split)["shards"]:
-            try:
-                out.extend(json.loads((self.root / s["clips"]).read_text()))
-            except (OSError, ValueError) as e:
-                raise UserError(f"{self.root / s['clips']}: unreadable ({e}); re-ingest the dataset") from None
-        return out
+        return self.shard_records(split, "clips")
 
     def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(stored waveforms (N, T), labels) of a split."""

@@ -23,7 +23,6 @@ JSON make two ingests of the same input byte-identical; ``verify`` re-checks eve
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -142,12 +141,6 @@ class VideoDataset(ManifestDataset):
         sets = self.manifest.get("label_sets", {})
         return {name: list(sets[name]) for name in self.manifest.get("extra_labels", sorted(sets))}
 
-    def _load(self, rel: str, mmap: bool = False) -> np.ndarray:
-        try:
-            return np.load(self.root / rel, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise UserError(f"{self.root / rel}: unreadable ({e}); re-ingest the dataset") from None
-
     def shards(self, split: str) -> Iterator[dict[str, np.ndarray]]:
         """Per shard: ``clips`` (memory-mapped, (n, T, C, H, W)), ``labels`` (n,), ``extra`` (n, K)."""
         for s in self._split(split)["shards"]:
@@ -170,13 +163,7 @@ class VideoDataset(ManifestDataset):
 
     def rows(self, split: str) -> list[dict[str, Any]]:
         """The per-row records (``rows.json``) of a split."""
-        out: list[dict[str, Any]] = []
-        for s in self._split(split)["shards"]:
-            try:
-                out.extend(json.loads((self.root / s["rows"]).read_text()))
-            except (OSError, ValueError) as e:
-                raise UserError(f"{self.root / s['rows']}: unreadable ({e}); re-ingest the dataset") from None
-        return out
+        return self.shard_records(split, "rows")
 
     def load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(clips uint8 (N, T, C, H, W), main labels int64 (N,)) of a split."""
