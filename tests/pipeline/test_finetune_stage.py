@@ -64,7 +64,7 @@ def test_evaluate_stage_puts_finetune_beside_its_equal_budget_random_init(tmp_pa
     budget = dict(re.findall(r"evaluate (r|r random init): finetune: fine-tuning (.*) \.\.\.", err))
     assert set(budget) == {"r", "r random init"} and budget["r"] == budget["r random init"]
     assert budget["r"].startswith(f"{n_train} labelled examples for 2 epochs (batch 256, {2 * -(-n_train // 256)} "
-                                  "steps, lr 0.001, views ImageViewConfig(")
+                                  "steps, lr 0.001, views [crop ")
 
     md = to_markdown(build_leaderboard(rows, params.evaluation.protocols), params.evaluation)
     run_ft, ref_ft = rows["r"]["metrics"]["finetune/top1"], rows[ref]["metrics"]["finetune/top1"]
