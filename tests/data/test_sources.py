@@ -572,3 +572,40 @@ def test_not_a_tar(tmp_path: Path) -> None:
     (tmp_path / "f.tar").write_bytes(os.urandom(2000))
     with pytest.raises(UserError, match="neither a directory nor a readable tar"):
         ingest("image_folder", tmp_path / "f.tar", tmp_path / "out")
+
+
+def test_root_files_strict_refuses_what_lenient_skips(tmp_path: Path) -> None:
+    """The folder-or-tar reader shared by the video (strict) and speech (lenient) sources: a symlink leading out
+    of the root is refused or skipped, a tar member with '..' refuses the archive or is skipped (hidden, as
+    ``tar_members`` takes it); messages name the kind of root."""
+    from ssl_tasks.data.sources import RootFiles
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "cls" / ".hidden").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "x.wav").write_bytes(b"out")
+    for rel in ("cls/a.wav", "cls/b.txt", "cls/.c.wav", "cls/.hidden/d.wav"):
+        (root / rel).write_bytes(b"in")
+    (root / "cls" / "alias.wav").symlink_to(root / "cls" / "a.wav")
+    (root / "cls" / "link.wav").symlink_to(outside / "x.wav")
+    lenient = RootFiles(root, "audio", (".wav",), strict=False)
+    assert lenient.list() == ["cls/a.wav", "cls/alias.wav"] and lenient.container == "directory"
+    assert lenient.read("cls/a.wav") == b"in" and lenient.where("cls/a.wav") == str(root / "cls" / "a.wav")
+    with pytest.raises(UserError, match="outside the video root"):
+        RootFiles(root, "video", (".wav",), strict=True).list()
+    with pytest.raises(UserError, match="leaves the audio root"):
+        lenient.resolve("../outside/x.wav", "t.csv:2")
+    with pytest.raises(UserError, match="does not exist"):
+        RootFiles(tmp_path / "missing", "video", (".mp4",), strict=True)
+
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tf:
+        for name in ("cls/a.wav", "../up.wav"):
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            tf.addfile(info, io.BytesIO(b"ok"))
+    files = RootFiles(archive, "audio", (".wav",), strict=False)
+    assert files.list() == ["cls/a.wav"] and files.read("cls/a.wav") == b"ok"
+    assert files.container == "tar" and files.resolve("./cls/a.wav", "t") == "cls/a.wav"
+    with pytest.raises(UserError, match=r"'\.\./up\.wav' leaves the archive's root"):
+        RootFiles(archive, "video", (".wav",), strict=True)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -43,7 +42,7 @@ import numpy as np
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.data.shards import UNLABELED
-from ssl_tasks.data.sources import SOURCES, open_tar, source_kind, stratified_split, tar_members, tar_read, visible
+from ssl_tasks.data.sources import SOURCES, RootFiles, source_kind, stratified_split
 from ssl_tasks.data.tables import TABLE_FORMATS, decode_text, table_rows
 
 NAME = "speech"
@@ -194,64 +193,12 @@ def _rate_of(data: bytes, where: str) -> int:
         return 0  # decode_audio names the file
 
 
-class Files:
-    """Read files under a folder or inside a tar archive by relative POSIX path, never outside it."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.tar: tarfile.TarFile | None = None
-        self.members: dict[str, tarfile.TarInfo] = {}
-        if not self.root.exists():
-            raise UserError(f"audio root {self.root} does not exist")
-        if not self.root.is_dir():
-            self.tar = open_tar(self.root)
-            self.members = {m.name.lstrip("/"): m for m in tar_members(self.root, self.tar)}
-            self.members = {"/".join(PurePosixPath(k).parts): v for k, v in self.members.items()}
-
-    @property
-    def container(self) -> str:
-        return "tar" if self.tar is not None else "directory"
-
-    def list(self) -> list[str]:
-        """Visible files with an audio suffix, sorted (the suffix only picks candidates; decoding decides)."""
-        if self.tar is not None:
-            names = list(self.members)
-        else:
-            inside = self.root.resolve()
-            names = [p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
-                     if p.is_file() and visible(p.relative_to(self.root).parts) and inside in p.resolve().parents]
-        return sorted(n for n in names if PurePosixPath(n).suffix.lower() in AUDIO_SUFFIXES)
-
-    def resolve(self, rel: str, where: str) -> str:
-        """``rel`` as a clean relative path inside the root, or a ``UserError`` (absolute, ``..``, outside)."""
-        p = PurePosixPath(str(rel).replace("\\", "/"))
-        if not str(rel) or p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]):
-            raise UserError(f"{where}: path {rel!r} is absolute or leaves the audio root {self.root}")
-        clean = "/".join(part for part in p.parts if part != ".")
-        if self.tar is not None:
-            if clean not in self.members:
-                raise UserError(f"{where}: {clean!r} is not a file in the archive {self.root}")
-            return clean
-        full = (self.root / clean).resolve()
-        if self.root.resolve() not in full.parents:
-            raise UserError(f"{where}: path {rel!r} resolves to {full}, outside the audio root {self.root}")
-        if not full.is_file():
-            raise UserError(f"{where}: {self.root / clean} does not exist or is not a file")
-        return clean
-
-    def read(self, rel: str) -> bytes:
-        if self.tar is not None:
-            return tar_read(self.root, self.tar, self.members[rel])
-        try:
-            return (self.root / rel).read_bytes()
-        except OSError as e:
-            raise UserError(f"cannot read {self.root / rel}: {e}") from None
-
-    def where(self, rel: str) -> str:
-        return f"{self.root}:{rel}" if self.tar is not None else str(self.root / rel)
+def _files(root: Path) -> RootFiles:
+    """An audio folder or archive (``RootFiles``: a symlinked file resolving outside the folder is skipped)."""
+    return RootFiles(root, "audio", AUDIO_SUFFIXES, strict=False)
 
 
-def _decode_all(files: Files, rels: list[str], opts: dict[str, Any]) -> tuple[list[Clip], int, str]:
+def _decode_all(files: RootFiles, rels: list[str], opts: dict[str, Any]) -> tuple[list[Clip], int, str]:
     """Every clip decoded at one target rate, plus the sha256 of all input bytes; every undecodable file is
     named in one ``UserError`` (up to 5 of them) before anything is written."""
     target = opts["sample_rate"]
@@ -346,7 +293,7 @@ def audio_folder(path: Path | None, *, test_fraction: float, split_seed: int, **
         raise UserError("source 'audio_folder' has no table columns: split_column and split_by: group need "
                         "source 'audio_table'")
     assert path is not None
-    files = Files(path)
+    files = _files(path)
     rels = files.list()
     if not rels:
         raise UserError(f"{path}: no {'/'.join(AUDIO_SUFFIXES)} files found")
@@ -416,7 +363,7 @@ def audio_table(path: Path | None, *, test_fraction: float, split_seed: int, **o
     if not root.is_absolute():
         root = path.parent / root
     rows, table_digest = read_table(path, opts)
-    files = Files(root)
+    files = _files(root)
     rels = [files.resolve(r["path"], f"{path}:{r['line']}") for r in rows]
     dup = sorted({r for r in rels if rels.count(r) > 1}) if len(set(rels)) != len(rels) else []
     if dup:

@@ -54,9 +54,7 @@ import gzip
 import hashlib
 import io
 import math
-import os
 import struct
-import tarfile
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -68,7 +66,7 @@ import numpy as np
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.data.shards import UNLABELED
-from ssl_tasks.data.sources import SOURCES, open_tar, source_kind, stratified_split, tar_members, tar_read, visible
+from ssl_tasks.data.sources import SOURCES, RootFiles, source_kind, stratified_split
 
 NAME = "video"
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".webm", ".avi", ".mkv", ".mov")
@@ -329,63 +327,9 @@ def moving_sprites(path: Path | None, *, test_fraction: float, split_seed: int, 
 # --------------------------------------------------------------------------- containers
 
 
-class Files:
-    """Files under a folder or inside a tar archive by relative POSIX path; nothing outside it is ever read."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.tar: tarfile.TarFile | None = None
-        self.members: dict[str, tarfile.TarInfo] = {}
-        if not self.root.exists():
-            raise UserError(f"video root {self.root} does not exist")
-        if not self.root.is_dir():
-            self.tar = open_tar(self.root)
-            try:
-                names = self.tar.getnames()
-            except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-                raise UserError(f"{self.root}: corrupt tar archive ({e})") from None
-            escaping = [n for n in names if ".." in PurePosixPath(n).parts]
-            if escaping:
-                raise UserError(f"{self.root}: member {escaping[0]!r} leaves the archive's root ('..'); refusing "
-                                "to read the archive")
-            self.members = {"/".join(PurePosixPath(m.name).parts): m for m in tar_members(self.root, self.tar)}
-
-    @property
-    def container(self) -> str:
-        return "tar" if self.tar is not None else "directory"
-
-    def _walk(self) -> Iterator[str]:
-        inside = self.root.resolve()
-        for top, dirs, files in os.walk(self.root):
-            here = Path(top)
-            dirs[:] = sorted(d for d in dirs if visible([d]))
-            for name in dirs:  # not followed; one pointing outside is refused all the same
-                self._inside(here / name, inside)
-            for name in sorted(f for f in files if visible([f])):
-                p = here / name
-                self._inside(p, inside)
-                if p.is_file():
-                    yield p.relative_to(self.root).as_posix()
-
-    def _inside(self, p: Path, inside: Path) -> None:
-        if p.is_symlink() and inside != p.resolve() and inside not in p.resolve().parents:
-            raise UserError(f"{p} is a symlink to {p.resolve()}, outside the video root {self.root}")
-
-    def list(self) -> list[str]:
-        """Visible files with a video suffix, sorted (the suffix only picks candidates; decoding decides)."""
-        names = list(self.members) if self.tar is not None else list(self._walk())
-        return sorted(n for n in names if PurePosixPath(n).suffix.lower() in VIDEO_SUFFIXES)
-
-    def read(self, rel: str) -> bytes:
-        if self.tar is not None:
-            return tar_read(self.root, self.tar, self.members[rel])
-        try:
-            return (self.root / rel).read_bytes()
-        except OSError as e:
-            raise UserError(f"cannot read {self.root / rel}: {e}") from None
-
-    def where(self, rel: str) -> str:
-        return f"{self.root}:{rel}" if self.tar is not None else str(self.root / rel)
+def _files(root: Path) -> RootFiles:
+    """A clip folder or archive (``RootFiles``, strict: an escaping symlink or ``..`` member is refused)."""
+    return RootFiles(root, "video", VIDEO_SUFFIXES, strict=True)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -502,7 +446,7 @@ def _label_names(values: list[str]) -> tuple[list[str], np.ndarray]:
     return names, np.array([index.get(v, UNLABELED) for v in values], dtype=np.int64)
 
 
-def _decode_all(files: Files, rels: list[str], opts: dict[str, Any]) -> tuple[list[Decoded], str]:
+def _decode_all(files: RootFiles, rels: list[str], opts: dict[str, Any]) -> tuple[list[Decoded], str]:
     """Every clip decoded, plus the sha256 over all input bytes; every file that cannot be ingested is named in one
     ``UserError`` (up to 5 of them) before anything is written."""
     out: list[Decoded] = []
@@ -537,7 +481,7 @@ def video_folder(path: Path | None, *, test_fraction: float, split_seed: int, **
     (unlabelled); see the module docstring for the options and what is refused."""
     opts = _folder_options(options)
     assert path is not None
-    files = Files(Path(path))
+    files = _files(Path(path))
     rels = files.list()
     if not rels:
         raise UserError(f"{path}: no {'/'.join(VIDEO_SUFFIXES)} files found")
