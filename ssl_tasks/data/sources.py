@@ -147,8 +147,8 @@ class RootFiles:
     :meth:`list` returns (lower-cased suffixes; the suffix only picks candidates, decoding decides). ``strict``
     (the video sources): a symlink in the folder resolving outside it, or a tar member whose name holds ``..``,
     is a ``UserError`` before anything is read; otherwise (the speech sources) such a symlinked file is skipped,
-    and so is a ``..`` member (``tar_members`` drops it as hidden). :meth:`resolve` checks a path given by the user (a table's
-    row) the same way in both modes.
+    and so is a ``..`` member (``tar_members`` drops it as hidden). :meth:`resolve` checks a path given by the
+    user (a table's row) the same way in both modes.
     """
 
     def __init__(self, root: Path, kind: str, suffixes: Sequence[str], strict: bool) -> None:
