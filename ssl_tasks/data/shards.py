@@ -3,7 +3,8 @@
 A dataset directory holds a ``manifest.json`` (canonical JSON: its ``format``, ``modality``, ``label_names``,
 ``source`` and, per split, counts and shards with the sha256 of each shard file) plus the shard files. Each
 modality's format lives in its package (``ssl_tasks.modalities.<name>.shards``); the helpers below keep the
-writers' argument checks, split summaries, shard entries and atomic write in one place.
+writers' argument checks, split summaries, shard files (:func:`save_columns`), shard entries and atomic write in
+one place.
 """
 
 from __future__ import annotations
@@ -39,6 +40,23 @@ def write_manifest_dataset(out: Path, manifest: dict[str, Any], splits: Mapping[
             manifest["splits"][split] = write_split(tmp, split, data)
         write_json_atomic(tmp / "manifest.json", manifest)
     return manifest
+
+
+def save_columns(root: Path, stem: str, arrays: Mapping[str, np.ndarray],
+                 records: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Write one shard's columns under ``root``: each array as ``<stem>.<key>.npy`` (C order, ``np.save``, no
+    pickle), each list of per-row records as ``<stem>.<key>.json`` (canonical JSON); an empty ``stem`` names the
+    files ``<key>.npy`` / ``<key>.json``. Return key -> path relative to ``root`` (a shard entry's files), arrays
+    first, in the order given. The writers call it inside :func:`write_manifest_dataset`'s atomic directory."""
+    prefix = f"{stem}." if stem else ""
+    files: dict[str, str] = {}
+    for key, array in arrays.items():
+        files[key] = f"{prefix}{key}.npy"
+        np.save(root / files[key], np.ascontiguousarray(array), allow_pickle=False)
+    for key, rows in (records or {}).items():
+        files[key] = f"{prefix}{key}.json"
+        write_json_atomic(root / files[key], rows)
+    return files
 
 
 def shard_entry(root: Path, files: dict[str, str], count: int) -> dict[str, Any]:

@@ -89,3 +89,22 @@ def test_unknown_split(dataset: ImageDataset) -> None:
 def test_not_a_dataset(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no manifest.json"):
         ImageDataset(tmp_path)
+
+
+def test_save_columns_writes_each_column_and_record_list(tmp_path: Path) -> None:
+    """The one shard-writing helper of the video, speech and graph writers: .npy per array (C order, even from a
+    transposed view), canonical JSON per record list, paths relative to the root; an empty stem names the key."""
+    import json
+
+    from ssl_tasks.data.shards import save_columns
+
+    (tmp_path / "train").mkdir()
+    a = np.arange(6, dtype=np.int64).reshape(2, 3).T  # Fortran-ordered view: stored C-ordered all the same
+    files = save_columns(tmp_path, "train/shard-00000", {"x": a, "y": np.array([1, -1])}, {"rows": [{"b": 1, "a": 2}]})
+    assert files == {"x": "train/shard-00000.x.npy", "y": "train/shard-00000.y.npy",
+                     "rows": "train/shard-00000.rows.json"}
+    got = np.load(tmp_path / files["x"], allow_pickle=False)
+    assert got.flags.c_contiguous and not np.isfortran(got) and (got == a).all()
+    assert json.loads((tmp_path / files["rows"]).read_text()) == [{"a": 2, "b": 1}]
+    assert save_columns(tmp_path, "", {"features": np.zeros(2)}) == {"features": "features.npy"}
+    assert (tmp_path / "features.npy").is_file()

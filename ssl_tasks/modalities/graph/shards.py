@@ -22,7 +22,7 @@ import numpy as np
 
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.core.io import atomic_dir, read_manifest, write_json_atomic
-from ssl_tasks.data.shards import ManifestDataset
+from ssl_tasks.data.shards import ManifestDataset, save_columns
 
 FORMAT = "ssl-tasks-graph/v1"
 NAME = "graph"
@@ -45,15 +45,14 @@ def write_graph_dataset(out: Path, result: Any, source: dict[str, Any]) -> dict[
     if n == 0:
         raise UserError("the graph has no nodes")
     with atomic_dir(out) as tmp:
-        np.save(tmp / "features.npy", feats)
-        np.save(tmp / "edge_index.npy", ei)
-        np.save(tmp / "nodes.labels.npy", labels)
-        splits = {}
+        save_columns(tmp, "", {"features": feats, "edge_index": ei})
+        save_columns(tmp, "nodes", {"labels": labels})
+        splits, members = {}, {}
         for name, split in sorted(result.splits.items()):
-            idx = np.ascontiguousarray(np.sort(np.asarray(split.index, dtype=np.int64)))
-            np.save(tmp / f"split_{name}.npy", idx)
+            idx = members[f"split_{name}"] = np.sort(np.asarray(split.index, dtype=np.int64))
             lab = labels[idx[(idx >= 0) & (idx < n)]]
             splits[name] = {"count": int(len(idx)), "labeled": int((lab >= 0).sum())}
+        save_columns(tmp, "", members)
         files = {p.name: _digest(p) for p in sorted(tmp.glob("*.npy"))}
         manifest = {"format": FORMAT, "modality": NAME, "num_nodes": int(n), "num_features": int(feats.shape[1]),
                     "num_edges": int(ei.shape[1]), "undirected": bool(getattr(result, "undirected", True)),

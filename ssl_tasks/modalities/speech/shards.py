@@ -26,8 +26,15 @@ from typing import Any
 import numpy as np
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.core.io import read_manifest, write_json_atomic
-from ssl_tasks.data.shards import ManifestDataset, check_write_args, shard_entry, split_summary, write_manifest_dataset
+from ssl_tasks.core.io import read_manifest
+from ssl_tasks.data.shards import (
+    ManifestDataset,
+    check_write_args,
+    save_columns,
+    shard_entry,
+    split_summary,
+    write_manifest_dataset,
+)
 
 FORMAT = "ssl-tasks-speech/v1"
 NAME = "speech"
@@ -89,14 +96,10 @@ def write_speech_dataset(out: Path, result: Any, source: dict[str, Any], shard_s
                              "source_seconds": round(float(data.source_seconds[i]), 6),
                              "clip_fraction": round(float(data.clip_fraction[i]), 8),
                              "rms_db": round(rms_db(w), 4)})
-            stem = f"{split}/shard-{len(shards):05d}"
-            files = {k: f"{stem}.{k}.npy" for k in ("waves", "lengths", "labels", "groups")}
-            files["clips"] = f"{stem}.clips.json"
-            np.save(root / files["waves"], waves)
-            np.save(root / files["lengths"], lengths)
-            np.save(root / files["labels"], np.ascontiguousarray(data.labels[start:stop], dtype=np.int64))
-            np.save(root / files["groups"], np.ascontiguousarray(data.groups[start:stop], dtype=np.int64))
-            write_json_atomic(root / files["clips"], rows)
+            columns = {"waves": waves, "lengths": lengths,
+                       "labels": np.asarray(data.labels[start:stop], dtype=np.int64),
+                       "groups": np.asarray(data.groups[start:stop], dtype=np.int64)}
+            files = save_columns(root, f"{split}/shard-{len(shards):05d}", columns, {"clips": rows})
             shards.append(shard_entry(root, files, stop - start))
         summary = split_summary(np.asarray(data.labels, dtype=np.int64), len(result.label_names))
         return {**summary, "seconds": round(float(sum(min(len(w), width) for w in data.waves)) / result.sample_rate, 3),

@@ -30,8 +30,15 @@ from typing import Any
 import numpy as np
 
 from ssl_tasks.core.errors import UserError
-from ssl_tasks.core.io import read_manifest, write_json_atomic
-from ssl_tasks.data.shards import ManifestDataset, check_write_args, shard_entry, split_summary, write_manifest_dataset
+from ssl_tasks.core.io import read_manifest
+from ssl_tasks.data.shards import (
+    ManifestDataset,
+    check_write_args,
+    save_columns,
+    shard_entry,
+    split_summary,
+    write_manifest_dataset,
+)
 
 FORMAT = "ssl-tasks-video/v1"
 NAME = "video"
@@ -82,13 +89,9 @@ def write_video_dataset(out: Path, result: Any, source: dict[str, Any], shard_si
             part = np.ascontiguousarray(clips[start:stop])  # (n, T, C, H, W)
             rows = [{**data.rows[i], "id": data.ids[i], "sha256": hashlib.sha256(part[i - start].tobytes()).hexdigest()}
                     for i in range(start, stop)]
-            stem = f"{split}/shard-{len(shards):05d}"
-            files = {k: f"{stem}.{k}.npy" for k in COLUMNS}
-            files["rows"] = f"{stem}.rows.json"
-            np.save(root / files["clips"], part)
-            np.save(root / files["labels"], np.ascontiguousarray(labels[start:stop]))
-            np.save(root / files["extra"], np.ascontiguousarray(extra[start:stop]))
-            write_json_atomic(root / files["rows"], rows)
+            files = save_columns(root, f"{split}/shard-{len(shards):05d}",
+                                 {"clips": part, "labels": labels[start:stop], "extra": extra[start:stop]},
+                                 {"rows": rows})
             shards.append(shard_entry(root, files, stop - start))
         return {**split_summary(labels, len(result.label_names)), "shards": shards}
 
