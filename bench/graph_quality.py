@@ -15,7 +15,6 @@ bench keeps what finished. Paper figures (test accuracy, %): DGI 82.3 +- 0.6, Gr
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from provenance import provenance  # noqa: E402  (bench/ is on sys.path when run as a script)
+from provenance import ResultsFile, provenance  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from ssl_tasks.core.config import build  # noqa: E402
 from ssl_tasks.modalities.graph.encoders import GATEncoder, GCNEncoder, normalise_features  # noqa: E402
@@ -148,15 +147,14 @@ def main() -> None:
     out = {"provenance": prov, "command": prov["command"], "commit": prov["commit"], "cpu": prov["cpu"],
            "threads": args.threads, "torch": torch.__version__, "args": vars(args), "settings": SETTINGS,
            "split": {k: len(v) for k, v in splits.items()}, "runs": {}}
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    results = ResultsFile(args.out, out, "runs")
 
     def record(name: str, seed: int, metrics: dict, seconds: float, **extra: object) -> None:
-        out["runs"].setdefault(name, []).append({"seed": seed, **metrics, "seconds": round(seconds, 2), **extra})
-        accs = [row["linear/top1"] for row in out["runs"][name]]
+        runs = results.add(name, seed, {**metrics, "seconds": round(seconds, 2), **extra})
+        accs = [row["linear/top1"] for row in runs]
         out.setdefault("summary", {})[name] = {"linear_mean": float(np.mean(accs)), "linear_std": float(np.std(accs)),
                                                "seeds": len(accs)}
-        path.write_text(json.dumps(out, indent=1) + "\n")
+        results.write()
         print(f"{name} seed {seed}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
               + f" ({seconds:.1f} s) {extra or ''}", flush=True)
 

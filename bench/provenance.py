@@ -8,6 +8,8 @@ says ``x86_64`` on Linux). Every bench script that writes a results file stores 
 Scripts that add rows to an existing file (``quality.py``, ``text_quality.py``) also keep the provenance of the
 invocations that wrote its earlier rows (``earlier_provenance``), so ``args`` never has to describe rows it did
 not write (the ``skip_baselines: true`` files that hold baseline rows).
+:class:`ResultsFile` is the loop of the scripts that rewrite their results file after every row they measure
+(``video_quality.py``, ``speech_pretrain.py``, ``graph_quality.py``), so a run cut short keeps what it measured.
 """
 
 from __future__ import annotations
@@ -85,3 +87,30 @@ def earlier_provenance(out: Path) -> list[dict[str, Any]]:
     except (OSError, ValueError):
         return []
     return [*old.get("earlier_provenance", []), *([old["provenance"]] if old.get("provenance") else [])]
+
+
+class ResultsFile:
+    """A results document (``out``: its provenance, settings and ``out[key]``, rows by name) kept on disk at
+    ``path``: every :meth:`record` appends a row and rewrites the whole file atomically (a ``.tmp`` beside it,
+    then renamed), as indented JSON (``indent=1``)."""
+
+    def __init__(self, path: Path | str, out: dict[str, Any], key: str = "rows") -> None:
+        self.path, self.out, self.key = Path(path), out, key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def add(self, name: str, seed: int, metrics: dict[str, Any]) -> list[dict[str, Any]]:
+        """Append ``{"seed": seed, **metrics}`` to the rows of ``name`` (not yet written); return those rows."""
+        rows = self.out[self.key].setdefault(name, [])
+        rows.append({"seed": seed, **metrics})
+        return rows
+
+    def write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.out, indent=1) + "\n")
+        tmp.replace(self.path)
+
+    def record(self, name: str, seed: int, metrics: dict[str, Any]) -> None:
+        """Add a row, rewrite the file and print the row (its metrics but the ``log``)."""
+        self.add(name, seed, metrics)
+        self.write()
+        print(f"{name} seed {seed}: " + ", ".join(f"{k}={v}" for k, v in metrics.items() if k != "log"), flush=True)

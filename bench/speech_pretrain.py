@@ -37,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from provenance import provenance  # noqa: E402  (bench/ is on sys.path when run as a script)
+from provenance import ResultsFile, provenance  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from ssl_tasks.core.config import build  # noqa: E402
 from ssl_tasks.evaluation.linear_probe import linear_probe_top1, standardise  # noqa: E402
@@ -211,15 +211,7 @@ def main() -> None:
                  "cropped_clips": int(sum(len(w) * 2 > SR * SECONDS for w in waves)),
                  "prepare_seconds": round(time.perf_counter() - t0, 1)},
         "runs": {}}
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def record(name: str, seed: int, metrics: dict) -> None:
-        out["runs"].setdefault(name, []).append({"seed": seed, **metrics})
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(out, indent=1) + "\n")
-        tmp.replace(path)
-        print(f"{name} seed {seed}: " + ", ".join(f"{k}={v}" for k, v in metrics.items() if k != "log"), flush=True)
+    record = ResultsFile(args.out, out, "runs").record
 
     record("mfcc_mean_std", 0, loso(mfcc_stats(feats, lengths), digits, speakers, 0))
     targets, ppl = None, None

@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from provenance import provenance  # noqa: E402  (bench/ is on sys.path when run as a script)
+from provenance import ResultsFile, provenance  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from ssl_tasks.core.config import build  # noqa: E402
 from ssl_tasks.core.encoders import ENCODERS  # noqa: E402
@@ -228,15 +228,7 @@ def main() -> None:
                           "chance": {k: round(1 / v, 4) for k, v in data["_classes"].items()},
                           "ingest_seconds": round(time.perf_counter() - t0, 1)},
                  "encoder": {"video_vit": ENCODER, "vit (per frame)": IMAGE_ENCODER}, "rows": {}}
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def record(name: str, seed: int, metrics: dict) -> None:
-        out["rows"].setdefault(name, []).append({"seed": seed, **metrics})
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(out, indent=1) + "\n")
-        tmp.replace(path)
-        print(f"{name} seed {seed}: " + ", ".join(f"{k}={v}" for k, v in metrics.items() if k != "log"), flush=True)
+    record = ResultsFile(args.out, out).record
 
     if "raw_pixels" in rows:
         flat_tr = torch.from_numpy(tr.reshape(len(tr), -1)).float() / 255

@@ -59,8 +59,8 @@ def test_provenance_outside_git_records_none(tmp_path):
 
 
 def test_every_bench_script_that_writes_results_records_provenance():
-    writers = [f for f in sorted((ROOT / "bench").glob("*.py"))
-               if "json.dumps" in f.read_text() and "write_text" in f.read_text() and f.name != "provenance.py"]
+    writers = [f for f in sorted((ROOT / "bench").glob("*.py")) if f.name != "provenance.py" and (
+        ("json.dumps" in f.read_text() and "write_text" in f.read_text()) or "ResultsFile(" in f.read_text())]
     assert writers
     missing = [f.name for f in writers if "provenance(args)" not in f.read_text()]
     assert not missing, f"bench scripts writing results without provenance: {missing}"
@@ -76,3 +76,18 @@ def test_earlier_provenance_keeps_every_invocation_that_wrote_rows(tmp_path):
     second = prov.provenance({"skip_baselines": True}, argv=["q.py", "--skip-baselines"])
     out.write_text(json.dumps({"provenance": second, "earlier_provenance": prov.earlier_provenance(out)}))
     assert [p["argv"] for p in prov.earlier_provenance(out)] == [["q.py"], ["q.py", "--skip-baselines"]]
+
+
+def test_results_file_rewrites_the_whole_file_after_every_row(tmp_path, capsys):
+    """The record loop of video_quality.py, speech_pretrain.py and graph_quality.py: each row is on disk (the
+    whole document, indent=1) as soon as it is recorded, written through a .tmp that does not stay behind."""
+    path = tmp_path / "sub" / "r.json"
+    out = {"provenance": prov.provenance({"a": 1}, argv=["x.py"]), "runs": {}}
+    results = prov.ResultsFile(path, out, "runs")
+    results.record("raw", 0, {"top1": 0.5, "log": [1, 2]})
+    assert json.loads(path.read_text())["runs"] == {"raw": [{"seed": 0, "top1": 0.5, "log": [1, 2]}]}
+    assert capsys.readouterr().out == "raw seed 0: top1=0.5\n"
+    rows = results.add("raw", 1, {"top1": 0.7})
+    assert len(rows) == 2 and len(json.loads(path.read_text())["runs"]["raw"]) == 1  # added, not yet written
+    results.write()
+    assert path.read_text() == json.dumps(out, indent=1) + "\n" and not path.with_suffix(".tmp").exists()
