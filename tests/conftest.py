@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,10 @@ QUIET = {
 }
 for _k, _v in QUIET.items():
     os.environ.setdefault(_k, _v)
+# The shared store (ssl_tasks/training/store.py): off unless a test turns it on, and its per-node cache is the
+# session's own folder (inherited by the session's Ray cluster), never the developer's ~/.cache.
+os.environ.pop("SSL_TASKS_STORAGE", None)
+os.environ["SSL_TASKS_CACHE"] = tempfile.mkdtemp(prefix="ssl-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -155,12 +155,16 @@ class LocalRayCluster:
             self.shutdown()
             raise
 
-    def add_node(self, num_cpus: int = 1, resources: dict[str, float] | None = None, name: str = "") -> Node:
+    def add_node(self, num_cpus: int = 1, resources: dict[str, float] | None = None, name: str = "", *,
+                 env: dict[str, str] | None = None, cwd: Path | None = None) -> Node:
+        """A further node; ``env`` (merged over the cluster's) and ``cwd`` make it a different machine's node: its
+        own HOME, caches, working directory (tests/infra/test_shared_services.py cuts one off the project's disk)."""
         # one log monitor (the head's) tails the shared session logs; a second would print every worker line twice
         return self._start(name or f"node{len(self.nodes)}", ["--address", self.address, "--include-log-monitor",
-                                                               "false"], num_cpus, resources)
+                                                               "false"], num_cpus, resources, env, cwd)
 
-    def _start(self, name: str, args: list[str], num_cpus: int, resources: dict[str, float] | None) -> Node:
+    def _start(self, name: str, args: list[str], num_cpus: int, resources: dict[str, float] | None,
+               env: dict[str, str] | None = None, cwd: Path | None = None) -> Node:
         before = self.alive_node_ids() if self.nodes else set()
         cmd = [str(BIN / "ray"), "start", *args, "--block", "--num-cpus", str(num_cpus), "--num-gpus", "0",
                "--temp-dir", str(self.temp_dir), "--object-store-memory", str(OBJECT_STORE_BYTES),
@@ -175,8 +179,8 @@ class LocalRayCluster:
             cmd += ["--resources", json.dumps(resources)]
         log = self.temp_dir / f"{name}-{len(self.nodes)}.log"
         with open(log, "wb") as f:
-            proc = subprocess.Popen(_with_parent_death_signal(cmd), stdout=f, stderr=subprocess.STDOUT, env=self.env,
-                                    start_new_session=True)
+            proc = subprocess.Popen(_with_parent_death_signal(cmd), stdout=f, stderr=subprocess.STDOUT,
+                                    env={**self.env, **(env or {})}, cwd=cwd, start_new_session=True)
         node = Node(name, proc, log)
         self.nodes.append(node)
         deadline = time.monotonic() + self.start_timeout_s

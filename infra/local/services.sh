@@ -16,7 +16,7 @@
 #   SERVICES_HOST=127.0.0.1 (MLflow + S3; a LAN address to serve a team)  PG_HOST=127.0.0.1
 #   PG_PORT=15432  S3_PORT=18333  MLFLOW_PORT=15000  MLFLOW_WORKERS=1  MLFLOW_ALLOWED_HOSTS (Host headers)
 #   WEED_MASTER_PORT=19333  WEED_VOLUME_PORT=18080  WEED_FILER_PORT=18888   (gRPC: each +10000)
-#   S3_BUCKET_MLFLOW=mlflow  S3_BUCKET_DVC=dvc  MLFLOW_USER=ssl  MLFLOW_ADMIN_USER=admin
+#   S3_BUCKET_MLFLOW=mlflow  S3_BUCKET_DVC=dvc  S3_BUCKET_RAY=ray  MLFLOW_USER=ssl  MLFLOW_ADMIN_USER=admin
 #   MLFLOW_DEFAULT_PERMISSION=READ (what a user may do on others' experiments: READ|EDIT|MANAGE|NO_PERMISSIONS)
 #   Secrets are generated once into STATE_DIR/secrets.env (mode 600); set PG_PASSWORD, S3_ACCESS_KEY,
 #   S3_SECRET_KEY, MLFLOW_ADMIN_PASSWORD, MLFLOW_PASSWORD, MLFLOW_FLASK_SERVER_SECRET_KEY to choose them.
@@ -40,6 +40,7 @@ WEED_VOLUME_PORT="${WEED_VOLUME_PORT:-18080}"
 WEED_FILER_PORT="${WEED_FILER_PORT:-18888}"
 S3_BUCKET_MLFLOW="${S3_BUCKET_MLFLOW:-mlflow}"
 S3_BUCKET_DVC="${S3_BUCKET_DVC:-dvc}"
+S3_BUCKET_RAY="${S3_BUCKET_RAY:-ray}"   # Ray Train checkpoints and the files its workers read (ssl_tasks/training/store.py)
 MLFLOW_USER="${MLFLOW_USER:-ssl}"
 MLFLOW_ADMIN_USER="${MLFLOW_ADMIN_USER:-admin}"
 MLFLOW_DEFAULT_PERMISSION="${MLFLOW_DEFAULT_PERMISSION:-READ}"
@@ -244,7 +245,7 @@ EOF
   # Buckets: creating an existing one is fine. Retried: the filer may still be settling.
   local t0=$SECONDS
   until s3_py "
-for b in ('$S3_BUCKET_MLFLOW', '$S3_BUCKET_DVC'):
+for b in ('$S3_BUCKET_MLFLOW', '$S3_BUCKET_DVC', '$S3_BUCKET_RAY'):
     if b not in [x['Name'] for x in s3.list_buckets().get('Buckets', [])]:
         s3.create_bucket(Bucket=b)
 s3.put_object(Bucket='$S3_BUCKET_DVC', Key='.ready', Body=b'ok')
@@ -337,6 +338,8 @@ export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY
 export AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY
 export AWS_DEFAULT_REGION=us-east-1
 export DVC_REMOTE_URL=s3://$S3_BUCKET_DVC/ssl-tasks
+# Ray Train's checkpoints and the datasets its workers read go through the store: no node needs the project's disk
+export SSL_TASKS_STORAGE=s3://$S3_BUCKET_RAY/ssl-tasks
 export MLFLOW_ARTIFACTS_BUCKET=$S3_BUCKET_MLFLOW
 EOF
   umask 022
@@ -358,7 +361,7 @@ start() {
   cat <<MSG
 services.sh: ready
   MLflow  http://$HOST:$MLFLOW_PORT   (user $MLFLOW_USER; admin $MLFLOW_ADMIN_USER, password in $STATE/secrets.env)
-  S3      http://$HOST:$S3_PORT      (buckets $S3_BUCKET_MLFLOW, $S3_BUCKET_DVC)
+  S3      http://$HOST:$S3_PORT      (buckets $S3_BUCKET_MLFLOW, $S3_BUCKET_DVC, $S3_BUCKET_RAY)
   Postgres $PG_HOST:$PG_PORT             (dbs mlflow, mlflow_auth; role mlflow)
   Clients: . $STATE/env        Logs: $LOGS        Stop: bash infra/local/services.sh stop $STATE
 MSG

@@ -111,6 +111,9 @@ class TrackingParams:
 @dataclass(frozen=True)
 class RayParams:
     address: str | None = None
+    # a shared store (s3://bucket/prefix, ...) for checkpoints and the files workers read, when the cluster's nodes
+    # share no filesystem; else SSL_TASKS_STORAGE, else the project's disk (ssl_tasks/training/store.py)
+    storage: str | None = None
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ def _fit(job: TrainJob, params: Params, storage: Path, name: str, uri: str, run_
     from ssl_tasks.training.ray_runner import fit
 
     try:
-        return fit(job, storage_dir=storage, name=name, address=params.ray.address)
+        return fit(job, storage_dir=storage, name=name, address=params.ray.address, store=params.ray.storage)
     except BaseException as e:
         collapse = re.search(r"run '[^']+' collapsed at epoch \d+: .*?stop_on_collapse is true", str(e))
         if collapse:

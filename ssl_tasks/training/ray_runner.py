@@ -22,6 +22,7 @@ import torch
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.training.config import TrainJob, job_from_dict, job_to_dict
 from ssl_tasks.training.loop import CHECKPOINT_FILE, run_training
+from ssl_tasks.training.store import localize_job, open_store, stage_job, store_uri
 
 QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -89,6 +90,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> str | None:
         logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     except ImportError:
         pass
+    if config.get("_store"):  # a cluster with no shared filesystem: the job's files come from the store
+        config = localize_job(config, config["_store"])
     job = job_from_dict(config)
     threads = int(config.get("_threads", 0))
     if threads > 0:
@@ -203,8 +206,13 @@ def _local_cluster_token() -> None:
     Config.initialize("")  # this process's cached Ray config reads the mode again, as Ray's own switch does
 
 
-def fit(job: TrainJob, *, storage_dir: Path, name: str, address: str | None = None) -> dict[str, Any]:
+def fit(job: TrainJob, *, storage_dir: Path, name: str, address: str | None = None,
+        store: str | None = None) -> dict[str, Any]:
     """Train with ``job.train.num_workers`` Ray workers; return the final checkpoint's state.
+
+    Ray Train's run storage is ``storage_dir`` (the project's disk), or with a shared store (``store``, from
+    ``ray.storage``, else ``SSL_TASKS_STORAGE``: ``ssl_tasks/training/store.py``) ``<store>/train``, and then every
+    file the job names travels through the store too: no worker needs the project's disk.
 
     A run the loop stopped (``TrainingStopped``: collapse under ``stop_on_collapse``, a non-finite loss), or any
     other ``UserError`` in a worker, raises here once, without Ray retries, so the CLI prints one line.
@@ -221,6 +229,14 @@ def fit(job: TrainJob, *, storage_dir: Path, name: str, address: str | None = No
     cpus = cfg.cpus_per_worker or max(1, int(ray.cluster_resources().get("CPU", 1)) // cfg.num_workers)
     config = job_to_dict(job)
     config["_threads"] = cpus
+    uri = store_uri(store)
+    if uri:
+        fs, base = open_store(uri)
+        config = stage_job(config, uri)
+        config["_store"] = uri
+        storage_path, storage_fs = f"{base}/train", fs
+    else:
+        storage_path, storage_fs = str(Path(storage_dir).resolve()), None
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
@@ -229,7 +245,8 @@ def fit(job: TrainJob, *, storage_dir: Path, name: str, address: str | None = No
         ),
         run_config=RunConfig(
             name=name,
-            storage_path=str(Path(storage_dir).resolve()),
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
@@ -244,5 +261,8 @@ def fit(job: TrainJob, *, storage_dir: Path, name: str, address: str | None = No
     with tempfile.TemporaryDirectory(prefix="ssl-final-") as d:
         path = Path(result.checkpoint.to_directory(d))
         state = torch.load(path / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    shutil.rmtree(Path(storage_dir) / name, ignore_errors=True)
+    if storage_fs is not None:
+        storage_fs.delete_dir(f"{storage_path}/{name}")
+    else:
+        shutil.rmtree(Path(storage_dir) / name, ignore_errors=True)
     return state

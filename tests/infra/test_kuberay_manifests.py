@@ -191,3 +191,18 @@ def test_broken_manifest_is_rejected_with_a_readable_error(name: str, case: str)
     assert errors, f"{case}: accepted"
     assert any(re.search(expected, e) for e in errors), f"{case}: expected /{expected}/ in\n" + "\n".join(errors)
     assert all(": " in e and "\n" not in e for e in errors)  # one ``field.path: message`` line each
+
+
+@pytest.mark.parametrize("name", sorted(MANIFESTS))
+def test_no_pod_needs_a_shared_volume_and_every_pod_can_reach_the_store(name: str) -> None:
+    """Issue 28: checkpoints and datasets travel through the object store (SSL_TASKS_STORAGE), so no pod mounts a
+    shared filesystem (a PersistentVolumeClaim, NFS, a host path), and every pod has the store's S3 keys."""
+    doc = yaml.safe_load((RAY / name).read_text())
+    _, spec = cluster_spec(doc)
+    templates = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+    for t in templates:
+        for volume in t["spec"].get("volumes", []):
+            assert set(volume) - {"name"} <= {"emptyDir", "secret", "configMap"}, volume
+        for c in t["spec"]["containers"]:
+            env = {e["name"] for e in c.get("env", [])}
+            assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= env, (c["name"], env)

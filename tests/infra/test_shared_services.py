@@ -349,3 +349,146 @@ def test_compose_file_matches_the_local_stack() -> None:
     assert ini["mlflow"]["database_uri"] == "postgresql://mlflow@postgres:5432/mlflow_auth"
     assert "mlflow_auth" in (COMPOSE.parent / "initdb.sql").read_text()
     assert "s3.bucket.create" in json.dumps(services["buckets"])
+
+
+# ------------------------------------------------------------------ a Ray cluster with no shared filesystem
+
+# Imported at start-up by every Python process of a cut-off node (its PYTHONPATH): an audit hook makes any open,
+# listdir or scandir under the forbidden folders (the project: its data/, artifacts/, plug-ins) fail as if the path
+# did not exist on this machine, and logs it. "armed" lines show the hook ran in the node's processes.
+GUARD = '''
+import os, sys
+_ROOTS = tuple(p.rstrip("/") + "/" for p in os.environ.get("CUTOFF_FORBIDDEN", "").split(os.pathsep) if p)
+_LOG = os.environ.get("CUTOFF_LOG", "")
+def _note(line):
+    with open(_LOG, "a") as f:
+        f.write(line + "\\n")
+def _hook(event, args):
+    if event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = os.path.abspath(os.fsdecode(args[0])) + "/"
+        if path.startswith(_ROOTS):  # as on another machine: not there
+            _note(f"absent {os.getpid()} {event} {path}")
+            raise FileNotFoundError(2, "not on this node (the project's disk)", path)
+if _ROOTS:
+    sys.addaudithook(_hook)
+    if _LOG:
+        _note(f"armed {os.getpid()} {' '.join(sys.argv[:1])}")
+'''
+
+
+def _cutoff_node(cluster: LocalRayCluster, base: Path, forbidden: Path, name: str):
+    """A node that behaves like another machine: its own HOME, working directory and store cache, and no access to
+    ``forbidden`` (the project) from any of its Python processes."""
+    home, guard = base / "home", base / "guard"
+    for d in (home, guard):
+        d.mkdir(parents=True)
+    (guard / "sitecustomize.py").write_text(GUARD)
+    env = {"HOME": str(home), "SSL_TASKS_CACHE": str(home / ".cache" / "ssl-tasks"), "CUTOFF_LOG": str(base / "guard.log"),
+           "CUTOFF_FORBIDDEN": str(forbidden), "PYTHONPATH": os.pathsep.join(p for p in (str(guard), os.environ.get("PYTHONPATH", "")) if p)}
+    return cluster.add_node(num_cpus=1, resources={"node2": 1}, name=name, env=env, cwd=base)
+
+
+@pytest.mark.services
+@pytest.mark.ray_cluster
+def test_a_node_cut_off_from_the_project_trains_from_the_store_and_resumes_after_being_killed(
+        stack: Stack, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """Issue 28's proof: checkpoints and the dataset travel through the S3 store (``SSL_TASKS_STORAGE``, set by
+    the env file), a second node that cannot read the project's disk trains rank 1 from it, is SIGKILLed in epoch
+    2, and its replacement (a fresh machine: empty cache) resumes the run from the epoch-1 checkpoint in S3."""
+    root = copy_project(tmp_path_factory.mktemp("cutoff") / "p")
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    paused = tmp_path / "paused"
+    shutil.copy(REPO / "tests" / "fault_plugin.py", root / "fault_plugin.py")  # a project plug-in: travels too
+    simclr = raw["runs"]["simclr"]
+    raw.update(datasets={"digits": raw["datasets"]["digits"]}, plugins=["fault_plugin"],
+               tracking={"experiment": "cut-off-node"})
+    # worker 1 pauses in epoch 2 (2 workers x 64 of 1438 images: 11 steps per epoch); the node goes down instead
+    raw["runs"] = {"simclr": {**simclr, "objective": "faulty_simclr", "encoder_kwargs": {"width": 8},
+                              "objective_kwargs": {**simclr["objective_kwargs"], "fault_rank": 1,
+                                                   "fault_after_steps": 11 + 2, "marker": str(paused),
+                                                   "delay_s": 600, "kill": False}}}
+    raw["train"].update(epochs=3, batch_size=64, warmup_epochs=0, num_workers=2)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    prefix = f"cutoff-{os.getpid()}"
+    env = {**_client_env(stack), "SSL_TASKS_STORAGE": f"s3://ray/{prefix}",
+           "SSL_TASKS_CACHE": str(tmp_path / "head-cache")}
+    assert _client_env(stack)["SSL_TASKS_STORAGE"] == "s3://ray/ssl-tasks"  # the env file sets the switch
+    res = subprocess.run([str(BIN / "ssl-tasks"), "ingest", "--dataset", "digits"], check=False, cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+
+    cluster = LocalRayCluster(head_cpus=1, env={"SSL_TASKS_CACHE": str(tmp_path / "head-cache")})
+    s3, t0, phases = stack.s3(), time.monotonic(), {}
+    proc = None
+    try:
+        victim = _cutoff_node(cluster, tmp_path / "node2", root, "node2")
+        log = tmp_path / "pretrain.log"
+        with open(log, "w") as f:
+            proc = subprocess.Popen([str(BIN / "ssl-tasks"), "pretrain", "--run", "simclr"], cwd=root, stdout=f,
+                                    stderr=subprocess.STDOUT, text=True, env={**env, "RAY_ADDRESS": cluster.address})
+        deadline = time.monotonic() + 300
+        while not paused.exists():
+            assert proc.poll() is None, log.read_text()[-4000:]
+            assert time.monotonic() < deadline, "the run never reached epoch 2\n" + log.read_text()[-4000:]
+            time.sleep(0.2)
+        phases["paused in epoch 2"] = time.monotonic() - t0
+
+        def snapshots() -> list[str]:
+            got = s3.list_objects_v2(Bucket="ray", Prefix=f"{prefix}/train/").get("Contents", [])
+            return [o["Key"] for o in got if o["Key"].endswith("/checkpoint_manager_snapshot.json")]
+
+        while not snapshots():  # the controller registered epoch 1's checkpoint, in the store
+            assert time.monotonic() < deadline, "no checkpoint was registered in S3\n" + log.read_text()[-4000:]
+            time.sleep(0.2)
+        assert not list((root / "artifacts" / ".ray").glob("simclr-*/")), "Ray Train wrote to the project's disk"
+        victim.kill()
+        phases["node killed"] = time.monotonic() - t0
+        deadline = time.monotonic() + 60
+        while victim.node_id in cluster.alive_node_ids():
+            assert time.monotonic() < deadline, "the GCS never marked the killed node dead"
+            time.sleep(0.5)
+        _cutoff_node(cluster, tmp_path / "node2b", root, "node2-replacement")
+        phases["replacement joined"] = time.monotonic() - t0
+        proc.wait(timeout=420)
+        phases["run finished"] = time.monotonic() - t0
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        cluster.shutdown()
+        print("phases (s since start):", {k: round(v, 1) for k, v in phases.items()})
+    out = log.read_text()
+    assert proc.returncode == 0, out[-4000:]
+    assert "[simclr] resumed from checkpoint at epoch 1" in out
+    history = json.loads((root / "artifacts" / "runs" / "simclr" / "pretrain" / "seed-0" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1.0, 2.0, 3.0]
+
+    # Both cut-off nodes ran guarded processes, refused nothing, and trained from their own copy of the store's files.
+    for node in ("node2", "node2b"):
+        guard = (tmp_path / node / "guard.log").read_text()
+        assert "default_worker.py" in guard, guard[-2000:]  # the hook ran in the node's Ray workers
+        # Ray puts the driver's working directory (the project) on its workers' sys.path, so imports and torch's
+        # CUDA library search probe it and find nothing, as on another machine; nothing the job needs is read there
+        misses = [line.split()[3] for line in guard.splitlines() if line.startswith("absent")]
+        assert not [m for m in misses if m.startswith((f"{root}/data/", f"{root}/artifacts/",
+                                                       f"{root}/fault_plugin.py", f"{root}/params.yaml"))], misses
+        trees = [p for p in (tmp_path / node / "home" / ".cache" / "ssl-tasks" / "trees").iterdir()
+                 if not p.name.startswith(".")]
+        data = [t for t in trees if (t / "manifest.json").is_file()]
+        assert len(data) == 1 and sha256_tree(data[0], (".",)) == {
+            k.removeprefix("data/digits/"): v for k, v in sha256_tree(root, ("data/digits",)).items()}
+        assert any((t / "fault_plugin.py").is_file() for t in trees)
+    # Checkpoints lived in S3 only, and the finished run's storage was cleaned there.
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="ray", Prefix=f"{prefix}/").get("Contents", [])]
+    assert any(k.startswith(f"{prefix}/files/") for k in keys) and not any("/train/simclr-" in k for k in keys)
+
+    # MLflow: one run, every epoch logged once (the restarted group did not start a second run).
+    exp = stack.api("GET", "/api/2.0/mlflow/experiments/get-by-name",
+                    params={"experiment_name": "cut-off-node"}).json()["experiment"]
+    runs = stack.api("POST", "/api/2.0/mlflow/runs/search",
+                     json={"experiment_ids": [exp["experiment_id"]], "max_results": 50}).json()["runs"]
+    simclr_runs = [r for r in runs if r["info"]["run_name"] == "simclr"]
+    assert len(simclr_runs) == 1 and simclr_runs[0]["info"]["status"] == "FINISHED", runs
+    hist = stack.api("GET", "/api/2.0/mlflow/metrics/get-history",
+                     params={"run_id": simclr_runs[0]["info"]["run_id"], "metric_key": "train/loss"}).json()["metrics"]
+    assert sorted(m["step"] for m in hist) == [1, 2, 3]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,27 @@ def test_restarted_job_resumes_from_stored_checkpoint(ray_local, digits_dataset:
     state = fit(j, storage_dir=tmp_path / "ray", name="restart-test")
     assert json.loads(state["resumed"]) == [1]
     assert [h["epoch"] for h in json.loads(state["history"])] == [1.0, 2.0]
+
+
+def test_with_a_shared_store_the_project_disk_gets_nothing_and_a_killed_worker_resumes_from_the_store(
+        ray_local, digits_dataset: Path, tmp_path: Path) -> None:
+    """``store``: Ray Train's checkpoints live in the store, and the workers read the dataset and the plug-in from
+    their node's cache of it (a file:// store here: the S3 one on two nodes is tests/infra/test_shared_services.py)."""
+    from ssl_tasks.training.config import job_to_dict
+    from ssl_tasks.training.ray_runner import fit
+    from ssl_tasks.training.store import STAGED, stage_job
+
+    marker, store = tmp_path / "killed", tmp_path / "store"
+    j = job(digits_dataset, workers=2, epochs=3,
+            fault={"fault_rank": 1, "fault_after_steps": 11 + 3, "marker": str(marker), "delay_s": 5})
+    state = fit(j, storage_dir=tmp_path / "ray", name="store-kill", store=f"file://{store}")
+    assert marker.read_text() == "killed\n"
+    assert json.loads(state["resumed"]) == [1]  # from the epoch-1 checkpoint, which only the store held
+    assert [h["epoch"] for h in json.loads(state["history"])] == [1.0, 2.0, 3.0]
+    assert not (tmp_path / "ray").exists()  # nothing on the local storage path
+    assert (store / "train").is_dir() and not (store / "train" / "store-kill").exists()  # cleaned after success
+    staged = stage_job(job_to_dict(j), f"file://{store}")  # the same content: the same trees, nothing uploaded
+    data = Path(os.environ["SSL_TASKS_CACHE"]) / "trees" / staged["data_dir"].removeprefix(STAGED)
+    assert sorted(p.name for p in data.iterdir()) == sorted(p.name for p in digits_dataset.iterdir())
+    plugin = Path(os.environ["SSL_TASKS_CACHE"]) / "trees" / staged["plugin_root"].removeprefix(STAGED)
+    assert [p.name for p in plugin.iterdir()] == ["fault_plugin.py"]
