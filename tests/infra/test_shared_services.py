@@ -264,6 +264,9 @@ def test_pipeline_runs_metrics_and_checkpoints_via_rest(stack: Stack, project: P
     assert hashlib.sha256(s3.get_object(Bucket="mlflow", Key=key)["Body"].read()).digest() == \
         hashlib.sha256(ckpt).digest()
     assert any(k.endswith("leaderboard/leaderboard.md") for k in keys)  # the parent run's artifacts
+    # The env file's SSL_TASKS_STORAGE sent the pretrain stage's files through bucket ray, its checkpoints too
+    assert s3.list_objects_v2(Bucket="ray", Prefix="ssl-tasks/trees/")["KeyCount"] > 0
+    assert not list((project / "artifacts" / ".ray").glob("simclr-*/"))
 
     # The runs are rows in PostgreSQL (the backend store), not in a file next to the project.
     import psycopg
