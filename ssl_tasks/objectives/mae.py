@@ -5,6 +5,7 @@ He et al. "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022, arXiv:2
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -24,12 +25,10 @@ def _mae_views() -> ImageViewConfig:
 
 
 @dataclass(frozen=True)
-class MAEConfig:
-    """Paper: mask ratio 0.75, decoder 512 wide and 8 blocks deep (16 heads), normalised-pixel targets.
-
-    The decoder defaults smaller here (64 wide, 2 blocks) to suit small encoders; it must stay light,
-    since only the encoder is kept.
-    """
+class MaskedAutoencoderConfig:
+    """The fields MAE and VideoMAE share, in this order: the mask ratio, the light decoder (only the encoder is
+    kept) and normalised-pixel targets. Subclasses set ``mask_ratio``'s default and check the decoder's width
+    against their position tables (``check_decoder``)."""
 
     mask_ratio: float = 0.75
     decoder_width: int = 64
@@ -37,18 +36,36 @@ class MAEConfig:
     decoder_heads: int = 4
     decoder_mlp_ratio: float = 4.0
     norm_pix: bool = True
-    views: ImageViewConfig = field(default_factory=_mae_views)
 
     def __post_init__(self) -> None:
         if not 0 < self.mask_ratio < 1:
             raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        self.check_decoder()
+
+    def check_decoder(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class MAEConfig(MaskedAutoencoderConfig):
+    """Paper: mask ratio 0.75, decoder 512 wide and 8 blocks deep (16 heads), normalised-pixel targets.
+
+    The decoder defaults smaller here (64 wide, 2 blocks) to suit small encoders; it must stay light,
+    since only the encoder is kept.
+    """
+
+    views: ImageViewConfig = field(default_factory=_mae_views)
+
+    def check_decoder(self) -> None:
         if self.decoder_depth < 1 or self.decoder_width % self.decoder_heads or self.decoder_width % 4:
             raise ValueError("decoder_depth must be >= 1 and decoder_width a multiple of 4 and of decoder_heads, "
                              f"got {self.decoder_depth}, {self.decoder_width}, {self.decoder_heads}")
 
 
-class MAEDecoder(nn.Module):
-    """Visible tokens + [CLS] -> pixels of every patch: embed, fill in mask tokens, add positions, blocks."""
+class MaskedDecoder(nn.Module):
+    """MAE's and VideoMAE's light decoder: visible tokens + [CLS] -> the target of every token (a patch's or a
+    tubelet's pixels): embed, fill in mask tokens, add the fixed positions of the grid (``positions``, which a
+    subclass defines), blocks, final norm, linear head."""
 
     def __init__(self, enc_width: int, width: int, depth: int, heads: int, mlp_ratio: float, patch_dim: int) -> None:
         super().__init__()
@@ -60,17 +77,32 @@ class MAEDecoder(nn.Module):
         self.head = nn.Linear(width, patch_dim)
         nn.init.normal_(self.mask_token, std=0.02)
 
-    def forward(self, z: torch.Tensor, keep: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
-        """z: (B, 1 + N_keep, D) encoder output, keep: (B, N_keep) -> (B, N, P) predicted patches."""
+    def positions(self, grid: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """(N, width) fixed positions of the token grid."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor, keep: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        """z: (B, 1 + N_keep, D) encoder output, keep: (B, N_keep), grid of N tokens -> (B, N, P) predictions."""
         y = self.embed(z)  # (B, 1 + N_keep, Dd)
-        b, n = y.shape[0], gh * gw
+        b, n = y.shape[0], math.prod(grid)
         full = self.mask_token.expand(b, n, -1).to(y.dtype)  # (B, N, Dd)
         full = full.scatter(1, keep.unsqueeze(-1).expand(-1, -1, self.width), y[:, 1:])  # (B, N, Dd)
-        full = full + sincos_2d(gh, gw, self.width, y.device).to(y.dtype)  # (B, N, Dd)
+        full = full + self.positions(grid, y.device).to(y.dtype)  # (B, N, Dd)
         y = torch.cat([y[:, :1], full], dim=1)  # (B, 1 + N, Dd)
         for blk in self.blocks:
             y = blk(y)
         return self.head(self.norm(y)[:, 1:])  # (B, N, P)
+
+
+class MAEDecoder(MaskedDecoder):
+    """Visible tokens + [CLS] -> pixels of every patch, with 2-D sin-cos positions."""
+
+    def positions(self, grid: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        return sincos_2d(*grid, self.width, device)
+
+    def forward(self, z: torch.Tensor, keep: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
+        """z: (B, 1 + N_keep, D) encoder output, keep: (B, N_keep) -> (B, N, P) predicted patches."""
+        return self.decode(z, keep, (gh, gw))
 
 
 @OBJECTIVES.register("mae")

@@ -30,30 +30,23 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from ssl_tasks.core.blocks import transformer_blocks
 from ssl_tasks.core.errors import UserError
 from ssl_tasks.modalities.video.encoders import sincos_3d
 from ssl_tasks.modalities.video.masking import tube_masking, tubelet_patchify
 from ssl_tasks.modalities.video.spec import VideoDataSpec
 from ssl_tasks.objectives.base import OBJECTIVES, Objective, StepResult
+from ssl_tasks.objectives.mae import MaskedAutoencoderConfig, MaskedDecoder
 
 
 @dataclass(frozen=True)
-class VideoMAEConfig:
+class VideoMAEConfig(MaskedAutoencoderConfig):
     """Paper: mask ratio 0.9 (0.75 on small data sets such as UCF101 is close), decoder 384 wide and 4 blocks deep
     (6 heads) for ViT-B, normalised-pixel targets. The decoder defaults smaller here (64 wide, 2 blocks) to suit
-    small encoders; only the encoder is kept."""
+    small encoders; only the encoder is kept. The fields are MAE's (``MaskedAutoencoderConfig``) but ``views``."""
 
     mask_ratio: float = 0.9
-    decoder_width: int = 64
-    decoder_depth: int = 2
-    decoder_heads: int = 4
-    decoder_mlp_ratio: float = 4.0
-    norm_pix: bool = True
 
-    def __post_init__(self) -> None:
-        if not 0 < self.mask_ratio < 1:
-            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+    def check_decoder(self) -> None:
         if self.decoder_depth < 1 or self.decoder_width % self.decoder_heads or self.decoder_width % 2 \
                 or self.decoder_width < 6:
             raise ValueError("decoder_depth must be >= 1 and decoder_width even, >= 6 and a multiple of "
@@ -95,30 +88,16 @@ class TubeletReconstructionLoss(nn.Module):
         return ReconstructionTerms(loss, fg_loss, foreground)
 
 
-class VideoMAEDecoder(nn.Module):
-    """Visible tokens + [CLS] -> pixels of every tubelet: embed, fill in mask tokens, add 3-D positions, blocks."""
+class VideoMAEDecoder(MaskedDecoder):
+    """Visible tokens + [CLS] -> pixels of every tubelet (MAE's decoder, ``MaskedDecoder``), with 3-D sin-cos
+    positions."""
 
-    def __init__(self, enc_width: int, width: int, depth: int, heads: int, mlp_ratio: float, patch_dim: int) -> None:
-        super().__init__()
-        self.width = width
-        self.embed = nn.Linear(enc_width, width)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.blocks = transformer_blocks(width, depth, heads, mlp_ratio)
-        self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(width, patch_dim)
-        nn.init.normal_(self.mask_token, std=0.02)
+    def positions(self, grid: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        return sincos_3d(*grid, self.width, device)
 
     def forward(self, z: torch.Tensor, keep: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """z: (B, 1 + N_keep, D) encoder output, keep: (B, N_keep), grid (gt, gh, gw) -> (B, N, P) tubelets."""
-        y = self.embed(z)  # (B, 1 + N_keep, Dd)
-        b, n = y.shape[0], grid[0] * grid[1] * grid[2]
-        full = self.mask_token.expand(b, n, -1).to(y.dtype)  # (B, N, Dd)
-        full = full.scatter(1, keep.unsqueeze(-1).expand(-1, -1, self.width), y[:, 1:])  # (B, N, Dd)
-        full = full + sincos_3d(*grid, self.width, y.device).to(y.dtype)  # (B, N, Dd)
-        y = torch.cat([y[:, :1], full], dim=1)  # (B, 1 + N, Dd)
-        for blk in self.blocks:
-            y = blk(y)
-        return self.head(self.norm(y)[:, 1:])  # (B, N, P)
+        return self.decode(z, keep, grid)
 
 
 @OBJECTIVES.register("videomae")

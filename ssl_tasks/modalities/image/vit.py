@@ -20,7 +20,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ssl_tasks.core.blocks import transformer_blocks
+from ssl_tasks.core.encoders import TokenEncoder
 from ssl_tasks.modalities.image.encoders import ENCODERS, Encoder
 
 
@@ -39,8 +39,9 @@ def sincos_2d(gh: int, gw: int, dim: int, device: torch.device | None = None) ->
 
 
 @ENCODERS.register("vit")
-class ViT(Encoder):
-    """Patch embedding, ``depth`` pre-norm transformer blocks, [CLS] token; pooled = [CLS] or token mean."""
+class ViT(TokenEncoder, Encoder):
+    """Patch embedding, ``depth`` pre-norm transformer blocks, [CLS] token; pooled = [CLS] or token mean (the
+    trunk, ``encode``, ``forward_tokens``, ``pooled`` and ``forward`` are ``core.encoders.TokenEncoder``'s)."""
 
     capabilities: ClassVar[frozenset[str]] = frozenset({"pooled", "tokens"})
 
@@ -49,10 +50,7 @@ class ViT(Encoder):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
-        if width % heads:
-            raise ValueError(f"width {width} is not a multiple of heads {heads}")
-        if pool not in ("cls", "mean"):
-            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        self._check_trunk(width, heads, pool)
         if drop_path:
             raise ValueError("drop_path is not supported")
         sincos_2d(1, 1, width)  # validates width
@@ -61,41 +59,18 @@ class ViT(Encoder):
         self.grid = image_size // patch_size
         self.num_patches = self.grid**2
         self.embed = nn.Conv2d(in_channels, width, patch_size, stride=patch_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.blocks = transformer_blocks(width, depth, heads, mlp_ratio)
-        self.norm = nn.LayerNorm(width)
+        self._build_trunk(width, depth, heads, mlp_ratio)
         self.out_dim = width
-        nn.init.normal_(self.cls_token, std=0.02)
-        w = self.embed.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        self._init_embedding()
 
     def patch_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, N, D), N = (H/p) * (W/p), row-major; no positions added."""
         return self.embed(x).flatten(2).transpose(1, 2)
 
+    def token_grid(self, x: torch.Tensor) -> tuple[int, int]:
+        """(B, C, H, W) -> (gh, gw), the patch grid of ``x`` (its size may differ from ``image_size``'s)."""
+        return x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+
     def pos_embed(self, gh: int, gw: int, device: torch.device | None = None) -> torch.Tensor:
         """(1, gh*gw, D) fixed positions."""
         return sincos_2d(gh, gw, self.width, device).unsqueeze(0)
-
-    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) positioned tokens -> (B, 1 + T, D): [CLS] first, after the blocks and final norm."""
-        z = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
-        for blk in self.blocks:
-            z = blk(z)
-        return self.norm(z)
-
-    def forward_tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, C, H, W) -> (B, 1 + N', D); ``keep`` (B, N') long selects which patch tokens enter the encoder."""
-        gh, gw = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
-        t = self.patch_tokens(x) + self.pos_embed(gh, gw, x.device).to(x.dtype)  # (B, N, D)
-        if keep is not None:
-            t = torch.gather(t, 1, keep.unsqueeze(-1).expand(-1, -1, t.shape[-1]))  # (B, N', D)
-        return self.encode(t)
-
-    def pooled(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, 1 + T, D) encoder output -> (B, D)."""
-        return z[:, 0] if self.pool == "cls" else z[:, 1:].mean(dim=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, D)"""
-        return self.pooled(self.forward_tokens(x))

@@ -11,8 +11,8 @@ The blocks are the image ViT's (``core.blocks.transformer_blocks``: pre-norm, GE
 prepended and a final LayerNorm; the pooled feature is the token mean by default (VideoMAE's fine-tuning pools
 by mean) or [CLS].
 
-Methods, like the image ViT's: ``patch_tokens`` (no positions), ``grid``, ``pos_embed``, ``encode`` ([CLS] first),
-``forward_tokens(x, keep)``, ``pooled``, ``forward``.
+Methods, like the image ViT's (both are ``core.encoders.TokenEncoder``\ s): ``patch_tokens`` (no positions),
+``grid``, ``pos_embed``, ``encode`` ([CLS] first), ``forward_tokens(x, keep)``, ``pooled``, ``forward``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_tasks.core.blocks import transformer_blocks
-from ssl_tasks.core.encoders import ENCODERS, Encoder
+from ssl_tasks.core.encoders import ENCODERS, TokenEncoder
 from ssl_tasks.modalities.video.masking import tubelet_patchify
 
 
@@ -49,14 +48,17 @@ def sincos_3d(gt: int, gh: int, gw: int, dim: int, device: torch.device | None =
 
 
 @ENCODERS.register("video_vit")
-class VideoViT(Encoder):
-    """Tubelet embedding, ``depth`` pre-norm transformer blocks, [CLS] token; pooled = token mean or [CLS].
+class VideoViT(TokenEncoder):
+    """Tubelet embedding, ``depth`` pre-norm transformer blocks, [CLS] token; pooled = token mean or [CLS] (the
+    trunk, ``encode``, ``forward_tokens``, ``pooled`` and ``forward`` are ``core.encoders.TokenEncoder``'s, with
+    the [CLS] token cast to the tokens' dtype).
 
     Input: float clips (B, T, C, H, W) already normalised, ``(x / 255 - mean) / std`` per channel.
     """
 
     modality: ClassVar[str] = "video"
     capabilities: ClassVar[frozenset[str]] = frozenset({"pooled", "tokens"})
+    cls_in_token_dtype: ClassVar[bool] = True
 
     def __init__(self, in_channels: int, frames: int, image_size: int, tubelet: int = 2, patch_size: int = 8,
                  width: int = 128, depth: int = 4, heads: int = 4, mlp_ratio: float = 2.0, pool: str = "mean") -> None:
@@ -67,22 +69,15 @@ class VideoViT(Encoder):
             raise ValueError(f"frames {frames} is not a multiple of tubelet {tubelet}")
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
-        if width % heads:
-            raise ValueError(f"width {width} is not a multiple of heads {heads}")
-        if pool not in ("cls", "mean"):
-            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        self._check_trunk(width, heads, pool)
         sincos_3d(1, 1, 1, width)  # validates width
         self.in_channels, self.frames, self.tubelet, self.patch_size = in_channels, frames, tubelet, patch_size
         self.width, self.pool, self.out_dim = width, pool, width
         self.num_patches = (frames // tubelet) * (image_size // patch_size) ** 2
         self.embed = nn.Conv3d(in_channels, width, (tubelet, patch_size, patch_size),
                                stride=(tubelet, patch_size, patch_size))
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.blocks = transformer_blocks(width, depth, heads, mlp_ratio)
-        self.norm = nn.LayerNorm(width)
-        nn.init.normal_(self.cls_token, std=0.02)
-        w = self.embed.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        self._build_trunk(width, depth, heads, mlp_ratio)
+        self._init_embedding()
 
     def grid(self, x: torch.Tensor) -> tuple[int, int, int]:
         """(B, T, C, H, W) -> (gt, gh, gw), the tubelet grid."""
@@ -101,27 +96,9 @@ class VideoViT(Encoder):
         """(1, gt*gh*gw, D) fixed positions."""
         return sincos_3d(gt, gh, gw, self.width, device).unsqueeze(0)
 
-    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) positioned tokens -> (B, 1 + T, D): [CLS] first, after the blocks and final norm."""
-        z = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
-        for blk in self.blocks:
-            z = blk(z)
-        return self.norm(z)
-
-    def forward_tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, C, H, W) -> (B, 1 + N', D); ``keep`` (B, N') long selects which tubelet tokens enter the encoder."""
-        t = self.patch_tokens(x) + self.pos_embed(*self.grid(x), x.device).to(x.dtype)  # (B, N, D)
-        if keep is not None:
-            t = torch.gather(t, 1, keep.unsqueeze(-1).expand(-1, -1, t.shape[-1]))  # (B, N', D)
-        return self.encode(t)
-
-    def pooled(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, 1 + T, D) encoder output -> (B, D)."""
-        return z[:, 0] if self.pool == "cls" else z[:, 1:].mean(dim=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, C, H, W) -> (B, D)"""
-        return self.pooled(self.forward_tokens(x))
+    def token_grid(self, x: torch.Tensor) -> tuple[int, int, int]:
+        """The tubelet grid (``grid``), for ``TokenEncoder.forward_tokens``."""
+        return self.grid(x)
 
 
 __all__ = ["VideoViT", "sincos_3d"]
