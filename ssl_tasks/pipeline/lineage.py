@@ -1,12 +1,13 @@
 """The files params name, made DVC dependencies: a dataset's source ``path``, the checkpoints a run starts from
-(``runs.<r>.init_encoder``, ``runs.<r>.objective_kwargs.init_image``) and the source of ``plugins`` modules.
+(``runs.<r>.init_encoder``, ``runs.<r>.objective_kwargs.init_image``), the checkpoint a dataset's tokenizer reads
+(``datasets.<ds>.tokenizer.checkpoint``) and the source of ``plugins`` modules.
 
 DVC cannot depend on them directly: a ``foreach`` stage's ``deps`` can only interpolate a value every item has
 (``${item.path}`` fails for a dataset without a path) and never a list. So the ``lineage`` stage, which DVC runs
 on every ``dvc repro`` (``always_changed``; it reads params.yaml as plain YAML and hashes files, no torch), writes one
-small file per dataset and per run, ``artifacts/lineage/{dataset,run}-<name>.json``, holding the sha256 of what that
-item's params name; ``ingest@<ds>`` and ``pretrain@<run>`` depend on their own file, so DVC reruns exactly the stages
-whose named files changed. ``plugins.json`` holds the plug-ins' source, which any stage may run: every stage
+small file per dataset and per run, ``artifacts/lineage/{dataset,tokenizer,run}-<name>.json``, holding the sha256 of
+what that item's params name; ``ingest@<ds>``, ``tokenizer@<ds>`` and ``pretrain@<run>`` depend on their own file,
+so DVC reruns exactly the stages whose named files changed. ``plugins.json`` holds the plug-ins' source, which any stage may run: every stage
 depends on it.
 
 A start checkpoint that another stage writes (SimCSE from ``artifacts/runs/mlm/pretrain/seed-0/encoder.pt``) has no
@@ -80,6 +81,18 @@ def dataset_inputs(raw: dict[str, Any], root: Path) -> dict[str, dict[str, tuple
                 path = path.parent
             inputs[f"datasets.{name}.path"] = (value, path)
         out[str(name)] = inputs
+    return out
+
+
+def tokenizer_inputs(raw: dict[str, Any], root: Path) -> dict[str, dict[str, tuple[str, Path]]]:
+    """Per dataset, the checkpoint its tokenizer stage reads (``datasets.<ds>.tokenizer.checkpoint``: HuBERT's
+    iteration-2 targets are k-means on a pretrained encoder's frames), as ``{params key: (value, path)}``."""
+    out: dict[str, dict[str, tuple[str, Path]]] = {}
+    for name, d in (raw.get("datasets") or {}).items():
+        tok = d.get("tokenizer") if isinstance(d, dict) else None
+        value = tok.get("checkpoint") if isinstance(tok, dict) else None
+        out[str(name)] = ({f"datasets.{name}.tokenizer.checkpoint": (value, _resolve(value, root))}
+                          if isinstance(value, str) and value else {})
     return out
 
 
@@ -188,8 +201,8 @@ def _previous(path: Path) -> dict[str, Any] | None:
 
 
 def write_lineage(raw: dict[str, Any], root: Path) -> dict[str, Path]:
-    """The ``lineage`` stage: ``artifacts/lineage/dataset-<ds>.json`` and ``run-<run>.json`` for every dataset and
-    run (``{}`` when its params name no file) and ``plugins.json``, replacing the folder's files; returns what it
+    """The ``lineage`` stage: ``artifacts/lineage/dataset-<ds>.json``, ``tokenizer-<ds>.json`` and ``run-<run>.json``
+    for every dataset and run (``{}`` when its params name no file) and ``plugins.json``, replacing the folder's files; returns what it
     wrote."""
     out = lineage_dir(root)
     out.mkdir(parents=True, exist_ok=True)
@@ -198,6 +211,9 @@ def write_lineage(raw: dict[str, Any], root: Path) -> dict[str, Path]:
     for name, inputs in dataset_inputs(raw, root).items():
         written[f"dataset-{name}"] = out / f"dataset-{name}.json"
         write_json_atomic(written[f"dataset-{name}"], _entry(inputs, root))
+    for name, inputs in tokenizer_inputs(raw, root).items():
+        written[f"tokenizer-{name}"] = out / f"tokenizer-{name}.json"
+        write_json_atomic(written[f"tokenizer-{name}"], _entry(inputs, root))
     for run, spec in (raw.get("runs") or {}).items():
         target = out / f"run-{run}.json"
         written[f"run-{run}"] = target

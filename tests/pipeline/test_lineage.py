@@ -173,6 +173,23 @@ def test_a_dataset_file_reruns_the_stages_that_read_it(locked: Path, tmp_path: P
     assert tokens == {"tokenizer@digits", "baselines@digits", *(f"pretrain@{r}" for r in RUNS)}  # its readers
 
 
+def test_a_tokenizer_checkpoint_reruns_that_datasets_tokenizer_only(locked: Path, tmp_path: Path) -> None:
+    """``datasets.<ds>.tokenizer.checkpoint`` (HuBERT iteration 2's targets come from a pretrained encoder): a
+    changed checkpoint makes that dataset's tokenizer stage stale, nothing else (its readers follow if the targets
+    change)."""
+    root = tmp_path / "p"
+    shutil.copytree(locked, root, symlinks=True)
+    put(root / "checkpoints" / "iter1" / "encoder.pt", b"iteration 1")
+    put(root / "checkpoints" / "iter1" / "meta.json", b"{}")
+    edit_params(lambda r: r["datasets"]["mine"].update(tokenizer={"checkpoint": "checkpoints/iter1"}))(root)
+    dvc(root, "repro", "--single-item", "lineage")
+    dvc(root, "commit", "--force", "--quiet")  # the project with that setting, as run
+    assert stale(root) == set()
+    put(root / "checkpoints" / "iter1" / "encoder.pt", b"iteration 1, retrained")
+    dvc(root, "repro", "--single-item", "lineage")
+    assert stale(root) == {"tokenizer@mine"}
+
+
 def test_plugin_code_reruns_every_stage(locked: Path, tmp_path: Path) -> None:
     """A plug-in may register a source, a modality, an encoder or an objective: any stage may run its code."""
     def edit(root: Path) -> None:

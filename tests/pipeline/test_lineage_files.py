@@ -75,6 +75,24 @@ def test_one_file_per_dataset_and_run_holding_what_its_params_name(tmp_path: Pat
     assert not (tmp_path / "artifacts" / "lineage" / "run-lit.json").exists()  # a removed run's file goes
 
 
+def test_a_tokenizer_checkpoint_is_hashed_in_its_datasets_tokenizer_file(tmp_path: Path) -> None:
+    """HuBERT's iteration 2: the tokenizer stage clusters a pretrained encoder's frames, so the checkpoint folder it
+    names is an input of that stage only (``tokenizer-<ds>.json``), not of ingest (``dataset-<ds>.json``)."""
+    folder = tmp_path / "artifacts" / "runs" / "hubert" / "pretrain" / "seed-0"
+    put(folder / "encoder.pt", b"iteration 1")
+    put(folder / "meta.json", b"{}")
+    raw = raw_params()
+    raw["datasets"]["digits"]["tokenizer"] = {"checkpoint": "artifacts/runs/hubert/pretrain/seed-0", "layer": 2}
+    write_lineage(raw, tmp_path)
+    assert read(tmp_path, "tokenizer-digits") == {"datasets.digits.tokenizer.checkpoint": {
+        "path": "artifacts/runs/hubert/pretrain/seed-0", "sha256": fingerprint(folder)}}
+    assert read(tmp_path, "tokenizer-mine") == {} and read(tmp_path, "dataset-digits") == {}
+    before = read(tmp_path, "tokenizer-digits")
+    put(folder / "encoder.pt", b"iteration 1, retrained")
+    write_lineage(raw, tmp_path)
+    assert read(tmp_path, "tokenizer-digits") != before
+
+
 def test_a_dataset_file_outside_the_project_brings_its_folder_never_the_project(tmp_path: Path) -> None:
     """A table outside the project: its folder (the images beside it). A file in the project, or in a folder that
     holds the project: the file alone, since that folder holds the outputs every stage writes."""
@@ -180,9 +198,9 @@ def test_the_cli_writes_the_lineage_folder(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params()))
     monkeypatch.chdir(tmp_path)
     assert main(["lineage"]) == 0
-    assert "lineage: 7 files in artifacts/lineage" in capsys.readouterr().out
+    assert "lineage: 10 files in artifacts/lineage" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "artifacts" / "lineage").iterdir()) == [
         "dataset-digits.json", "dataset-folder.json", "dataset-mine.json", "plugins.json", "run-a.json", "run-b.json",
-        "run-lit.json"]
+        "run-lit.json", "tokenizer-digits.json", "tokenizer-folder.json", "tokenizer-mine.json"]
     (tmp_path / "params.yaml").write_text("runs: [")
     assert main(["lineage"]) == 2 and "cannot read params.yaml" in capsys.readouterr().err

@@ -14,8 +14,10 @@ only; every split's frames get the id of their nearest centre. Written atomicall
     tokenizer.json        the configuration, the standardisation, the centres, counts and the dataset's hash
     targets/<split>.npy   int64 (N, conv_frames(T)): cluster ids, ``IGNORE`` (-100) past each clip's frames
 
-Iteration 2 reads the checkpoint folder it is given; DVC does not know that dependency (``dvc.yaml``'s tokenizer
-stage depends on the data only), so run that pretrain stage first and name the checkpoint on a second dataset entry.
+Iteration 2 reads the checkpoint folder it is given; the ``lineage`` stage hashes that folder into
+``artifacts/lineage/tokenizer-<ds>.json``, on which the dataset's tokenizer stage depends, so a retrained iteration-1
+run reruns the targets on the next ``dvc repro`` (no DAG edge from that pretrain stage: run it first, and name the
+checkpoint on a second dataset entry).
 """
 
 from __future__ import annotations
