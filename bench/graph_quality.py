@@ -54,13 +54,26 @@ def make_encoder(name: str, kwargs: dict, in_dim: int, seed: int) -> nn.Module:
     return ENCODERS[name](in_dim, **kwargs)
 
 
-def pretrain(objective: str, seed: int, x: torch.Tensor, ei: torch.Tensor, max_epochs: int | None) -> tuple:
+def make_objective(objective: str, seed: int, x: torch.Tensor, impl: str | None = None) -> nn.Module:
+    """The objective around a fresh encoder from ``seed``; ``impl`` (GraphMAE: 'csr' or 'pyg') picks the GAT
+    encoder's and the decoder's implementation, None their defaults."""
+    s = SETTINGS[objective]
+    name, enc_kwargs = s["encoder"]
+    kwargs = dict(s["kwargs"])
+    if impl is not None:
+        enc_kwargs, kwargs = {**enc_kwargs, "impl": impl}, {**kwargs, "impl": impl}
+    enc = make_encoder(name, enc_kwargs, x.shape[1], seed)
+    cls = OBJECTIVES.get(objective)
+    return cls(enc, build(cls.Config, kwargs, objective), GraphDataSpec(x.shape[0], x.shape[1]))
+
+
+def pretrain(objective: str, seed: int, x: torch.Tensor, ei: torch.Tensor, max_epochs: int | None,
+             impl: str | None = None) -> tuple:
     """Train one objective from ``seed``; returns the encoder (the lowest-loss epoch's, under early stopping), the
     epochs run and the last loss."""
     s = SETTINGS[objective]
-    enc = make_encoder(*s["encoder"], x.shape[1], seed)
-    cls = OBJECTIVES.get(objective)
-    obj = cls(enc, build(cls.Config, s["kwargs"], objective), GraphDataSpec(x.shape[0], x.shape[1]))
+    obj = make_objective(objective, seed, x, impl)
+    enc = obj.encoder
     opt = torch.optim.Adam(obj.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
     epochs = max_epochs or s["max_epochs"]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: (1 + np.cos(e * np.pi / epochs)) * 0.5) \
@@ -89,6 +102,36 @@ def pretrain(objective: str, seed: int, x: torch.Tensor, ei: torch.Tensor, max_e
     if state is not None:
         enc.load_state_dict(state)
     return enc, len(losses), losses[-1]
+
+
+def time_graphmae_steps(x: torch.Tensor, ei: torch.Tensor, steps: int, seed: int = 0) -> dict:
+    """Seconds per GraphMAE training step (views, forward, backward, Adam) with ``impl: pyg`` (PyG's GATConv on
+    every node, the original code) and ``impl: csr``, alternated step by step in this process so that both see the
+    same machine load; and the first step's loss of each from the same seed (equal up to float order)."""
+    objs = {impl: make_objective("graphmae", seed, x, impl) for impl in ("pyg", "csr")}
+    s = SETTINGS["graphmae"]
+    opts = {k: torch.optim.Adam(o.parameters(), lr=s["lr"], weight_decay=s["weight_decay"]) for k, o in objs.items()}
+    gens = {k: torch.Generator().manual_seed(seed) for k in objs}
+    times: dict[str, list[float]] = {k: [] for k in objs}
+    first: dict[str, float] = {}
+    for step in range(steps + 1):  # step 0: warm-up (not timed), the loss compared
+        for impl, obj in objs.items():
+            obj.train()
+            torch.manual_seed(seed * 1000 + step)
+            t0 = time.perf_counter()
+            res = obj(obj.make_views((x, ei), gens[impl]))
+            opts[impl].zero_grad()
+            res.loss.backward()
+            opts[impl].step()
+            if step:
+                times[impl].append(time.perf_counter() - t0)
+            else:
+                first[impl] = float(res.loss.detach())
+    out = {k: {"median_s": float(np.median(v)), "min_s": float(np.min(v)), "mean_s": float(np.mean(v)),
+               "steps": len(v), "first_loss": first[k]} for k, v in times.items()}
+    out["speedup_median"] = out["pyg"]["median_s"] / out["csr"]["median_s"]
+    out["load_average"] = [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    return out
 
 
 def kipf_gcn(x: torch.Tensor, ei: torch.Tensor, y: torch.Tensor, splits: dict, seed: int) -> float:
@@ -133,6 +176,10 @@ def main() -> None:
     ap.add_argument("--graphmae-seeds", type=int, default=None, help="fewer seeds for GraphMAE (CPU time)")
     ap.add_argument("--graphcl-seeds", type=int, default=None, help="fewer seeds for GraphCL (CPU time)")
     ap.add_argument("--probe-seeds", type=int, default=1, help="seeds of the supervised gcn-512 + probe baseline")
+    ap.add_argument("--graphmae-impl", choices=("csr", "pyg"), default="csr", help="GraphMAE's GAT encoder and "
+                    "decoder: the CSR path (default) or PyG's GATConv on every node (the original code; same maths)")
+    ap.add_argument("--time-steps", type=int, default=0, help="only time this many GraphMAE steps, pyg and csr "
+                    "alternated, and record them (no training runs)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "graph_quality.json"))
     args = ap.parse_args()
@@ -158,6 +205,11 @@ def main() -> None:
         print(f"{name} seed {seed}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
               + f" ({seconds:.1f} s) {extra or ''}", flush=True)
 
+    if args.time_steps:
+        out["step_timing"] = time_graphmae_steps(x, ei, args.time_steps, args.seed_start)
+        results.write()
+        print(out["step_timing"], flush=True)
+        return
     protocols = ["linear", "knn"]
     t0 = time.perf_counter()
     if not args.no_baselines:
@@ -180,8 +232,9 @@ def main() -> None:
                    node_protocols(node_embeddings(enc, xn, ein), labels, splits, protocols, 7),
                    time.perf_counter() - t0)
             t0 = time.perf_counter()
-            enc, epochs, last = pretrain(objective, seed, x, ei, args.graphmae_epochs if objective == "graphmae"
-                                         else args.max_epochs)
+            graphmae = objective == "graphmae"
+            enc, epochs, last = pretrain(objective, seed, x, ei, args.graphmae_epochs if graphmae else args.max_epochs,
+                                         args.graphmae_impl if graphmae else None)
             train_s = time.perf_counter() - t0
             metrics = node_protocols(node_embeddings(enc, xn, ein), labels, splits, protocols, 7)
             record(objective, seed, metrics, time.perf_counter() - t0, epochs=epochs, final_loss=round(last, 5),

@@ -9,7 +9,10 @@
   as well was slower, 0.20 s: torch's CPU sparse kernels do not pay off there.)
 * ``gat``: a GAT (Veličković et al. 2018, arXiv:1710.10903) of PyG ``GATConv`` layers as GraphMAE's encoder:
   two layers of 4 heads x 128 (concatenated: 512), feature dropout 0.2, attention dropout 0.1, PReLU after every
-  layer (GraphMAE's ``encoding=True``), self-loops added.
+  layer (GraphMAE's ``encoding=True``), self-loops added. ``impl: csr`` (the default) runs each ``GATConv``'s
+  forward through ``gat.gat_forward`` (the same parameters and random draws; the neighbour sum as a sparse CSR
+  product instead of PyG's per-edge message tensors; the edge layout cached per edge set); ``impl: pyg`` calls
+  ``GATConv`` itself. Outputs and gradients agree to float tolerance (tests/modalities/test_gat_fast.py).
 
 Node features are row-normalised (each row sums to 1, as DGI, GCN and GraphMAE preprocess Cora) by
 ``normalise_features``, which the feed and every evaluation apply before the encoder.
@@ -113,10 +116,14 @@ class GATEncoder(GraphEncoder):
     """GraphMAE's encoder: ``layers`` GATConv layers of ``heads`` x ``hidden // heads`` (concatenated), PReLU."""
 
     def __init__(self, in_dim: int, hidden: int = 512, heads: int = 4, layers: int = 2, feat_drop: float = 0.2,
-                 attn_drop: float = 0.1, negative_slope: float = 0.2) -> None:
+                 attn_drop: float = 0.1, negative_slope: float = 0.2, impl: str = "csr") -> None:
         super().__init__()
         if hidden % heads:
             raise ValueError(f"gat hidden ({hidden}) must be a multiple of heads ({heads})")
+        if impl not in ("csr", "pyg"):
+            raise ValueError(f"gat impl must be 'csr' or 'pyg', got {impl!r}")
+        self.impl = impl
+        self._graph: tuple[tuple, object] | None = None
         conv = pyg().nn.GATConv
         dims = [in_dim] + [hidden] * layers
         self.convs = nn.ModuleList(conv(a, hidden // heads, heads=heads, dropout=attn_drop,
@@ -124,7 +131,23 @@ class GATEncoder(GraphEncoder):
         self.acts = nn.ModuleList(nn.PReLU() for _ in range(layers))
         self.feat_drop, self.out_dim = float(feat_drop), int(hidden)
 
+    def graph(self, edge_index: torch.Tensor, n: int) -> object:
+        """GATConv's edge list (self-loops replaced) as an ``EdgeCSR``, cached per edge set."""
+        from ssl_tasks.modalities.graph.gat import EdgeCSR, edge_key, gat_edges
+
+        key = edge_key(edge_index, n)
+        if self._graph is None or self._graph[0] != key:
+            self._graph = (key, EdgeCSR(*gat_edges(edge_index, n), n, n))
+        return self._graph[1]
+
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        if self.impl == "csr":
+            from ssl_tasks.modalities.graph.gat import gat_forward
+
+            g = self.graph(edge_index, x.shape[0])
+            for conv, act in zip(self.convs, self.acts):
+                x = act(gat_forward(conv, nn.functional.dropout(x, self.feat_drop, self.training), g))
+            return x
         for conv, act in zip(self.convs, self.acts):
             x = act(conv(nn.functional.dropout(x, self.feat_drop, self.training), edge_index))
         return x
