@@ -200,6 +200,15 @@ class LocalRayCluster:
         raise TimeoutError(f"ray start ({name}) did not register within {self.start_timeout_s} s:\n"
                            f"{log.read_text()[-3000:]}")
 
+    def kill_node(self, node: Node, timeout_s: float = 60) -> None:
+        """SIGKILL every process of ``node`` (a lost machine or pod) and wait until the GCS has declared it dead."""
+        node.kill()
+        deadline = time.monotonic() + timeout_s
+        while node.node_id in self.alive_node_ids():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the GCS never marked the killed node {node.name} dead")
+            time.sleep(0.5)
+
     def alive_node_ids(self) -> set[str]:
         """Node ids the GCS reports alive (asked in a subprocess-free way: the GCS client, no ray.init)."""
         from ray._raylet import GcsClient
