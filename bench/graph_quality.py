@@ -15,6 +15,7 @@ bench keeps what finished. Paper figures (test accuracy, %): DGI 82.3 +- 0.6, Gr
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -107,13 +108,14 @@ def pretrain(objective: str, seed: int, x: torch.Tensor, ei: torch.Tensor, max_e
 def time_graphmae_steps(x: torch.Tensor, ei: torch.Tensor, steps: int, seed: int = 0) -> dict:
     """Seconds per GraphMAE training step (views, forward, backward, Adam) with ``impl: pyg`` (PyG's GATConv on
     every node, the original code) and ``impl: csr``, alternated step by step in this process so that both see the
-    same machine load; and the first step's loss of each from the same seed (equal up to float order)."""
+    same machine load; and each step's loss, both trained from the same seed with the same draws (equal up to
+    float order, which compounds slowly over the steps)."""
     objs = {impl: make_objective("graphmae", seed, x, impl) for impl in ("pyg", "csr")}
     s = SETTINGS["graphmae"]
     opts = {k: torch.optim.Adam(o.parameters(), lr=s["lr"], weight_decay=s["weight_decay"]) for k, o in objs.items()}
     gens = {k: torch.Generator().manual_seed(seed) for k in objs}
     times: dict[str, list[float]] = {k: [] for k in objs}
-    first: dict[str, float] = {}
+    losses: dict[str, list[float]] = {k: [] for k in objs}
     for step in range(steps + 1):  # step 0: warm-up (not timed), the loss compared
         for impl, obj in objs.items():
             obj.train()
@@ -125,10 +127,24 @@ def time_graphmae_steps(x: torch.Tensor, ei: torch.Tensor, steps: int, seed: int
             opts[impl].step()
             if step:
                 times[impl].append(time.perf_counter() - t0)
-            else:
-                first[impl] = float(res.loss.detach())
+            losses[impl].append(float(res.loss.detach()))
     out = {k: {"median_s": float(np.median(v)), "min_s": float(np.min(v)), "mean_s": float(np.mean(v)),
-               "steps": len(v), "first_loss": first[k]} for k, v in times.items()}
+               "steps": len(v), "first_loss": losses[k][0], "losses": losses[k]} for k, v in times.items()}
+    out["max_loss_difference"] = max(abs(a - b) for a, b in zip(losses["pyg"], losses["csr"]))
+    # where a step's time goes: torch.profiler's self CPU time per op (ms per step, 3 steps), the top ten
+    from torch.profiler import ProfilerActivity, profile
+
+    for impl, obj in objs.items():
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                res = obj(obj.make_views((x, ei), gens[impl]))
+                opts[impl].zero_grad()
+                res.loss.backward()
+                opts[impl].step()
+        ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in ops)
+        out[impl]["profile_ms_per_step"] = {"total": total / 3e3, **{e.key: e.self_cpu_time_total / 3e3
+                                                                     for e in ops[:10]}}
     out["speedup_median"] = out["pyg"]["median_s"] / out["csr"]["median_s"]
     out["load_average"] = [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
     return out
@@ -163,6 +179,48 @@ def kipf_gcn(x: torch.Tensor, ei: torch.Tensor, y: torch.Tensor, splits: dict, s
     return best[1]
 
 
+def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per row name: its seeds, mean and std over seeds of the linear and k-NN accuracies, the mean seconds and
+    the epochs each run took (as in ``bench/results/graph_quality.json``)."""
+    out = {}
+    for name, rows in runs.items():
+        def stat(key: str, fn: object) -> float | None:
+            vals = [r[key] for r in rows if key in r]
+            return float(fn(vals)) if vals else None
+
+        out[name] = {"seeds": [r["seed"] for r in rows], "linear_mean": stat("linear/top1", np.mean),
+                     "linear_std": stat("linear/top1", np.std), "knn_mean": stat("knn/top1", np.mean),
+                     "knn_std": stat("knn/top1", np.std), "seconds_mean": stat("seconds", np.mean),
+                     "epochs": [r["epochs"] for r in rows] if all("epochs" in r for r in rows) else None}
+        if all("final_loss" in r for r in rows):
+            out[name]["final_loss_mean"] = stat("final_loss", np.mean)
+    return out
+
+
+def merge(paths: list[str], out_path: str, args: argparse.Namespace) -> None:
+    """One results file from several processes' files: their rows by name (sorted by seed; a seed in two files
+    must hold the same metrics), each file's provenance and command, and the summary over all seeds."""
+    docs = {p: json.loads(Path(p).read_text()) for p in paths}
+    runs: dict[str, dict[int, dict]] = {}
+    for p, doc in docs.items():
+        for name, rows in doc["runs"].items():
+            for row in rows:
+                have = runs.setdefault(name, {}).get(row["seed"])
+                metrics = {k: v for k, v in row.items() if "seconds" not in k}
+                if have is not None and {k: v for k, v in have.items() if "seconds" not in k} != metrics:
+                    raise SystemExit(f"{name} seed {row['seed']}: different results in two files ({p})")
+                runs[name].setdefault(row["seed"], row)
+    first = next(iter(docs.values()))
+    merged = {k: first[k] for k in ("cpu", "threads", "torch", "settings", "split") if k in first}
+    merged_runs = {name: [rows[s] for s in sorted(rows)] for name, rows in runs.items()}
+    out = {"provenance": provenance(args), "merged_from": {p: doc.get("provenance") for p, doc in docs.items()},
+           "commands": [doc["command"] for doc in docs.values()], **merged, "runs": merged_runs,
+           "summary": summarise(merged_runs)}
+    results = ResultsFile(out_path, out, "runs")
+    results.write()
+    print(json.dumps(out["summary"], indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cora"))
@@ -180,9 +238,14 @@ def main() -> None:
                     "decoder: the CSR path (default) or PyG's GATConv on every node (the original code; same maths)")
     ap.add_argument("--time-steps", type=int, default=0, help="only time this many GraphMAE steps, pyg and csr "
                     "alternated, and record them (no training runs)")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON", help="only merge these results files "
+                    "(processes run side by side) into --out, with the summary over all their seeds")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "graph_quality.json"))
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge, args.out, args)
+        return
     torch.set_num_threads(args.threads)
     r = planetoid(Path(args.data), test_fraction=0.5, split_seed=0)
     x = normalise_features(torch.from_numpy(r.features))

@@ -12,10 +12,12 @@ Adam lr 0.001, weight decay 2e-4, 1500 epochs with a cosine schedule.
 and in the order "sum over neighbours, then the linear map": a ``GATConv`` output is ``W (sum_j a_ij r_j) + b``
 and its attention scores ``<W r_j, a>`` equal ``<r_j, W^T a>``, so the per-edge work is over the 512-wide codes
 instead of the 1433 reconstructed features, and ``W`` multiplies half the rows. The attention coefficients and
-their dropout are drawn over every edge in PyG's order, as ``GATConv`` draws them, so a seeded step gives the same
-loss and gradients as ``impl: pyg`` (``GATConv`` itself, on every node) up to float summation order
-(tests/modalities/test_gat_fast.py). On Cora this took a step from ~2 s to ~? s on the 2-core CPU (RESULTS
-section 8).
+their dropout are drawn over every edge in PyG's order, as ``GATConv`` draws them; the [MASK] token is written
+into the token rows (not added as a dense product) and the encoder-to-decoder map runs on the kept rows only
+(the others are re-masked to zero). So a seeded step gives the same loss and gradients as ``impl: pyg`` (the
+original forward, ``GATConv`` on every node) up to float summation order (tests/modalities/test_gat_fast.py). On
+Cora, one thread of the shared 2-core CPU, alternated in one process: 1.0 s a step against 2.1 s
+(bench/RESULTS.md section 8); most of the old step was the 1433-wide decoder's per-edge message tensors.
 """
 
 from __future__ import annotations
