@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -76,6 +77,35 @@ def fast() -> dict[str, object]:
 @pytest.fixture(scope="session")
 def project_factory():  # noqa: ANN201
     return make_project
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One real ``prefect server start`` (its own PREFECT_HOME and SQLite database, a free port) shared by the tests
+    that drive a server over REST from other processes: test_deployment.py (a served deployment) and
+    test_work_pool.py (a work pool and its worker). Their deployments, pools and flow runs have names of their own,
+    so neither sees the other's; a server start costs 20-40 s on a loaded 2-core machine. ``base`` (the API URL),
+    ``env`` (the server's environment, for the tests' own processes to start from) and ``log`` (its output)."""
+    from prefect_helpers import api, free_port, stop_group, wait_for
+
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    env.update(PREFECT_HOME=str(home / "prefect-home"), PREFECT_SERVER_UI_V2_ENABLED="false",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    log = home / "server.log"
+    server = None
+    try:
+        with log.open("w") as out:
+            server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start",
+                                       "--host", "127.0.0.1", "--port", str(port)],
+                                      cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        wait_for("the Prefect server", lambda: api(base, "GET", "/health") is True, 180, logs=(log,))
+        yield {"base": base, "env": env, "log": log}
+    finally:
+        stop_group(server)
 
 
 @pytest.fixture(scope="session")

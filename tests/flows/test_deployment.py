@@ -1,9 +1,9 @@
-"""`python -m flows.deploy` served against a real local Prefect server; two runs at once via the REST API."""
+"""`python -m flows.deploy` served against a real local Prefect server (the session's, shared with test_work_pool.py:
+conftest.py); two runs at once via the REST API."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 import yaml
 from prefect_helpers import api as _api
-from prefect_helpers import free_port as _free_port
 from prefect_helpers import stop_group as _stop
 from prefect_helpers import tails as _tails
 from prefect_helpers import wait_for as _wait
@@ -23,25 +22,16 @@ DEPLOYMENT = "test"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-def test_two_runs_at_once_each_in_its_own_workspace(tmp_path: Path, project_factory: Any,
-                                                    fast: dict[str, Any]) -> None:
+def test_two_runs_at_once_each_in_its_own_workspace(tmp_path: Path, project_factory: Any, fast: dict[str, Any],
+                                                    prefect_server: dict[str, Any]) -> None:
     project = project_factory(tmp_path / "proj")
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_UI_V2_ENABLED="false",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_RUNNER_POLL_FREQUENCY="2")
-    server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
-    logs = (server_log, serve_log)
-    server = serve = None
+    base = prefect_server["base"]
+    env = {**prefect_server["env"], "PREFECT_HOME": str(tmp_path / "prefect-home"),
+           "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    serve_log = tmp_path / "serve.log"
+    logs = (prefect_server["log"], serve_log)
+    serve = None
     try:
-        with server_log.open("w") as out:
-            server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start",
-                                       "--host", "127.0.0.1", "--port", str(port)],
-                                      cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-        _wait("the Prefect server", lambda: _api(base, "GET", "/health") is True, 180, logs=logs)
-
         with serve_log.open("w") as out:
             serve = subprocess.Popen([sys.executable, "-m", "flows.deploy", "--name", DEPLOYMENT, "--limit", "2",
                                       "--project-root", str(project)],
@@ -61,12 +51,11 @@ def test_two_runs_at_once_each_in_its_own_workspace(tmp_path: Path, project_fact
             states = {o: _api(base, "GET", f"/flow_runs/{rid}") for o, rid in runs.items()}
             return states if all(s["state_type"] in TERMINAL for s in states.values()) else None
 
-        final = _wait("both flow runs", finished, 900, every=5, logs=logs)
+        final = _wait("both flow runs", finished, 900, every=2, logs=logs)
         for objective, fr in final.items():
             assert fr["state_type"] == "COMPLETED", f"{objective}: {fr['state']}\n" + _tails(logs)
     finally:
-        _stop(serve)  # before the server: with the server gone, serve ignores SIGTERM
-        _stop(server)
+        _stop(serve)  # the session's server stays up: with the server gone, serve ignores SIGTERM
 
     # They ran at the same time (limit 2), each in its own workspace.
     a, b = final["simclr"], final["byol"]

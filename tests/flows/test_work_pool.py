@@ -1,4 +1,5 @@
-"""infra/prefect/prefect.yaml on a real local Prefect server: process work pool, worker, `gpu` tag limit.
+"""infra/prefect/prefect.yaml on a real local Prefect server (the session's, shared with test_deployment.py:
+conftest.py): process work pool, worker, `gpu` tag limit.
 
 The `quick` deployment is created with `prefect deploy` from a throwaway copy of the project,
 a `prefect worker start --pool local-proc` subprocess picks its flow run up and runs it to
@@ -17,7 +18,6 @@ from typing import Any
 import pytest
 from helpers import copy_project
 from prefect_helpers import api as _api
-from prefect_helpers import free_port as _free_port
 from prefect_helpers import stop_group as _stop
 from prefect_helpers import tails as _tails
 from prefect_helpers import wait_for as _wait
@@ -39,25 +39,16 @@ def _cli(args: list[str], cwd: Path, env: dict[str, str], log: Path) -> None:
 
 
 @pytest.mark.slow
-def test_worker_runs_the_quick_deployment(tmp_path: Path) -> None:
+def test_worker_runs_the_quick_deployment(tmp_path: Path, prefect_server: dict[str, Any]) -> None:
     project = copy_project(tmp_path / "proj")
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_UI_V2_ENABLED="false",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_CLI_PROMPT="false",
-               PREFECT_WORKER_QUERY_SECONDS="2", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    base = prefect_server["base"]
+    env = {**prefect_server["env"], "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_CLI_PROMPT": "false",
+           "PREFECT_WORKER_QUERY_SECONDS": "2", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     client_env = {**env, "PREFECT_API_URL": base, "SSL_TASKS_ROOT": str(project)}
-    server_log, cli_log, worker_log = tmp_path / "server.log", tmp_path / "cli.log", tmp_path / "worker.log"
-    logs = (server_log, cli_log, worker_log)
-    server = worker = None
+    cli_log, worker_log = tmp_path / "cli.log", tmp_path / "worker.log"
+    logs = (prefect_server["log"], cli_log, worker_log)
+    worker = None
     try:
-        with server_log.open("w") as out:
-            server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                      cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-        _wait("the Prefect server", lambda: _api(base, "GET", "/health") is True, 180, logs=logs)
-
         # The README's commands, as written (from the project root, SSL_TASKS_ROOT set).
         _cli(["work-pool", "create", POOL, "--type", "process"], project, client_env, cli_log)
         _cli(["concurrency-limit", "create", GPU_TAG, "1"], project, client_env, cli_log)
@@ -78,7 +69,7 @@ def test_worker_runs_the_quick_deployment(tmp_path: Path) -> None:
             run = _api(base, "GET", f"/flow_runs/{rid}")
             return run if run["state_type"] in TERMINAL else None
 
-        final = _wait("the flow run", finished, 900, every=5, logs=logs)
+        final = _wait("the flow run", finished, 900, every=2, logs=logs)
         assert final["state_type"] == "COMPLETED", f"{final['state']}\n" + _tails(logs)
 
         # The worker (not a serve process) ran it, in a process of the pool, from the deployment.
@@ -107,8 +98,7 @@ def test_worker_runs_the_quick_deployment(tmp_path: Path) -> None:
         v2 = _api(base, "GET", f"/v2/concurrency_limits/tag:{GPU_TAG}")
         assert v2["limit"] == 1 and v2["active"] is True
     finally:
-        _stop(worker)  # before the server (see test_deployment)
-        _stop(server)
+        _stop(worker)  # the session's server stays up (conftest.py)
 
     ws = project / "workspaces" / f"{final['name']}-{rid.replace('-', '')[:8]}"
     assert (ws / "artifacts" / "leaderboard.csv").is_file()
