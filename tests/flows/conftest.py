@@ -109,12 +109,20 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
 
 
 @pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    """The real Prefect engine against a temporary local API server and database."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_harness(prefect_server: dict[str, Any]) -> Iterator[None]:
+    """The real Prefect engine in this process against the session's local API server and database
+    (``prefect_server``; Prefect's own ``prefect_test_harness`` would start a second server); the logs and events
+    still queued are sent before the fixture ends."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server["base"]}):
+        try:
+            yield
+        finally:
+            APILogWorker.drain_all(timeout=30)
+            EventsWorker.drain_all(timeout=30)
 
 
 @pytest.fixture(scope="session")
