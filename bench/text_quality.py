@@ -8,12 +8,20 @@ figures measure the methods, not orchestration. Usage:
     python bench/text_quality.py --render bench/results/text_sst2.json
 
 Rows are written after each one, so an interrupted run keeps what finished; ``--objectives`` reruns those.
+
+``--validated`` (``validated_main``) makes the choices without reading the test split: a seeded validation
+split of whole SST-2 training sentences is carved from the labelled training phrases (``carve_validation``),
+every candidate variant of an objective (``CANDIDATES``) is trained at seed 0 and scored on it, the best by
+validation linear top-1 is chosen (``--choose``), and only then is that one scored on the dev sentences (the
+test split) and trained for more seeds. Pretraining keeps using every training phrase without labels.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -74,9 +82,27 @@ def main() -> None:
                     "repeat an objective with other seeds (name-s<seed>): mean ± 95%% CI per objective")
     ap.add_argument("--throughput", metavar="JSON", help="only measure steady-state training tokens/s per objective "
                     "(needs --work with the data and tokenizer) and write them to this file")
+    ap.add_argument("--validated", action="store_true", help="selection on a validation split carved from the "
+                    "training phrases, the test split scored once per chosen configuration (validated_main)")
+    ap.add_argument("--val-size", type=int, default=872, help="validation sentences carved (--validated)")
+    ap.add_argument("--val-seed", type=int, default=0, help="seed of the validation carve (--validated)")
+    ap.add_argument("--candidates", nargs="+", default=[], metavar="OBJ:VARIANT",
+                    help="--validated: train these candidates at --seed, score them on validation only")
+    ap.add_argument("--choose", action="store_true", help="--validated: choose each of --objectives' variant by "
+                    "validation linear top-1 at seed 0, then score the chosen one on the test split")
+    ap.add_argument("--chosen", action="store_true", help="--validated: train --objectives' chosen variants at "
+                    "--seed and score them on validation and test")
+    ap.add_argument("--baselines", nargs="+", default=[], choices=["bag_of_words", "supervised"],
+                    help="--validated: score these baselines on validation and test")
     args = ap.parse_args()
+    if args.validated:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        validated_main(args)
+        return
     if args.render:
-        print(render(json.loads(Path(args.render).read_text())))
+        result = json.loads(Path(args.render).read_text())
+        print(render_validated(result) if "carve" in result else render(result))
         return
     if args.render_seeds:
         print(render_seeds([json.loads(Path(f).read_text()) for f in args.render_seeds]))
@@ -288,6 +314,300 @@ def render_seeds(results: list[dict]) -> str:
         ci = (lambda m, c: f"{m:.4f}") if len(lin) == 1 else (lambda m, c: f"{m:.4f} ± {c:.4f}")
         lines.append(f"| {base} | {len(lin)} | {ci(lm, lc)} | {ci(km, kc)} | {delta} | "
                      + ", ".join(f"{v:.4f}" for v in lin) + " |")
+    return "\n".join(lines)
+
+# The variants each objective's encoder or recipe went through while they were being chosen on the dev sentences
+# (bench/RESULTS.md History H7-H10), now candidates chosen among on the validation split. A candidate is
+# {"encoder_kwargs": merged into ENCODER, "recipe": (epochs, batch, lr) if not RECIPES', "checkpoint_of": a
+# candidate whose trained checkpoint it evaluates (pooling changes evaluation only), "init_from": "mlm" (start
+# from the chosen MLM candidate's encoder of the same seed, with its kwargs)}. Left out for time (2 shared cores):
+# MLM with RoPE and no window (H7), span corruption with RoPE + window but no embedding LayerNorm (H8) and the
+# single-run span ablations (one decoder layer, noise 0.3, spans of 1, lr 1e-3), the 12-epoch budgets.
+ROPE_W2 = {"position": "rope", "window": 2}
+CANDIDATES: dict[str, dict[str, dict]] = {
+    "mlm": {"plain": {}, "rope_w2": {"encoder_kwargs": ROPE_W2}},
+    "causal_lm": {"plain": {}},
+    "span_corruption": {"plain": {},
+                        "rope_w2_en": {"encoder_kwargs": {**ROPE_W2, "embed_norm": True}},
+                        "rope_w2_en_fl": {"encoder_kwargs": {**ROPE_W2, "embed_norm": True, "pooling": "first_last"},
+                                          "checkpoint_of": "rope_w2_en"}},
+    "simcse": {"plain": {}, "from_mlm": {"init_from": "mlm", "recipe": (1, 64, 1e-4)}},
+}
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def _spans(words: list[str]) -> set[str]:
+    """Every contiguous run of words of a phrase, as text: what "a phrase contained in it" can be."""
+    return {" ".join(words[a:b]) for a in range(len(words)) for b in range(a + 1, len(words) + 1)}
+
+
+def carve_validation(texts: list[str], size: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(probe-train indices, validation indices, counts) over SST-2's training phrases.
+
+    SST-2's training "sentences" are the phrases of each sentence's parse tree, so a random carve would put a
+    sentence in validation and its sub-phrases (with their labels) in the probe's training part. Instead the
+    validation phrases are drawn (seeded) among the maximal phrases, those not contained word for word in any other
+    training phrase (whole sentences, as far as the data goes), and every training phrase contained in a validation
+    phrase (a run of its words, duplicates included) is removed from the probe's training part.
+    """
+    if size < 1:
+        raise ValueError(f"--val-size must be >= 1, got {size}")
+    norm = [" ".join(_words(t)) for t in texts]
+    covered: set[str] = set()
+    maximal = []
+    for i in sorted(range(len(norm)), key=lambda i: (-len(_words(norm[i])), i)):  # longest first
+        if norm[i] in covered or not norm[i]:
+            continue  # a run of words of a longer (or an equal, earlier) phrase
+        maximal.append(i)
+        covered |= _spans(_words(norm[i]))
+    del covered
+    if size > len(maximal):
+        raise ValueError(f"--val-size {size} exceeds the {len(maximal)} maximal training phrases")
+    val = np.sort(np.random.default_rng(seed).choice(np.asarray(maximal), size=size, replace=False))
+    in_val: set[str] = set()
+    for i in val:
+        in_val |= _spans(_words(norm[i]))
+    val_set = set(val.tolist())
+    removed = [i for i in range(len(norm)) if i not in val_set and norm[i] in in_val]
+    drop = val_set | set(removed)
+    probe = np.asarray([i for i in range(len(norm)) if i not in drop], dtype=np.int64)
+    counts = {"train_phrases": len(norm), "maximal_phrases": len(maximal), "validation": int(size),
+              "removed_from_probe_train": len(removed), "probe_train": len(probe),
+              "validation_words_mean": round(float(np.mean([len(_words(norm[i])) for i in val])), 1)}
+    return probe, val, counts
+
+
+def _lock(work: Path):
+    """An exclusive lock (the work dir's), so two invocations side by side can add rows to one results file."""
+    f = open(work / "results.lock", "w")
+    fcntl.flock(f, fcntl.LOCK_EX)
+    return f
+
+
+def validated_main(args: argparse.Namespace) -> None:
+    """Selection on a validation split carved from the training phrases; the test split read once per choice.
+
+    Rows ``<objective>.<variant>-s<seed>``, ``random_init.<objective>.<variant>-s<seed>``, ``bag_of_words``,
+    ``supervised``; metrics ``val/<protocol>/top1`` and, once chosen, ``test/<protocol>/top1``. ``selection``
+    records each choice with every candidate's validation scores. Several invocations may add to one file.
+    """
+    if not args.work:
+        raise SystemExit("--validated needs --work (the checkpoints of the chosen candidates are reused from it)")
+    from ssl_tasks.evaluation.features import extract_features, raw_features
+    from ssl_tasks.evaluation.knn import knn_top1
+    from ssl_tasks.evaluation.linear_probe import linear_probe_top1
+
+    out, work = Path(args.out), Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / "sst2"
+    with _lock(work):
+        if not (data / "manifest.json").is_file():
+            ingest("text_table", SHARED / "sst2", data, options={"text_column": "sentence", "label_column": "label",
+                                                                "test_file": "dev.tsv"})
+        tok_file = work / "tokenizer.json"
+        if not tok_file.is_file():
+            print("tokenizer:", train_text_tokenizer(TextDataset(data).iter_texts("train"), tok_file,
+                                                     vocab_size=args.vocab_size), flush=True)
+    ds = TextDataset(data)
+    tok = TextTokenizer.load(tok_file)
+    (x_all, y_all), test = labelled_rows(ds, tok, ENCODER["max_len"])
+    texts, _ = ds.load("train")
+    t0 = time.perf_counter()
+    probe_idx, val_idx, counts = carve_validation(texts, args.val_size, args.val_seed)
+    print(f"validation carve ({time.perf_counter() - t0:.0f} s): {counts}", flush=True)
+    train, val = (x_all[probe_idx], y_all[probe_idx]), (x_all[val_idx], y_all[val_idx])
+    splits = {"val": val, "test": test}
+    ecfg = EvalConfig(linear_epochs=args.linear_epochs)
+    me = provenance(args)
+    carve = {"seed": args.val_seed, "counts": {**counts, "test": len(test[1])},
+             "label_balance": {s: round(float(np.mean(y)), 4) for s, (_, y) in
+                               {"probe_train": train, "val": val, "test": test}.items()},
+             "validation_indices_sha": __import__("hashlib").sha256(val_idx.tobytes()).hexdigest()[:16],
+             "rule": "validation: seeded draw among the maximal training phrases (not a run of words of any other); "
+                     "probe train: the other phrases minus every phrase that is a run of words of a validation one",
+             "pretraining": "every training phrase (validation ones included), without labels"}
+
+    def update(rows: dict[str, dict] | None = None, selection: dict[str, dict] | None = None) -> dict:
+        with _lock(work):
+            old = json.loads(out.read_text()) if out.is_file() else {}
+            if old.get("carve") and old["carve"]["validation_indices_sha"] != carve["validation_indices_sha"]:
+                raise SystemExit(f"{out} was written with another validation carve; use another --out")
+            earlier = [*old.get("earlier_provenance", [])]
+            if old.get("provenance") and old["provenance"]["recorded_utc"] != me["recorded_utc"]:
+                earlier.append(old["provenance"])
+            new = {"machine": f"{cpu_model()}, {torch.get_num_threads()} threads",
+                   "data": "sst2: probe train phrases (validation carved out) -> validation sentences, dev sentences "
+                           "(the test split)", "carve": carve,
+                   "tokenizer": {"vocab_size": tok.vocab_size}, "encoder": ENCODER, "candidates": CANDIDATES,
+                   "recipes": RECIPES, "args": vars(args), "provenance": me, "earlier_provenance": earlier,
+                   "notes": old.get("notes", []),  # added by hand: what was not run, and why
+                   "selection": {**old.get("selection", {}), **(selection or {})},
+                   "rows": {**old.get("rows", {}), **(rows or {})}}
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(new, indent=2) + "\n")
+            tmp.replace(out)
+            return new
+
+    def score(encoder: torch.nn.Module | None, label: str, which: tuple[str, ...]) -> dict[str, float]:
+        t0 = time.perf_counter()
+        feats = (lambda x: raw_features(x, tok.vocab_size)) if encoder is None else (
+            lambda x: extract_features(encoder, x, (), (), batch_size=ecfg.batch_size))
+        f_tr, y_tr = feats(train[0]), torch.from_numpy(train[1]).long()
+        m = {}
+        for split in which:
+            f_s, y_s = feats(splits[split][0]), torch.from_numpy(splits[split][1]).long()
+            m[f"{split}/knn/top1"] = knn_top1(f_tr, y_tr, f_s, y_s, num_classes=2, k=ecfg.k,
+                                              temperature=ecfg.temperature)
+            m[f"{split}/linear/top1"] = linear_probe_top1(f_tr, y_tr, f_s, y_s, num_classes=2,
+                                                          epochs=ecfg.linear_epochs, lr=ecfg.linear_lr, seed=ecfg.seed)
+        print(f"{label}: {m} (eval {time.perf_counter() - t0:.0f} s)", flush=True)
+        return m
+
+    def resolve(objective: str, variant: str, seed: int) -> dict:
+        """A candidate's encoder kwargs, recipe, checkpoint row and init row."""
+        if objective not in CANDIDATES or variant not in CANDIDATES[objective]:
+            raise SystemExit(f"unknown candidate {objective}:{variant}; valid: " + ", ".join(
+                f"{o}:{v}" for o, vs in CANDIDATES.items() for v in vs))
+        c = CANDIDATES[objective][variant]
+        kwargs = {**ENCODER, **c.get("encoder_kwargs", {})}
+        init = None
+        if c.get("init_from"):
+            sel = json.loads(out.read_text()).get("selection", {}) if out.is_file() else {}
+            if c["init_from"] not in sel:
+                raise SystemExit(f"{objective}:{variant} starts from the chosen {c['init_from']}: choose it first")
+            src = sel[c["init_from"]]["chosen"]
+            kwargs = {**ENCODER, **CANDIDATES[c["init_from"]][src].get("encoder_kwargs", {})}
+            init = f"{c['init_from']}.{CANDIDATES[c['init_from']][src].get('checkpoint_of', src)}-s{seed}"
+        return {"encoder_kwargs": kwargs, "recipe": c.get("recipe", RECIPES[objective]), "init_from": init,
+                "ckpt_row": f"{objective}.{c.get('checkpoint_of', variant)}-s{seed}"}
+
+    def train_and_score(objective: str, variant: str, seed: int, which: tuple[str, ...]) -> dict:
+        r = resolve(objective, variant, seed)
+        epochs, batch, lr = r["recipe"]
+        session = LocalSession(work / f"ckpt-{r['ckpt_row']}")
+        record: dict = {"objective": objective, "variant": variant, "seed": seed, "encoder": OBJECTIVES[objective],
+                        "encoder_kwargs": r["encoder_kwargs"], "epochs": epochs, "batch_size": batch, "lr": lr,
+                        "init_from": r["init_from"], "checkpoint": r["ckpt_row"], "written_by": me["command"]}
+        if session.latest_checkpoint() is None:
+            init = ""
+            if r["init_from"]:
+                ckpt = LocalSession(work / f"ckpt-{r['init_from']}").latest_checkpoint()
+                if ckpt is None:
+                    raise SystemExit(f"{objective}:{variant} needs the trained {r['init_from']} in {work}")
+                init = str(work / f"{r['init_from']}-encoder.pt")
+                torch.save(torch.load(ckpt / "state.pt", weights_only=True)["eval_encoder"], init)
+            train_kwargs = {k: v for k, v in r["encoder_kwargs"].items() if k != "pooling"}  # evaluation only
+            job = TrainJob(run=r["ckpt_row"], seed=seed, data_dir=str(data), objective=objective,
+                           objective_config=objective_config(objective, {}), encoder=OBJECTIVES[objective],
+                           encoder_kwargs=train_kwargs, mean=(), std=(), tokenizer=str(tok_file), init_encoder=init,
+                           train=TrainConfig(epochs=epochs, batch_size=batch, lr=lr, weight_decay=0.01,
+                                             warmup_epochs=1))
+            t0 = time.perf_counter()
+            run_training(job, session)
+            reports = session.reports
+            record.update(train_seconds=round(time.perf_counter() - t0, 1),
+                          rows_per_s=round(float(np.mean([x["train/samples_per_s"] for x in reports])), 1),
+                          final_loss=round(reports[-1]["train/loss"], 4))
+        else:
+            record["trained_by"] = "an earlier invocation (checkpoint reused)"
+        state = torch.load(session.latest_checkpoint() / "state.pt", weights_only=True)
+        enc = build_text_encoder(OBJECTIVES[objective], tok.vocab_size, tok.pad_id, **r["encoder_kwargs"])
+        enc.load_state_dict(state["eval_encoder"])
+        record["metrics"] = score(enc, f"{objective}.{variant}-s{seed}", which)
+        return record
+
+    rows: dict[str, dict] = {}
+    for cand in args.candidates:  # selection runs: validation only
+        objective, _, variant = cand.partition(":")
+        name = f"{objective}.{variant}-s{args.seed}"
+        rows[name] = train_and_score(objective, variant, args.seed, ("val",))
+        update(rows={name: rows[name]})
+    if args.choose:
+        for objective in args.objectives:
+            have = json.loads(out.read_text())["rows"] if out.is_file() else {}
+            scores = {v: have.get(f"{objective}.{v}-s0", {}).get("metrics", {}) for v in CANDIDATES[objective]}
+            missing = [v for v, m in scores.items() if "val/linear/top1" not in m]
+            if missing:
+                raise SystemExit(f"--choose {objective}: no seed-0 validation score for {missing}")
+            chosen = max(scores, key=lambda v: scores[v]["val/linear/top1"])  # ties: the first listed (simplest)
+            sel = {"chosen": chosen, "by": "validation linear/top1 at seed 0",
+                   "validation": {v: {k: m[k] for k in ("val/linear/top1", "val/knn/top1")} for v, m in scores.items()},
+                   "encoder_kwargs": resolve(objective, chosen, 0)["encoder_kwargs"]}
+            update(selection={objective: sel})
+            print(f"{objective}: chose {chosen} ({sel['validation']})", flush=True)
+            name = f"{objective}.{chosen}-s0"  # the test split, read once for the chosen configuration
+            row = train_and_score(objective, chosen, 0, ("val", "test"))
+            update(rows={name: {**have[name], "metrics": row["metrics"], "test_scored_by": me["command"]}})
+    if args.chosen or args.random_seeds:
+        sel = json.loads(out.read_text()).get("selection", {}) if out.is_file() else {}
+        for objective in args.objectives:
+            if objective not in sel:
+                raise SystemExit(f"{objective}: not chosen yet (run --choose first)")
+            chosen = sel[objective]["chosen"]
+            if args.chosen:
+                name = f"{objective}.{chosen}-s{args.seed}"
+                update(rows={name: train_and_score(objective, chosen, args.seed, ("val", "test"))})
+            for seed in args.random_seeds:  # random init of the chosen architecture
+                kwargs = resolve(objective, chosen, seed)["encoder_kwargs"]
+                name = f"random_init.{objective}.{chosen}-s{seed}"
+                torch.manual_seed(seed)
+                enc = build_text_encoder(OBJECTIVES[objective], tok.vocab_size, tok.pad_id, **kwargs)
+                update(rows={name: {"encoder": OBJECTIVES[objective], "encoder_kwargs": kwargs, "seed": seed,
+                                    "written_by": me["command"], "metrics": score(enc, name, ("val", "test"))}})
+    if "bag_of_words" in args.baselines:
+        update(rows={"bag_of_words": {"written_by": me["command"],
+                                      "metrics": score(None, "bag_of_words", ("val", "test"))}})
+    if "supervised" in args.baselines:  # the encoder trained on the probe's training labels
+        torch.manual_seed(0)
+        enc = build_text_encoder("text_transformer", tok.vocab_size, tok.pad_id, **ENCODER)
+        t0 = time.perf_counter()
+        train_supervised(enc, *train, num_classes=2, views=None, epochs=args.supervised_epochs, lr=args.lr,
+                         batch_size=args.batch_size, seed=0)
+        update(rows={"supervised": {"encoder": "text_transformer", "encoder_kwargs": ENCODER, "seed": 0,
+                                    "epochs": args.supervised_epochs, "lr": args.lr, "batch_size": args.batch_size,
+                                    "train_seconds": round(time.perf_counter() - t0, 1), "written_by": me["command"],
+                                    "metrics": score(enc, "supervised", ("val", "test"))}})
+
+def render_validated(result: dict) -> str:
+    """The selection table (validation scores of every seed-0 candidate) and the chosen rows over their seeds on
+    validation and test (mean, then min-max), each objective next to random init of its own architecture."""
+    rows, sel = result["rows"], result.get("selection", {})
+    lines = ["| objective | candidate | encoder kwargs (beyond the base) | val linear/top1 | val k-NN top-1 | chosen |",
+             "|---|---|---|---|---|---|"]
+    for objective, cands in CANDIDATES.items():
+        for variant, c in cands.items():
+            m = rows.get(f"{objective}.{variant}-s0", {}).get("metrics", {})
+            extra = {k: v for k, v in (rows.get(f"{objective}.{variant}-s0", {}).get("encoder_kwargs") or {}).items()
+                     if ENCODER.get(k) != v}
+            cells = [f"{m[k]:.4f}" if k in m else "-" for k in ("val/linear/top1", "val/knn/top1")]
+            chosen = "**yes**" if sel.get(objective, {}).get("chosen") == variant else ""
+            lines.append(f"| {objective} | {variant} | {json.dumps(extra) if extra else '-'} | "
+                         + " | ".join(cells) + f" | {chosen} |")
+
+    def group(base: str) -> list[dict]:
+        return [r["metrics"] for n, r in rows.items() if n == base or n.startswith(base + "-s")]
+
+    def cell(ms: list[dict], key: str) -> str:
+        v = [m[key] for m in ms if key in m]
+        if not v:
+            return "-"
+        return f"{np.mean(v):.4f}" if len(v) == 1 else f"{np.mean(v):.4f} ({min(v):.4f}-{max(v):.4f})"
+
+    keys = ("test/linear/top1", "test/knn/top1", "val/linear/top1", "val/knn/top1")
+    lines += ["", "| row | seeds | test linear/top1 mean (min-max) | test k-NN top-1 | val linear/top1 | val k-NN top-1 |",
+              "|---|---:|---|---|---|---|"]
+    for objective, s in sel.items():
+        for base in (f"{objective}.{s['chosen']}", f"random_init.{objective}.{s['chosen']}"):
+            ms = [m for m in group(base) if "test/linear/top1" in m]
+            if ms:
+                lines.append(f"| {base} | {len(ms)} | " + " | ".join(cell(ms, k) for k in keys) + " |")
+    for base in ("bag_of_words", "supervised"):
+        if base in rows:
+            lines.append(f"| {base} | 1 | " + " | ".join(cell([rows[base]["metrics"]], k) for k in keys) + " |")
     return "\n".join(lines)
 
 
