@@ -28,16 +28,8 @@ TRUNK_KEYS = [
     "blocks.1.norm2.weight", "blocks.1.norm2.bias", "norm.weight", "norm.bias",
 ]
 
-DECODER_KEYS = [
-    "mask_token", "embed.weight", "embed.bias", "blocks.0.self_attn.in_proj_weight",
-    "blocks.0.self_attn.in_proj_bias", "blocks.0.self_attn.out_proj.weight", "blocks.0.self_attn.out_proj.bias",
-    "blocks.0.linear1.weight", "blocks.0.linear1.bias", "blocks.0.linear2.weight", "blocks.0.linear2.bias",
-    "blocks.0.norm1.weight", "blocks.0.norm1.bias", "blocks.0.norm2.weight", "blocks.0.norm2.bias",
-    "blocks.1.self_attn.in_proj_weight", "blocks.1.self_attn.in_proj_bias", "blocks.1.self_attn.out_proj.weight",
-    "blocks.1.self_attn.out_proj.bias", "blocks.1.linear1.weight", "blocks.1.linear1.bias",
-    "blocks.1.linear2.weight", "blocks.1.linear2.bias", "blocks.1.norm1.weight", "blocks.1.norm1.bias",
-    "blocks.1.norm2.weight", "blocks.1.norm2.bias", "norm.weight", "norm.bias", "head.weight", "head.bias",
-]
+# the same blocks and final norm as the trunk after its [CLS] token, then the prediction head
+DECODER_KEYS = ["mask_token", *TRUNK_KEYS[1:], "head.weight", "head.bias"]
 
 
 def _vit() -> torch.nn.Module:
