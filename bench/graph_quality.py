@@ -55,45 +55,26 @@ def make_encoder(name: str, kwargs: dict, in_dim: int, seed: int) -> nn.Module:
     return ENCODERS[name](in_dim, **kwargs)
 
 
-def reference_gat_init(module: nn.Module) -> int:
-    """Re-initialise every PyG ``GATConv`` in ``module`` as GraphMAE's reference GAT does (``gat.py``
-    ``reset_parameters``; the authors' PyG port overrides PyG's glorot the same way): ``xavier_normal_`` with gain
-    ``calculate_gain('relu')`` = sqrt(2) on the linear weight and on both attention vectors (``(1, H, C)``: torch's
-    fans H*C and C), bias 0. PyG's default is xavier-uniform with gain 1 on the weight and ``glorot`` on the
-    attention vectors. Returns the number of layers re-initialised."""
-    from torch_geometric.nn import GATConv
-
-    gain, count = nn.init.calculate_gain("relu"), 0
-    for m in module.modules():
-        if isinstance(m, GATConv):
-            for w in (m.lin.weight, m.att_src, m.att_dst):
-                nn.init.xavier_normal_(w, gain=gain)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-            count += 1
-    return count
-
-
 def make_objective(objective: str, seed: int, x: torch.Tensor, impl: str | None = None,
-                   init: str = "pyg") -> nn.Module:
+                   init: str = "reference") -> nn.Module:
     """The objective around a fresh encoder from ``seed``; ``impl`` (GraphMAE: 'csr' or 'pyg') picks the GAT
-    encoder's and the decoder's implementation, None their defaults; ``init: reference`` re-initialises every GAT
-    layer (encoder and decoder) as GraphMAE's code does (``reference_gat_init``), ``pyg`` keeps PyG's default."""
+    encoder's and the decoder's implementation, None their defaults; ``init`` (GAT layers only, encoder and decoder:
+    the library's ``gat.reference_init`` or PyG's default) is passed to both as their ``init`` option."""
     s = SETTINGS[objective]
     name, enc_kwargs = s["encoder"]
     kwargs = dict(s["kwargs"])
     if impl is not None:
         enc_kwargs, kwargs = {**enc_kwargs, "impl": impl}, {**kwargs, "impl": impl}
+    if name == "gat":
+        enc_kwargs, kwargs = {**enc_kwargs, "init": init}, {**kwargs, "init": init}
     enc = make_encoder(name, enc_kwargs, x.shape[1], seed)
     cls = OBJECTIVES.get(objective)
     obj = cls(enc, build(cls.Config, kwargs, objective), GraphDataSpec(x.shape[0], x.shape[1]))
-    if init == "reference":
-        reference_gat_init(obj)
     return obj
 
 
 def pretrain(objective: str, seed: int, x: torch.Tensor, ei: torch.Tensor, max_epochs: int | None,
-             impl: str | None = None, init: str = "pyg") -> tuple:
+             impl: str | None = None, init: str = "reference") -> tuple:
     """Train one objective from ``seed``; returns the encoder (the lowest-loss epoch's, under early stopping), the
     epochs run and the last loss."""
     s = SETTINGS[objective]
@@ -290,9 +271,10 @@ def main() -> None:
     ap.add_argument("--probe-seeds", type=int, default=1, help="seeds of the supervised gcn-512 + probe baseline")
     ap.add_argument("--graphmae-impl", choices=("csr", "pyg"), default="csr", help="GraphMAE's GAT encoder and "
                     "decoder: the CSR path (default) or PyG's GATConv on every node (the original code; same maths)")
-    ap.add_argument("--init", choices=("pyg", "reference"), default="pyg", help="GAT layers' initialisation: "
-                    "PyG's default (glorot, gain 1) or GraphMAE's reference (xavier_normal_, gain sqrt(2), on the "
-                    "weights and attention vectors, bias 0) after the objective is built")
+    ap.add_argument("--init", choices=("pyg", "reference"), default="reference", help="GAT layers' initialisation "
+                    "(the gat encoder's and GraphMAE decoder's `init` option): GraphMAE's reference (xavier_normal_, "
+                    "gain sqrt(2), on the weights and attention vectors, bias 0; the library's default since "
+                    "2026-12-08) or PyG's default (glorot, gain 1: the earlier 1500-epoch runs)")
     ap.add_argument("--time-steps", type=int, default=0, help="only time this many GraphMAE steps, pyg and csr "
                     "alternated, and record them (no training runs)")
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON", help="only merge these results files "
@@ -349,9 +331,9 @@ def main() -> None:
                 continue
             s = SETTINGS[objective]
             t0 = time.perf_counter()
-            enc = make_encoder(*s["encoder"], x.shape[1], seed)
-            if args.init == "reference":
-                reference_gat_init(enc)
+            name, enc_kwargs = s["encoder"]
+            enc = make_encoder(name, {**enc_kwargs, "init": args.init} if name == "gat" else enc_kwargs, x.shape[1],
+                               seed)
             emb = node_embeddings(enc, xn, ein)
             extra = adam_probe(emb, labels, splits, seed) if args.adam_probe else {}
             record(f"random_init_{s['encoder'][0]}", seed,

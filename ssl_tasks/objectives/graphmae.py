@@ -30,7 +30,16 @@ from torch import nn
 from ssl_tasks.losses.scaled_cosine import ScaledCosineError
 from ssl_tasks.modalities.graph.augment import mask_nodes
 from ssl_tasks.modalities.graph.encoders import pyg
-from ssl_tasks.modalities.graph.gat import EdgeCSR, aggregate, attention, check_plain, edge_key, gat_edges
+from ssl_tasks.modalities.graph.gat import (
+    EdgeCSR,
+    aggregate,
+    attention,
+    check_init,
+    check_plain,
+    edge_key,
+    gat_edges,
+    reference_init,
+)
 from ssl_tasks.objectives.base import OBJECTIVES, StepResult
 from ssl_tasks.objectives.dgi import GraphObjective, graph_input
 
@@ -45,8 +54,10 @@ class GraphMAEConfig:
     decoder_feat_drop: float = 0.2
     decoder_attn_drop: float = 0.1
     impl: str = "csr"
+    init: str = "reference"  # the decoder's GAT init: GraphMAE's ("reference") or PyG's default ("pyg")
 
     def __post_init__(self) -> None:
+        check_init("graphmae", self.init)
         if not (0 < self.mask_rate < 1 and 0 <= self.replace_rate < 1):
             raise ValueError("mask_rate must be in (0, 1) and replace_rate in [0, 1)")
         if self.impl not in ("csr", "pyg"):
@@ -64,6 +75,8 @@ class GraphMAE(GraphObjective):
         self.encoder_to_decoder = nn.Linear(d, d, bias=False)
         self.decoder = pyg().nn.GATConv(d, in_dim, heads=cfg.decoder_heads, concat=False,
                                         dropout=cfg.decoder_attn_drop)
+        if cfg.init == "reference":
+            reference_init(self.decoder)
         self.criterion = ScaledCosineError(cfg.alpha)
 
     def make_views(self, x: object, g: torch.Generator) -> list[torch.Tensor]:

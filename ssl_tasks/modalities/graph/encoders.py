@@ -113,11 +113,17 @@ class GCNEncoder(GraphEncoder):
 
 @ENCODERS.register("gat")
 class GATEncoder(GraphEncoder):
-    """GraphMAE's encoder: ``layers`` GATConv layers of ``heads`` x ``hidden // heads`` (concatenated), PReLU."""
+    """GraphMAE's encoder: ``layers`` GATConv layers of ``heads`` x ``hidden // heads`` (concatenated), PReLU;
+    ``init: reference`` (default) initialises them as GraphMAE's code does (``gat.reference_init``), ``pyg`` keeps
+    PyG's default."""
 
     def __init__(self, in_dim: int, hidden: int = 512, heads: int = 4, layers: int = 2, feat_drop: float = 0.2,
-                 attn_drop: float = 0.1, negative_slope: float = 0.2, impl: str = "csr") -> None:
+                 attn_drop: float = 0.1, negative_slope: float = 0.2, impl: str = "csr",
+                 init: str = "reference") -> None:
         super().__init__()
+        from ssl_tasks.modalities.graph.gat import check_init, reference_init
+
+        check_init("gat", init)
         if hidden % heads:
             raise ValueError(f"gat hidden ({hidden}) must be a multiple of heads ({heads})")
         if impl not in ("csr", "pyg"):
@@ -128,6 +134,9 @@ class GATEncoder(GraphEncoder):
         dims = [in_dim] + [hidden] * layers
         self.convs = nn.ModuleList(conv(a, hidden // heads, heads=heads, dropout=attn_drop,
                                         negative_slope=negative_slope) for a in dims[:-1])
+        if init == "reference":
+            for c in self.convs:
+                reference_init(c)
         self.acts = nn.ModuleList(nn.PReLU() for _ in range(layers))
         self.feat_drop, self.out_dim = float(feat_drop), int(hidden)
 
