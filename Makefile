@@ -101,7 +101,7 @@ browser:
 	  else echo "note: no chromium on PATH and not root: the browser tests of the UIs will fail (apt-get install chromium)"; fi; }
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not services and not ray_cluster and not gpu"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow and not services and not ray_cluster and not gpu"
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --no-deps -q -r requirements-bench.txt

@@ -30,10 +30,14 @@ def chromium() -> str:
 
 
 def page_text(url: str, wait_ms: int = 20000) -> str:
-    """The visible text of ``url`` once its scripts have run for ``wait_ms`` of virtual time."""
-    out = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=3000,2000",
-                          f"--virtual-time-budget={wait_ms}", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=180)
+    """The visible text of ``url`` once its scripts have run for ``wait_ms`` of virtual time. Each call has its own
+    profile folder: two browsers on one profile (two test workers) would share its lock."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+        out = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=3000,2000",
+                              f"--user-data-dir={profile}", f"--virtual-time-budget={wait_ms}", "--dump-dom", url],
+                             capture_output=True, text=True, timeout=180)
     dom = re.sub(r"<script.*?</script>|<style.*?</style>", " ", out.stdout, flags=re.S)
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)))
 
