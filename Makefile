@@ -85,11 +85,8 @@ run-clip: $(STAMP)
 	@echo
 	@echo "Leaderboard: workspaces/clip/artifacts/leaderboard.md; reproduce there with: cd workspaces/clip && dvc repro"
 
-# Two pytest workers (pytest-xdist), each taking whole test files (--dist loadfile: a file's module fixtures, such as
-# a pipeline profile's dvc repro, run once): most of an end-to-end test is waiting on a subprocess, a server or Ray,
-# so two interleave on 2 cores. Each worker has its own session fixtures (its own Ray cluster and Prefect server).
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
+	$(BIN)/python -m pytest -q --durations=25
 
 # The browser tests of the Prefect and MLflow UIs drive headless Chromium (Debian's package; no download of a browser
 # build) over the DevTools protocol (tests/browser.py).
@@ -101,7 +98,7 @@ browser:
 	  else echo "note: no chromium on PATH and not root: the browser tests of the UIs will fail (apt-get install chromium)"; fi; }
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow and not services and not ray_cluster and not gpu"
+	$(BIN)/python -m pytest -q -m "not slow and not services and not ray_cluster and not gpu"
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --no-deps -q -r requirements-bench.txt
