@@ -19,7 +19,7 @@ MLFLOW_PORT ?= 5000
 
 help:
 	@echo "make run    - install (first time) and run the default pipeline with dvc repro"
-	@echo "make test   - install (first time) and run the whole test suite (~30-40 min on 2 cores), printing the 25 slowest tests"
+	@echo "make test   - install (first time) and run the whole test suite (~32 min on 2 cores), printing the 25 slowest tests"
 	@echo "make test-fast - the quick tier while working (~3 min): no slow, services, ray_cluster or gpu tests"
 	@echo "make run-text - the language pipeline (configs/text.yaml: SST-2, Tiny Shakespeare) in workspaces/text/"
 	@echo "make run-graph - the graph pipeline (configs/graph.yaml: DGI, GraphCL, GraphMAE on Cora) in workspaces/graph/"
