@@ -55,6 +55,11 @@ def make_encoder(name: str, kwargs: dict, in_dim: int, seed: int) -> nn.Module:
     return ENCODERS[name](in_dim, **kwargs)
 
 
+def with_init(name: str, kwargs: dict, init: str) -> dict:
+    """``kwargs`` with the GAT ``init`` option added for the ``gat`` encoder (the GCN has no such option)."""
+    return {**kwargs, "init": init} if name == "gat" else kwargs
+
+
 def make_objective(objective: str, seed: int, x: torch.Tensor, impl: str | None = None,
                    init: str = "reference") -> nn.Module:
     """The objective around a fresh encoder from ``seed``; ``impl`` (GraphMAE: 'csr' or 'pyg') picks the GAT
@@ -65,12 +70,9 @@ def make_objective(objective: str, seed: int, x: torch.Tensor, impl: str | None 
     kwargs = dict(s["kwargs"])
     if impl is not None:
         enc_kwargs, kwargs = {**enc_kwargs, "impl": impl}, {**kwargs, "impl": impl}
-    if name == "gat":
-        enc_kwargs, kwargs = {**enc_kwargs, "init": init}, {**kwargs, "init": init}
-    enc = make_encoder(name, enc_kwargs, x.shape[1], seed)
+    enc = make_encoder(name, with_init(name, enc_kwargs, init), x.shape[1], seed)
     cls = OBJECTIVES.get(objective)
-    obj = cls(enc, build(cls.Config, kwargs, objective), GraphDataSpec(x.shape[0], x.shape[1]))
-    return obj
+    return cls(enc, build(cls.Config, with_init(name, kwargs, init), objective), GraphDataSpec(x.shape[0], x.shape[1]))
 
 
 def pretrain(objective: str, seed: int, x: torch.Tensor, ei: torch.Tensor, max_epochs: int | None,
@@ -332,8 +334,7 @@ def main() -> None:
             s = SETTINGS[objective]
             t0 = time.perf_counter()
             name, enc_kwargs = s["encoder"]
-            enc = make_encoder(name, {**enc_kwargs, "init": args.init} if name == "gat" else enc_kwargs, x.shape[1],
-                               seed)
+            enc = make_encoder(name, with_init(name, enc_kwargs, args.init), x.shape[1], seed)
             emb = node_embeddings(enc, xn, ein)
             extra = adam_probe(emb, labels, splits, seed) if args.adam_probe else {}
             record(f"random_init_{s['encoder'][0]}", seed,
